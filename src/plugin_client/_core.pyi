@@ -1,0 +1,163 @@
+"""Type stub and contract of the core: ``_core`` (Cython) and ``_core_py`` (its twin).
+
+Both modules implement exactly this API, keyword arguments included. The core
+moves bytes, pids and timestamps; it knows nothing about JSON, pydantic or
+plugins. Every blocking wait (``poll``, ``read``, ``write``, ``waitpid``) runs
+with the GIL released in the compiled core. Deadlines are absolute times on
+``CLOCK_MONOTONIC`` in float seconds, the clock of :func:`time.monotonic`;
+``None`` means "wait for ever". Errors are the classes of
+:mod:`plugin_client._core_errors`.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Final, Optional, Union
+
+_Bytes = Union[bytes, bytearray, memoryview]
+_StrOrBytes = Union[str, bytes]
+
+IMPLEMENTATION: Final[str]
+"""``"cython"`` in ``_core``, ``"python"`` in ``_core_py``."""
+
+DEFAULT_MAX_FRAME_BYTES: Final[int]
+"""Default frame limit: 16 MiB."""
+
+def monotonic() -> float:
+    """``CLOCK_MONOTONIC`` now, in seconds; the same clock as :func:`time.monotonic`."""
+
+class FrameReader:
+    """Splits a byte stream into newline-delimited frames.
+
+    A frame is the bytes before a ``b"\\n"`` with one trailing ``b"\\r"``
+    removed. Only ``b"\\n"`` splits: U+2028 and lone ``\\r`` are frame content.
+    A line whose length before its ``\\n`` exceeds ``max_frame_bytes`` raises
+    :class:`FrameTooLargeError` as soon as that many bytes are seen, so the
+    buffer never holds more than the limit plus one read. Complete frames
+    before an oversized one are still returned first. An empty line is
+    returned as ``b""`` (the façade decides that it is an error).
+    """
+
+    def __init__(self, fd: int, max_frame_bytes: int = ...) -> None:
+        """``fd`` is a readable pipe end; it should be non-blocking. ``-1``
+        makes a reader that is only fed (``feed``/``next_frame``)."""
+    @property
+    def fd(self) -> int: ...
+    @property
+    def max_frame_bytes(self) -> int: ...
+    @property
+    def buffered(self) -> int:
+        """Bytes held that have not yet been returned as frames."""
+    def read_frame(self, deadline: Optional[float] = None) -> bytes:
+        """Return the next frame, reading from ``fd`` as needed.
+
+        A frame already buffered is returned with no system call. Otherwise
+        it reads (retrying on EINTR, waiting with ``poll`` on EAGAIN) until a
+        frame is complete. Raises :class:`DeadlineExceeded` when ``deadline``
+        passes, :class:`StreamEOF` (with ``pending`` bytes of an unfinished
+        frame) at end of stream, :class:`FrameTooLargeError` past the limit,
+        and ``OSError`` for other read errors.
+        """
+    def feed(self, data: _Bytes) -> None:
+        """Append bytes read elsewhere (an event loop's reader callback). Never raises
+        for size: the limit is enforced by :meth:`next_frame`."""
+    def next_frame(self) -> Optional[bytes]:
+        """Pop the next complete frame from the buffer without I/O, or ``None``.
+        Raises :class:`FrameTooLargeError` when the head line exceeds the limit."""
+    def clear(self) -> None:
+        """Drop everything buffered."""
+
+def write_all(fd: int, data: _Bytes, deadline: Optional[float] = None) -> None:
+    """Write all of ``data`` to ``fd``, handling partial writes and EAGAIN (with ``poll``).
+
+    EPIPE raises :class:`PipeClosed`; the host never dies of SIGPIPE, even if
+    the host has restored SIGPIPE's default disposition. Raises
+    :class:`DeadlineExceeded` if the pipe stays full past ``deadline``.
+    """
+
+class RestartWindow:
+    """A sliding window of crash timestamps on ``CLOCK_MONOTONIC``.
+
+    Holds at most ``cap`` timestamps (the newest), so memory is bounded and
+    :meth:`count` never exceeds ``cap``. ``now`` arguments default to
+    :func:`monotonic` and exist for tests.
+    """
+
+    def __init__(self, window: float, cap: int) -> None:
+        """``window`` > 0 seconds, ``cap`` >= 1; otherwise ``ValueError``."""
+    @property
+    def window(self) -> float: ...
+    @property
+    def cap(self) -> int: ...
+    @property
+    def last(self) -> Optional[float]:
+        """The newest recorded timestamp, or ``None``; kept across pruning."""
+    def record(self, now: Optional[float] = None) -> int:
+        """Record a crash at ``now``; return the count within the window as of ``now``."""
+    def count(self, now: Optional[float] = None) -> int:
+        """Prune timestamps older than ``now - window`` and return how many are left."""
+    def exceeded(self, now: Optional[float] = None) -> bool:
+        """``count(now) >= cap``."""
+    def clear(self) -> None:
+        """Forget every timestamp (``last`` too)."""
+
+def spawn_method() -> str:
+    """How :func:`spawn` closes inherited fds on this machine, e.g.
+    ``"posix_spawn+closefrom_np"`` or the fallback's name. For ``doctor``."""
+
+def spawn(
+    argv: Sequence[_StrOrBytes],
+    env: Mapping[_StrOrBytes, _StrOrBytes],
+    *,
+    cwd: Optional[_StrOrBytes] = None,
+) -> "Child":
+    """Start ``argv[0]`` (a path; no ``PATH`` search) with ``posix_spawn``.
+
+    The child gets exactly ``env`` (an empty mapping included), pipes on fds
+    0, 1 and 2 and no other fd, every signal at its default disposition, an
+    empty signal mask, and a new process group whose id is its pid. ``cwd``,
+    if given, is its working directory. The parent's pipe ends are
+    close-on-exec and non-blocking. Raises :class:`SpawnFailed` (errno and
+    path) if the file is missing, not executable or not a valid executable.
+    """
+
+class Child:
+    """A spawned child process and the parent's ends of its pipes."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def pidfd(self) -> int:
+        """A pidfd for the child, or ``-1`` where the kernel has none."""
+    @property
+    def stdin_fd(self) -> int:
+        """``-1`` once closed."""
+    @property
+    def stdout_fd(self) -> int: ...
+    @property
+    def stderr_fd(self) -> int: ...
+    @property
+    def returncode(self) -> Optional[int]:
+        """``None`` until reaped; then the exit status, or ``-signum`` if a signal ended it."""
+    def poll(self) -> Optional[int]:
+        """Reap the child if it has exited (``WNOHANG``) and return ``returncode``."""
+    def wait(self, timeout: Optional[float] = None, *, reap: bool = True) -> Optional[int]:
+        """Wait up to ``timeout`` seconds for the child to exit; ``None`` on timeout.
+
+        Returns as soon as the child exits: ``poll`` on the pidfd where there is
+        one, else ``waitpid(WNOHANG)`` with a backoff capped at 1 ms. With
+        ``reap=False`` the exited child is left a zombie (its pid, and so its
+        process-group id, cannot be reused yet) and the would-be return code is
+        returned while ``returncode`` stays ``None``.
+        """
+    def send_signal(self, sig: int) -> None:
+        """Signal the leader only, through its pidfd where there is one. No-op once reaped."""
+    def signal_group(self, sig: int) -> None:
+        """Signal the whole process group. No-op once the leader is reaped (its
+        id could then name another group); ``ESRCH`` is ignored."""
+    def terminate(self) -> None:
+        """``signal_group(SIGTERM)``."""
+    def kill(self) -> None:
+        """``signal_group(SIGKILL)``."""
+    def close_stdin(self) -> None:
+        """Close the parent's end of the child's stdin (the protocol's exit signal). Idempotent."""
+    def close(self) -> None:
+        """Close every fd the parent holds for this child (pipes and pidfd). Does not reap. Idempotent."""

@@ -1,0 +1,230 @@
+"""The public exception hierarchy of plugin-client.
+
+Every error the library raises to a host is a :class:`PluginClientError`.
+Messages are one capitalized sentence (or two) that name the plugin, show
+values with ``!r`` and say what to do. No message, ``repr`` or attribute of
+these errors ever holds a secret value or a raw reply line: callers pass
+only names, references, kinds and lengths. This module holds no logic.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = (
+    "PluginClientError",
+    "SpawnError",
+    "InitError",
+    "PluginDisabled",
+    "RequestTimeout",
+    "PluginCrashed",
+    "ProtocolError",
+    "MalformedReply",
+    "BlankReply",
+    "InvalidUtf8Reply",
+    "InvalidJsonReply",
+    "BadJsonRpcVersion",
+    "BadReplyId",
+    "AmbiguousReply",
+    "ReplyShapeError",
+    "ReplyIdMismatch",
+    "FrameTooLarge",
+    "UnsupportedCapability",
+    "PluginError",
+    "ManifestError",
+    "BadManifestName",
+    "ManifestNameMismatch",
+    "ManifestParseError",
+    "ManifestFieldError",
+    "ExecutableMissing",
+    "ExecutableNotExecutable",
+    "UnsafePermissions",
+    "ChecksumMismatch",
+    "ExecutableChanged",
+)
+
+
+class PluginClientError(Exception):
+    """Base of every error plugin-client raises. ``plugin`` names the plugin, if known."""
+
+    def __init__(self, message: str, *, plugin: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.plugin = plugin
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+# --- process lifetime -------------------------------------------------------
+
+
+class SpawnError(PluginClientError):
+    """The plugin's executable could not be started (missing, not executable, changed)."""
+
+
+class InitError(PluginClientError):
+    """The plugin started but its ``init`` handshake failed or timed out."""
+
+
+class PluginDisabled(PluginClientError):
+    """The plugin crashed ``restart_cap`` times within ``restart_window``; an operator must
+    call ``clear_disabled()``."""
+
+
+class RequestTimeout(PluginClientError, TimeoutError):
+    """The plugin did not answer within its deadline; the process was killed."""
+
+
+class PluginCrashed(PluginClientError):
+    """The plugin exited, or closed its stdout, while a request was in flight."""
+
+
+# --- protocol -----------------------------------------------------------------
+
+
+class ProtocolError(PluginClientError):
+    """The plugin broke the wire protocol; its process is recycled."""
+
+
+class MalformedReply(ProtocolError):
+    """A reply line that cannot be decoded as a JSON-RPC 2.0 reply to the request sent."""
+
+
+class BlankReply(MalformedReply):
+    """The reply line was empty or whitespace only."""
+
+
+class InvalidUtf8Reply(MalformedReply):
+    """The reply line is not valid UTF-8."""
+
+
+class InvalidJsonReply(MalformedReply):
+    """The reply line is not a JSON object."""
+
+
+class BadJsonRpcVersion(MalformedReply):
+    """The reply's ``jsonrpc`` member is missing or not ``"2.0"``."""
+
+
+class BadReplyId(MalformedReply):
+    """The reply's ``id`` is missing, not an integer, negative or above 2**64-1."""
+
+
+class AmbiguousReply(MalformedReply):
+    """The reply has both ``result`` and ``error``, or neither."""
+
+
+class ReplyShapeError(MalformedReply):
+    """The ``result`` (or ``error``) does not have the shape its method requires."""
+
+
+class ReplyIdMismatch(ProtocolError):
+    """The reply answers another request id than the one in flight."""
+
+    def __init__(self, message: str, *, expected: int, got: int, plugin: Optional[str] = None) -> None:
+        super().__init__(message, plugin=plugin)
+        self.expected = expected
+        self.got = got
+
+
+class FrameTooLarge(ProtocolError):
+    """A reply line grew past ``max_frame_bytes``."""
+
+
+# --- the plugin's own answers -------------------------------------------------
+
+
+class UnsupportedCapability(PluginClientError):
+    """The plugin does not do this method: refused by the host from the capability bits,
+    or answered ``unsupported-capability`` by the plugin."""
+
+    def __init__(self, message: str, *, capability: str, plugin: Optional[str] = None) -> None:
+        super().__init__(message, plugin=plugin)
+        self.capability = capability
+
+
+class PluginError(PluginClientError):
+    """The plugin answered with an error object. ``kind`` is one of ``unavailable``,
+    ``unsupported-capability``, ``bad-reference``, ``needs-credential`` or ``other``
+    (foreign error shapes and unknown kinds become ``other``, with the foreign
+    ``code`` kept)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        detail: Optional[str] = None,
+        reference: Optional[str] = None,
+        reason: Optional[str] = None,
+        capability: Optional[str] = None,
+        code: Optional[int] = None,
+        plugin: Optional[str] = None,
+    ) -> None:
+        super().__init__(message, plugin=plugin)
+        self.kind = kind
+        self.detail = detail
+        self.reference = reference
+        self.reason = reason
+        self.capability = capability
+        self.code = code
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(kind={self.kind!r}, plugin={self.plugin!r}, message={self.message!r})"
+
+
+# --- manifests and executables ------------------------------------------------
+
+
+class ManifestError(PluginClientError):
+    """A manifest or the executable it names is not usable. ``path`` is the file at fault."""
+
+    def __init__(self, message: str, *, path: str, plugin: Optional[str] = None) -> None:
+        super().__init__(message, plugin=plugin)
+        self.path = path
+
+
+class BadManifestName(ManifestError):
+    """The manifest's file name is not ``<prefix><name>.toml``."""
+
+
+class ManifestNameMismatch(ManifestError):
+    """The ``name`` inside the manifest differs from the one in its file name."""
+
+
+class ManifestParseError(ManifestError):
+    """The manifest is not valid TOML. ``line`` is where the parser stopped, if known."""
+
+    def __init__(self, message: str, *, path: str, line: Optional[int] = None, plugin: Optional[str] = None) -> None:
+        super().__init__(message, path=path, plugin=plugin)
+        self.line = line
+
+
+class ManifestFieldError(ManifestError):
+    """A field is unknown, missing or invalid."""
+
+
+class ExecutableMissing(ManifestError):
+    """The executable named by the manifest does not exist."""
+
+
+class ExecutableNotExecutable(ManifestError):
+    """The executable is not a regular file with an execute bit."""
+
+
+class UnsafePermissions(ManifestError):
+    """The executable, or its directory, can be changed by users other than its owner."""
+
+
+class ChecksumMismatch(ManifestError):
+    """The executable's SHA-256 differs from ``checksum_sha256``."""
+
+    def __init__(self, message: str, *, path: str, declared: str, actual: str, plugin: Optional[str] = None) -> None:
+        super().__init__(message, path=path, plugin=plugin)
+        self.declared = declared
+        self.actual = actual
+
+
+class ExecutableChanged(SpawnError):
+    """The executable changed on disk after it was verified; it was not run."""
