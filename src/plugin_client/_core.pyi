@@ -14,6 +14,8 @@ from typing import Final, Optional, Union
 
 _Bytes = Union[bytes, bytearray, memoryview]
 _StrOrBytes = Union[str, bytes]
+# Mapping is invariant in its key type: accept str-keyed and bytes-keyed dicts.
+_Env = Union[Mapping[str, _StrOrBytes], Mapping[bytes, _StrOrBytes], Mapping[_StrOrBytes, _StrOrBytes]]
 
 IMPLEMENTATION: Final[str]
 """``"cython"`` in ``_core``, ``"python"`` in ``_core_py``."""
@@ -105,7 +107,7 @@ def spawn_method() -> str:
 
 def spawn(
     argv: Sequence[_StrOrBytes],
-    env: Mapping[_StrOrBytes, _StrOrBytes],
+    env: _Env,
     *,
     cwd: Optional[_StrOrBytes] = None,
 ) -> "Child":

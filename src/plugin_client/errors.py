@@ -13,6 +13,7 @@ from typing import Optional
 
 __all__ = (
     "PluginClientError",
+    "ClientClosed",
     "SpawnError",
     "InitError",
     "PluginDisabled",
@@ -28,14 +29,17 @@ __all__ = (
     "AmbiguousReply",
     "ReplyShapeError",
     "ReplyIdMismatch",
+    "MalformedRequest",
     "FrameTooLarge",
     "UnsupportedCapability",
     "PluginError",
+    "PluginUnsupportedCapability",
     "ManifestError",
     "BadManifestName",
     "ManifestNameMismatch",
     "ManifestParseError",
     "ManifestFieldError",
+    "ManifestUnreadable",
     "ExecutableMissing",
     "ExecutableNotExecutable",
     "UnsafePermissions",
@@ -128,6 +132,25 @@ class ReplyIdMismatch(ProtocolError):
         self.got = got
 
 
+class MalformedRequest(ProtocolError):
+    """A request line that a plugin cannot decode (raised on the plugin side, by the SDK's
+    ``decode_request``). ``request_id`` is the request's id when it could be read, so the
+    plugin can still answer it with an error; ``method`` is the method name, if it was a
+    string."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request_id: Optional[int] = None,
+        method: Optional[str] = None,
+        plugin: Optional[str] = None,
+    ) -> None:
+        super().__init__(message, plugin=plugin)
+        self.request_id = request_id
+        self.method = method
+
+
 class FrameTooLarge(ProtocolError):
     """A reply line grew past ``max_frame_bytes``."""
 
@@ -174,6 +197,33 @@ class PluginError(PluginClientError):
         return f"{type(self).__name__}(kind={self.kind!r}, plugin={self.plugin!r}, message={self.message!r})"
 
 
+# ``capability`` is Optional[str] on PluginError and str on UnsupportedCapability; here it
+# is always a str, which satisfies both.
+class PluginUnsupportedCapability(PluginError, UnsupportedCapability):  # type: ignore[misc]
+    """The plugin itself answered ``unsupported-capability``: both a :class:`PluginError`
+    (``kind="unsupported-capability"``, the process stays up) and an
+    :class:`UnsupportedCapability`, like the host's own refusal. ``capability`` is the
+    capability the plugin named, or the method's name if it named none."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        capability: str,
+        detail: Optional[str] = None,
+        code: Optional[int] = None,
+        plugin: Optional[str] = None,
+    ) -> None:
+        # Not super().__init__: the two bases' initialisers take different keywords.
+        PluginClientError.__init__(self, message, plugin=plugin)
+        self.kind = "unsupported-capability"
+        self.detail = detail
+        self.reference = None
+        self.reason = None
+        self.capability = capability
+        self.code = code
+
+
 # --- manifests and executables ------------------------------------------------
 
 
@@ -205,6 +255,17 @@ class ManifestFieldError(ManifestError):
     """A field is unknown, missing or invalid."""
 
 
+class ManifestUnreadable(ManifestError):
+    """The manifest, its executable or the plugins directory could not be read for a
+    reason other than its content: an operating-system error other than "not found"
+    (``errno`` says which, e.g. ``EACCES``), a file that is not a regular file, or an
+    executable that kept changing while it was being verified."""
+
+    def __init__(self, message: str, *, path: str, errno: Optional[int] = None, plugin: Optional[str] = None) -> None:
+        super().__init__(message, path=path, plugin=plugin)
+        self.errno = errno
+
+
 class ExecutableMissing(ManifestError):
     """The executable named by the manifest does not exist."""
 
@@ -228,3 +289,7 @@ class ChecksumMismatch(ManifestError):
 
 class ExecutableChanged(SpawnError):
     """The executable changed on disk after it was verified; it was not run."""
+
+
+class ClientClosed(PluginClientError):
+    """The client was shut down; make a new one."""

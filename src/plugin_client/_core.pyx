@@ -1,0 +1,1145 @@
+"""The compiled core of plugin-client: frames, pipes, clocks and child processes.
+
+It implements ``_core.pyi`` exactly, as its pure-Python twin ``_core_py`` does:
+
+* :class:`FrameReader` splits newline-delimited frames out of a ``malloc``'d
+  buffer with ``memchr``. Reading it never holds more than ``max_frame_bytes``
+  plus one 64 KiB read; ``read`` comes first and ``poll`` only on ``EAGAIN``.
+* :func:`write_all` writes with the GIL released and turns EPIPE into
+  :class:`PipeClosed`, without SIGPIPE even where the host restored its default.
+* :func:`spawn` is ``posix_spawn`` with a ``closefrom`` file action, looked up at
+  run time because the wheel targets glibc 2.28 and the action is glibc 2.34.
+  Without it a ``vfork`` fallback written in C below does the same job.
+* :class:`Child` waits on a pidfd with ``poll`` (or ``waitpid(WNOHANG)`` with a
+  backoff from 50 us to 1 ms) and signals through the pidfd or the group.
+
+Every call that can block (``poll``, ``read``, ``write``, ``nanosleep``,
+``posix_spawn``) runs without the GIL. ``waitpid``/``waitid`` are only ever
+called with ``WNOHANG`` and keep the GIL: that makes "reap and record the
+status" atomic, so two threads waiting on one child cannot both claim it.
+
+If something else reaps a child (``SIGCHLD`` ignored, a stray ``waitpid(-1)``)
+its status is lost and ``returncode`` becomes ``0``, as in :mod:`subprocess`
+and the twin.
+
+Deliberately not here: JSON, plugin names, timeout policy, logging, and any
+reaping or signalling from ``__dealloc__``: the client owns a child's lifetime.
+A :class:`FrameReader` is for one thread at a time (a second one gets a
+``RuntimeError`` rather than a corrupted buffer); a :class:`Child` may be
+signalled from one thread while another waits on it.
+
+``_force_spawn_fallback(True)`` (private, tests only) makes :func:`spawn` use
+the ``vfork`` fallback even where ``closefrom_np`` exists. The twin has no
+such switch; tests look for it with ``hasattr``.
+"""
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.exc cimport PyErr_CheckSignals
+
+import os
+
+from ._core_errors import (
+    DeadlineExceeded,
+    FrameTooLargeError,
+    PipeClosed,
+    SpawnFailed,
+    StreamEOF,
+)
+
+cdef extern from *:
+    """
+    #include <dirent.h>
+    #include <dlfcn.h>
+    #include <errno.h>
+    #include <fcntl.h>
+    #include <signal.h>
+    #include <spawn.h>
+    #include <string.h>
+    #include <sys/resource.h>
+    #include <sys/syscall.h>
+    #include <sys/wait.h>
+    #include <unistd.h>
+
+    /* Build headers as old as manylinux_2_28's (Linux 4.18) lack these; the
+       numbers are the same on every architecture since Linux 5.1. */
+    #ifndef SYS_pidfd_send_signal
+    #define SYS_pidfd_send_signal 424
+    #endif
+    #ifndef SYS_pidfd_open
+    #define SYS_pidfd_open 434
+    #endif
+    #ifndef SYS_close_range
+    #define SYS_close_range 436
+    #endif
+
+    static int pc_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+    static int pc_pidfd_send_signal(int pidfd, int sig) {
+        return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+    }
+    static int pc_close_range(unsigned int lo, unsigned int hi) {
+        return (int)syscall(SYS_close_range, lo, hi, 0);
+    }
+
+    /* glibc 2.34 and 2.29 respectively: found at run time, never linked. */
+    typedef int (*pc_addclosefrom_fn)(posix_spawn_file_actions_t *, int);
+    typedef int (*pc_addchdir_fn)(posix_spawn_file_actions_t *, const char *);
+    static pc_addclosefrom_fn pc_addclosefrom = NULL;
+    static pc_addchdir_fn pc_addchdir = NULL;
+
+    static void pc_resolve(void) {
+        pc_addclosefrom = (pc_addclosefrom_fn)dlsym(
+            RTLD_DEFAULT, "posix_spawn_file_actions_addclosefrom_np");
+        pc_addchdir = (pc_addchdir_fn)dlsym(RTLD_DEFAULT, "posix_spawn_file_actions_addchdir_np");
+    }
+    static int pc_have_closefrom(void) { return pc_addclosefrom != NULL; }
+    static int pc_have_addchdir(void) { return pc_addchdir != NULL; }
+    static int pc_fa_closefrom(posix_spawn_file_actions_t *fa, int lowfd) {
+        return pc_addclosefrom(fa, lowfd);
+    }
+    static int pc_fa_chdir(posix_spawn_file_actions_t *fa, const char *path) {
+        return pc_addchdir(fa, path);
+    }
+
+    /* ---- The fallback: vfork + exec, as CPython's _posixsubprocess does. ----
+       The child shares the parent's memory until it execs or exits, so it only
+       makes async-signal-safe calls, allocates nothing and touches no shared
+       state but errno; it reports failures through a close-on-exec pipe. */
+    enum { PC_STEP_SETUP = 1, PC_STEP_CHDIR = 2, PC_STEP_EXEC = 3 };
+    struct pc_report { int step; int err; };
+    struct pc_dirent64 {
+        unsigned long long d_ino; long long d_off;
+        unsigned short d_reclen; unsigned char d_type; char d_name[];
+    };
+
+    /* Close every fd >= 3 except keep (the report pipe, >= 3, close-on-exec). */
+    static void pc_child_close_fds(int keep, long maxfd) {
+        if ((keep == 3 || pc_close_range(3, (unsigned int)keep - 1) == 0)
+            && pc_close_range((unsigned int)keep + 1, ~0U) == 0)
+            return;
+        /* close_range is Linux 5.9: list /proc/self/fd with raw getdents64.
+           Closing while listing is safe there: its offsets are fd numbers. */
+        int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            char buf[1024] __attribute__((aligned(8)));
+            long n;
+            while ((n = syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0) {
+                for (long off = 0; off < n;) {
+                    struct pc_dirent64 *d = (struct pc_dirent64 *)(buf + off);
+                    const char *p = d->d_name;
+                    int fd = 0;
+                    off += d->d_reclen;
+                    if (*p < '0' || *p > '9')
+                        continue;
+                    for (; *p >= '0' && *p <= '9'; p++)
+                        fd = fd * 10 + (*p - '0');
+                    if (fd >= 3 && fd != keep && fd != dfd)
+                        close(fd);
+                }
+            }
+            close(dfd);
+            if (n == 0)
+                return;
+        }
+        for (long fd = 3; fd < maxfd; fd++)  /* no /proc: brute force */
+            if (fd != keep)
+                close((int)fd);
+    }
+
+    __attribute__((noreturn, noinline))
+    static void pc_child_exec(const char *path, char *const argv[], char *const envp[],
+                              const char *cwd, int fd0, int fd1, int fd2, int repfd, long maxfd) {
+        struct pc_report rep = { PC_STEP_SETUP, 0 };
+        struct sigaction sa;
+        sigset_t empty;
+        int sig;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = SIG_DFL;
+        /* Python ignores SIGPIPE and SIGXFSZ; a plugin must not inherit that.
+           Handlers are reset too, before signals are unblocked below, so the
+           parent's handlers can never run in this borrowed address space. */
+        for (sig = 1; sig < NSIG; sig++)
+            if (sig != SIGKILL && sig != SIGSTOP)
+                (void)sigaction(sig, &sa, NULL);
+        if (setpgid(0, 0) < 0)
+            goto fail;
+        /* The parent made every pipe fd >= 3, so no dup2 clobbers another. */
+        if (dup2(fd0, 0) < 0 || dup2(fd1, 1) < 0 || dup2(fd2, 2) < 0)
+            goto fail;
+        pc_child_close_fds(repfd, maxfd);
+        if (cwd != NULL && chdir(cwd) < 0) {
+            rep.step = PC_STEP_CHDIR;
+            goto fail;
+        }
+        sigemptyset(&empty);
+        (void)sigprocmask(SIG_SETMASK, &empty, NULL);
+        rep.step = PC_STEP_EXEC;
+        execve(path, argv, envp);
+    fail:
+        rep.err = errno;
+        while (write(repfd, &rep, sizeof rep) < 0 && errno == EINTR) {
+        }
+        _exit(127);
+    }
+
+    /* 0 and *out_pid, or an errno with *out_step saying which step failed. */
+    static int pc_vfork_spawn(const char *path, char *const argv[], char *const envp[],
+                              const char *cwd, int fd0, int fd1, int fd2,
+                              pid_t *out_pid, int *out_step) {
+        struct rlimit rl;
+        struct pc_report rep;
+        sigset_t all, old;
+        long maxfd = 1024;
+        int rp[2], i, err, status;
+        pid_t pid;
+        ssize_t n;
+
+        *out_step = PC_STEP_SETUP;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+            maxfd = rl.rlim_cur > 0x7fffffff ? 0x7fffffff : (long)rl.rlim_cur;
+        /* Non-blocking: the report is written before vfork returns here, so an
+           empty pipe means success, even if a fork in another thread holds a
+           copy of the write end. */
+        if (pipe2(rp, O_CLOEXEC | O_NONBLOCK) < 0)
+            return errno;
+        for (i = 0; i < 2; i++) {
+            if (rp[i] < 3) {  /* keep it out of the child's dup2 targets */
+                int fd = fcntl(rp[i], F_DUPFD_CLOEXEC, 3);
+                err = errno;
+                close(rp[i]);
+                rp[i] = fd;
+                if (fd < 0) {
+                    if (i == 1)
+                        close(rp[0]);
+                    return err;
+                }
+            }
+        }
+        /* No handler of the parent may run in the child before exec. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pid = vfork();
+        if (pid == 0)
+            pc_child_exec(path, argv, envp, cwd, fd0, fd1, fd2, rp[1], maxfd);
+        err = errno;  /* meaningful only if vfork failed: the child clobbers errno */
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        close(rp[1]);
+        if (pid < 0) {
+            close(rp[0]);
+            return err;
+        }
+        do
+            n = read(rp[0], &rep, sizeof rep);
+        while (n < 0 && errno == EINTR);
+        close(rp[0]);
+        if (n != (ssize_t)sizeof rep) {
+            *out_pid = pid;
+            return 0;
+        }
+        /* The child has _exit()ed already; reap it (ECHILD if SIGCHLD is ignored). */
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        *out_step = rep.step;
+        return rep.err ? rep.err : EINVAL;
+    }
+    """
+    enum:
+        PC_STEP_CHDIR
+    int pc_pidfd_open(pid_t pid) nogil
+    int pc_pidfd_send_signal(int pidfd, int sig) nogil
+    int pc_close_range(unsigned int lo, unsigned int hi) nogil
+    void pc_resolve()
+    bint pc_have_closefrom() nogil
+    bint pc_have_addchdir() nogil
+    int pc_fa_closefrom(posix_spawn_file_actions_t *fa, int lowfd) nogil
+    int pc_fa_chdir(posix_spawn_file_actions_t *fa, const char *path) nogil
+    int pc_vfork_spawn(const char *path, char *const argv[], char *const envp[],
+                       const char *cwd, int fd0, int fd1, int fd2,
+                       pid_t *out_pid, int *out_step) nogil
+
+__all__ = (
+    "IMPLEMENTATION",
+    "DEFAULT_MAX_FRAME_BYTES",
+    "Child",
+    "FrameReader",
+    "RestartWindow",
+    "monotonic",
+    "spawn",
+    "spawn_method",
+    "write_all",
+)
+
+IMPLEMENTATION = "cython"
+DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+cdef enum:
+    CHUNK = 64 * 1024          # one read
+    MIN_ALLOC = 4096
+    INT_MAX_MS = 0x7fffffff    # poll()'s timeout is an int
+
+cdef Py_ssize_t SSIZE_MAX_ = <Py_ssize_t>(<size_t>-1 >> 1)
+
+pc_resolve()
+# close_range(~0U, ~0U) closes nothing; it only tells whether the call exists.
+cdef bint _have_close_range = pc_close_range(<unsigned int>-1, <unsigned int>-1) == 0
+cdef bint _forced_fallback = False
+
+
+# --- clocks, deadlines, errors ------------------------------------------------
+
+cdef inline double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    # The same arithmetic as time.monotonic(), so both give the very same float.
+    return <double>(<long long>ts.tv_sec * 1000000000LL + ts.tv_nsec) / 1e9
+
+
+def monotonic():
+    """``CLOCK_MONOTONIC`` now, in seconds; the same clock as :func:`time.monotonic`."""
+    return _now()
+
+
+cdef inline bint _deadline(object deadline, double *out) except -1:
+    """False for ``None``; else stores the deadline (NaN is refused: it never passes)."""
+    if deadline is None:
+        return False
+    out[0] = deadline
+    if out[0] != out[0]:
+        raise ValueError("deadline must be a number of seconds, not NaN")
+    return True
+
+
+cdef inline int _ms(double remaining) noexcept nogil:
+    # Rounded up, so poll never wakes just before the deadline and spins.
+    cdef double ms = ceil(remaining * 1000.0)
+    if ms >= INT_MAX_MS:
+        return INT_MAX_MS
+    return <int>ms if ms >= 1.0 else 1
+
+
+cdef object _os_error(int err, str what):
+    return OSError(err, f"{os.strerror(err)} ({what})")
+
+
+cdef enum:
+    OP_READ = 0
+    OP_WRITE = 1
+
+cdef int _wait_fd(int fd, short events, bint has_dl, double dl, double start, int op) except -1:
+    """poll() one fd with the GIL released until it is ready, or raise DeadlineExceeded."""
+    cdef pollfd pfd
+    cdef int r, err, ms = -1
+    cdef double remaining
+    pfd.fd = fd
+    pfd.events = events
+    while True:
+        if has_dl:
+            remaining = dl - _now()
+            if remaining <= 0.0:
+                raise DeadlineExceeded(
+                    "read a frame" if op == OP_READ else f"write to fd {fd}",
+                    max(0.0, dl - start),
+                )
+            ms = _ms(remaining)
+        with nogil:
+            r = poll(&pfd, 1, ms)
+            err = errno
+        if r > 0:
+            return 0  # ready, hung up or invalid: the read/write itself tells which
+        if r < 0:
+            if err != EINTR:
+                raise _os_error(err, f"poll on fd {fd}")
+            PyErr_CheckSignals()  # so Ctrl-C interrupts a long wait
+
+
+cdef object _as_int(object value, str name):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    return int(value)
+
+
+# --- frames -------------------------------------------------------------------
+
+cdef class FrameReader:
+    """Splits a byte stream into newline-delimited frames.
+
+    A frame is the bytes before a ``b"\\n"`` with one trailing ``b"\\r"``
+    removed. Only ``b"\\n"`` splits: U+2028 and lone ``\\r`` are frame content.
+    A line whose length before its ``\\n`` (a trailing ``\\r`` included)
+    exceeds ``max_frame_bytes`` raises :class:`FrameTooLargeError` as soon as
+    that many bytes are seen. Complete frames before an oversized one are
+    returned first. An empty line is returned as ``b""``.
+    """
+
+    # _buf[_start:_end] is held; _buf[_start:_scan] is known to hold no b"\n",
+    # so every byte goes through memchr once however it is split.
+    cdef char *_buf
+    cdef Py_ssize_t _cap, _start, _scan, _end
+    cdef Py_ssize_t _max, _limit
+    cdef int _fd
+    cdef bint _poll_first
+    cdef bint _busy
+
+    def __cinit__(self, *args, **kwargs):
+        self._buf = NULL
+        self._fd = -1
+
+    def __dealloc__(self):
+        free(self._buf)
+
+    def __init__(self, fd, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
+        cdef int flags
+        self._idle()  # re-running __init__ frees the buffer
+        fd = _as_int(fd, "fd")
+        max_frame_bytes = _as_int(max_frame_bytes, "max_frame_bytes")
+        if fd < -1:
+            raise ValueError(f"fd must be a file descriptor or -1, not {fd!r}")
+        if max_frame_bytes < 1:
+            raise ValueError(f"max_frame_bytes must be at least 1, not {max_frame_bytes!r}")
+        self._fd = fd
+        self._max = max_frame_bytes
+        self._limit = self._max + CHUNK if self._max <= SSIZE_MAX_ - CHUNK else SSIZE_MAX_
+        # On a blocking fd read() would ignore the deadline, so poll first
+        # there; but not on a write-only fd, where poll never says "ready"
+        # and read fails at once with EBADF.
+        flags = fcntl(self._fd, F_GETFL) if self._fd >= 0 else -1
+        self._poll_first = (
+            flags >= 0 and (flags & O_NONBLOCK) == 0 and (flags & O_ACCMODE) != O_WRONLY
+        )
+        self._drop()
+
+    cdef void _drop(self) noexcept:
+        free(self._buf)
+        self._buf = NULL
+        self._cap = self._start = self._scan = self._end = 0
+
+    @property
+    def fd(self):
+        return self._fd
+
+    @property
+    def max_frame_bytes(self):
+        return self._max
+
+    @property
+    def buffered(self):
+        """Bytes held that have not yet been returned as frames."""
+        return self._end - self._start
+
+    def __repr__(self):
+        return (
+            f"<FrameReader fd={self._fd} max_frame_bytes={self._max}"
+            f" buffered={self._end - self._start}>"
+        )
+
+    cdef int _idle(self) except -1:
+        # A read in another thread writes into the buffer without the GIL.
+        if self._busy:
+            raise RuntimeError("FrameReader is in use by another thread")
+        return 0
+
+    cdef int _room(self, Py_ssize_t n, bint reading) except -1:
+        """Make room for ``n`` more bytes at the tail."""
+        cdef Py_ssize_t live = self._end - self._start
+        cdef Py_ssize_t need, newcap
+        cdef char *nb
+        if self._cap - self._end >= n:
+            return 0
+        # Slide the held bytes to the front. When reading, they are one
+        # unfinished line that no later slide moves again (it stays at the
+        # head until its b"\n" arrives). When fed, slide only over a dead
+        # prefix at least as long, so each byte moved was paid for by one
+        # consumed. Either way repeated small frames stay O(n).
+        if self._start > 0 and (reading or self._start >= live):
+            memmove(self._buf, self._buf + self._start, <size_t>live)
+            self._scan -= self._start
+            self._end = live
+            self._start = 0
+            if self._cap - self._end >= n:
+                return 0
+        if n > SSIZE_MAX_ - self._end:
+            raise MemoryError()
+        need = self._end + n
+        newcap = self._cap * 2 if self._cap <= SSIZE_MAX_ // 2 else need
+        if newcap < need:
+            newcap = need
+        if newcap < MIN_ALLOC:
+            newcap = MIN_ALLOC
+        if reading and newcap > self._limit:
+            newcap = self._limit  # >= need: a read happens only with <= max held
+        nb = <char *>realloc(self._buf, <size_t>newcap)
+        if nb == NULL:
+            raise MemoryError()
+        self._buf = nb
+        self._cap = newcap
+        return 0
+
+    cdef object _pop(self):
+        """The next complete frame, or None; FrameTooLargeError past the limit."""
+        cdef const char *nl
+        cdef Py_ssize_t line, size
+        if self._end == self._start:
+            return None
+        nl = <const char *>memchr(self._buf + self._scan, c'\n', <size_t>(self._end - self._scan))
+        if nl == NULL:
+            self._scan = self._end
+            if self._end - self._start > self._max:
+                raise FrameTooLargeError(self._max, self._end - self._start)
+            return None
+        line = (nl - self._buf) - self._start
+        if line > self._max:
+            raise FrameTooLargeError(self._max, line)
+        size = line
+        if size > 0 and self._buf[self._start + size - 1] == c'\r':
+            size -= 1
+        frame = PyBytes_FromStringAndSize(self._buf + self._start, size)
+        self._start += line + 1
+        if self._start == self._end:
+            self._start = self._end = 0  # free compaction
+        self._scan = self._start
+        return frame
+
+    def read_frame(self, deadline=None):
+        """Return the next frame, reading from ``fd`` as needed.
+
+        A frame already buffered is returned with no system call. Raises
+        :class:`DeadlineExceeded`, :class:`StreamEOF` (with ``pending``),
+        :class:`FrameTooLargeError` and ``OSError`` for other read errors.
+        """
+        cdef double dl = 0.0, start = 0.0
+        cdef bint has_dl
+        cdef ssize_t n
+        cdef int err, fd = self._fd
+        cdef char *dst
+        self._idle()
+        frame = self._pop()
+        if frame is not None:
+            return frame
+        has_dl = _deadline(deadline, &dl)
+        if has_dl:
+            start = _now()
+        self._busy = True
+        try:
+            while True:
+                if self._poll_first and has_dl:
+                    _wait_fd(fd, POLLIN, has_dl, dl, start, OP_READ)
+                # _pop did not raise, so at most max bytes are held: with one
+                # more read the buffer stays under max + CHUNK.
+                self._room(CHUNK, True)
+                dst = self._buf + self._end
+                with nogil:
+                    n = read(fd, dst, CHUNK)
+                    err = errno
+                if n > 0:
+                    self._end += n
+                    frame = self._pop()
+                    if frame is not None:
+                        return frame
+                elif n == 0:
+                    raise StreamEOF(self._end - self._start)
+                elif err == EAGAIN:  # == EWOULDBLOCK on Linux
+                    _wait_fd(fd, POLLIN, has_dl, dl, start, OP_READ)
+                elif err == EINTR:
+                    PyErr_CheckSignals()
+                else:
+                    raise _os_error(err, f"read from fd {fd}")
+        finally:
+            self._busy = False
+
+    def feed(self, data):
+        """Append bytes read elsewhere. Never raises for size: the limit is
+        enforced by :meth:`next_frame`."""
+        cdef Py_buffer view
+        self._idle()
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            if view.len > 0:
+                self._room(view.len, False)
+                memcpy(self._buf + self._end, view.buf, <size_t>view.len)
+                self._end += view.len
+        finally:
+            PyBuffer_Release(&view)
+
+    def next_frame(self):
+        """Pop the next complete frame from the buffer without I/O, or ``None``.
+        Raises :class:`FrameTooLargeError` when the head line exceeds the limit."""
+        self._idle()
+        return self._pop()
+
+    def clear(self):
+        """Drop everything buffered."""
+        self._idle()
+        self._drop()
+
+
+# --- writing ------------------------------------------------------------------
+
+def write_all(int fd, data, deadline=None):
+    """Write all of ``data`` to ``fd``, handling partial writes and EAGAIN (with ``poll``).
+
+    EPIPE raises :class:`PipeClosed`; the host never dies of SIGPIPE, even if
+    the host has restored SIGPIPE's default disposition. Raises
+    :class:`DeadlineExceeded` if the pipe stays full past ``deadline``.
+    """
+    cdef Py_buffer view
+    cdef const char *p
+    cdef Py_ssize_t left
+    cdef ssize_t n
+    cdef int err
+    cdef double dl = 0.0, start = 0.0
+    cdef bint has_dl, guard = False, epipe = False, pending_before = False
+    cdef sigaction_t old_action
+    cdef sigset_t pipeset, oldmask, pending
+    cdef timespec zero
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        if view.len == 0:
+            return
+        has_dl = _deadline(deadline, &dl)
+        if has_dl:
+            start = _now()
+        # Python ignores SIGPIPE, but a host may have restored SIG_DFL, and
+        # then one EPIPE would kill it. Asked every call (one cheap syscall):
+        # the disposition can change at any time.
+        if sigaction(SIGPIPE, NULL, &old_action) != 0 or old_action.sa_handler != SIG_IGN:
+            sigemptyset(&pipeset)
+            sigaddset(&pipeset, SIGPIPE)
+            pthread_sigmask(SIG_BLOCK, &pipeset, &oldmask)
+            guard = True
+            sigemptyset(&pending)
+            sigpending(&pending)
+            pending_before = sigismember(&pending, SIGPIPE) == 1
+        p = <const char *>view.buf
+        left = view.len
+        while left > 0:
+            with nogil:
+                n = write(fd, p, <size_t>left)
+                err = errno
+            if n > 0:
+                p += n
+                left -= n
+            elif n == 0 or err == EAGAIN:  # == EWOULDBLOCK on Linux
+                _wait_fd(fd, POLLOUT, has_dl, dl, start, OP_WRITE)
+            elif err == EINTR:
+                PyErr_CheckSignals()
+            elif err == EPIPE:
+                epipe = True
+                raise PipeClosed(fd)
+            else:
+                raise _os_error(err, f"write to fd {fd}")
+    finally:
+        if guard:
+            if epipe and not pending_before:
+                # Ours is the thread-directed SIGPIPE of that write: take it
+                # before unblocking, so it is never delivered.
+                zero.tv_sec = 0
+                zero.tv_nsec = 0
+                while sigtimedwait(&pipeset, NULL, &zero) < 0 and errno == EINTR:
+                    pass
+            pthread_sigmask(SIG_SETMASK, &oldmask, NULL)
+        PyBuffer_Release(&view)
+
+
+# --- restart window -----------------------------------------------------------
+
+cdef class RestartWindow:
+    """A sliding window of crash timestamps on ``CLOCK_MONOTONIC``.
+
+    Holds at most ``cap`` timestamps (the newest) in a fixed ring, so
+    :meth:`count` never exceeds ``cap``. ``now`` arguments default to
+    :func:`monotonic`.
+    """
+
+    cdef double *_ts        # ring of _n timestamps, oldest at _head
+    cdef Py_ssize_t _cap, _head, _n
+    cdef double _window
+    cdef object _last
+
+    def __cinit__(self, *args, **kwargs):
+        self._ts = NULL
+
+    def __dealloc__(self):
+        free(self._ts)
+
+    def __init__(self, window, cap):
+        if isinstance(window, bool) or isinstance(cap, bool):
+            raise ValueError(f"window and cap must be numbers, not bools: {window!r}, {cap!r}")
+        if not isinstance(window, (int, float)):
+            raise TypeError(f"window must be a number of seconds, not {window!r}")
+        cap = _as_int(cap, "cap")
+        window = float(window)
+        if not window > 0.0:  # also rejects NaN
+            raise ValueError(f"window must be > 0 seconds, not {window!r}")
+        if cap < 1:
+            raise ValueError(f"cap must be >= 1, not {cap!r}")
+        if cap > SSIZE_MAX_ // <Py_ssize_t>sizeof(double):
+            raise MemoryError(f"cap {cap!r} is too large")
+        free(self._ts)
+        self._ts = NULL
+        self._cap = cap
+        self._ts = <double *>malloc(<size_t>self._cap * sizeof(double))
+        if self._ts == NULL:
+            raise MemoryError()
+        self._window = window
+        self._head = self._n = 0
+        self._last = None
+
+    @property
+    def window(self):
+        return self._window
+
+    @property
+    def cap(self):
+        return self._cap
+
+    @property
+    def last(self):
+        """The newest recorded timestamp, or ``None``; kept across pruning."""
+        return self._last
+
+    def __repr__(self):
+        return f"<RestartWindow window={self._window!r} cap={self._cap} held={self._n}>"
+
+    cdef Py_ssize_t _prune(self, double now) noexcept:
+        cdef double cutoff = now - self._window
+        while self._n > 0 and self._ts[self._head] < cutoff:
+            self._head = (self._head + 1) % self._cap
+            self._n -= 1
+        return self._n
+
+    def record(self, now=None):
+        """Record a crash at ``now``; return the count within the window as of ``now``."""
+        cdef double t = _now() if now is None else now
+        if self._n == self._cap:  # full: the oldest makes way
+            self._head = (self._head + 1) % self._cap
+            self._n -= 1
+        self._ts[(self._head + self._n) % self._cap] = t
+        self._n += 1
+        self._last = t
+        return self._prune(t)
+
+    def count(self, now=None):
+        """Prune timestamps older than ``now - window`` and return how many are left."""
+        return self._prune(_now() if now is None else now)
+
+    def exceeded(self, now=None):
+        """``count(now) >= cap``."""
+        return self._prune(_now() if now is None else now) >= self._cap
+
+    def clear(self):
+        """Forget every timestamp (``last`` too)."""
+        self._head = self._n = 0
+        self._last = None
+
+
+# --- spawning -----------------------------------------------------------------
+
+def _force_spawn_fallback(bint flag):
+    """Private, for tests: make :func:`spawn` use the ``vfork`` fallback even
+    where ``posix_spawn_file_actions_addclosefrom_np`` exists."""
+    global _forced_fallback
+    _forced_fallback = flag
+
+
+cdef bint _use_fallback(bint with_cwd) noexcept:
+    return _forced_fallback or not pc_have_closefrom() or (with_cwd and not pc_have_addchdir())
+
+
+def spawn_method():
+    """How :func:`spawn` closes inherited fds on this machine. For ``doctor``."""
+    if not _use_fallback(False):
+        return "posix_spawn+closefrom_np"
+    return "vfork+close_range" if _have_close_range else "vfork+proc_self_fd"
+
+
+cdef int _posix_spawn(const char *path, char **argv, char **envp, const char *cwd,
+                      int fd0, int fd1, int fd2, pid_t *pid) noexcept nogil:
+    cdef posix_spawnattr_t attr
+    cdef posix_spawn_file_actions_t fa
+    cdef sigset_t sigs
+    cdef int err = posix_spawnattr_init(&attr)
+    if err:
+        return err
+    err = posix_spawn_file_actions_init(&fa)
+    if err:
+        posix_spawnattr_destroy(&attr)
+        return err
+    err = posix_spawnattr_setflags(
+        &attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK)
+    if not err:
+        err = posix_spawnattr_setpgroup(&attr, 0)
+    if not err:
+        # Every signal 1..NSIG-1 back to its default: SIGPIPE and SIGXFSZ above
+        # all, which Python ignores. Not sigfillset: it leaves out glibc's two
+        # internal signals (32, 33), and posix_spawn then sets those to
+        # SIG_IGN in the child, which exec keeps. Setting every bit by hand
+        # resets them too; the kernel skips SIGKILL/SIGSTOP by itself.
+        memset(&sigs, 0xff, sizeof(sigs))
+        err = posix_spawnattr_setsigdefault(&attr, &sigs)
+    if not err:
+        sigemptyset(&sigs)
+        err = posix_spawnattr_setsigmask(&attr, &sigs)
+    # The pipe fds are all >= 3 (see _pipe), so these dup2s never clobber
+    # one another and never land on the fd they start from (a no-op dup2
+    # would leave close-on-exec set).
+    if not err:
+        err = posix_spawn_file_actions_adddup2(&fa, fd0, 0)
+    if not err:
+        err = posix_spawn_file_actions_adddup2(&fa, fd1, 1)
+    if not err:
+        err = posix_spawn_file_actions_adddup2(&fa, fd2, 2)
+    if not err and cwd != NULL:
+        err = pc_fa_chdir(&fa, cwd)
+    if not err:
+        err = pc_fa_closefrom(&fa, 3)
+    if not err:
+        # posix_spawn, not posix_spawnp: no PATH search. glibc >= 2.24
+        # returns the exec's errno (ENOENT, EACCES, ENOEXEC, ...).
+        err = posix_spawn(pid, path, &fa, &attr, argv, envp)
+    posix_spawn_file_actions_destroy(&fa)
+    posix_spawnattr_destroy(&attr)
+    return err
+
+
+cdef int _pipe(int *ends) except -1:
+    """A close-on-exec pipe with both ends >= 3.
+
+    If the host closed its stdin/stdout/stderr, pipe2 hands out 0, 1 or 2. A
+    child end there could be clobbered by another dup2 or left close-on-exec,
+    and a parent end there would receive the host's own prints.
+    """
+    cdef int i, fd, err
+    if pipe2(ends, O_CLOEXEC) < 0:
+        err = errno
+        ends[0] = ends[1] = -1
+        raise _os_error(err, "pipe2")
+    for i in range(2):
+        if ends[i] < 3:
+            fd = fcntl(ends[i], F_DUPFD_CLOEXEC, 3)
+            err = errno
+            close(ends[i])
+            ends[i] = fd
+            if fd < 0:
+                raise _os_error(err, "fcntl(F_DUPFD_CLOEXEC)")
+    return 0
+
+
+cdef int _set_nonblocking(int fd) except -1:
+    cdef int flags = fcntl(fd, F_GETFL)
+    if flags < 0 or fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0:
+        raise _os_error(errno, f"fcntl(O_NONBLOCK) on fd {fd}")
+    return 0
+
+
+cdef bytes _fsencode(object value):
+    cdef bytes b = os.fsencode(value)
+    if b"\0" in b:
+        raise ValueError(f"embedded null byte in {value!r}")
+    return b
+
+
+cdef bint _dir_ok(bytes path):
+    return os.path.isdir(path) and os.access(path, os.X_OK)
+
+
+def spawn(argv, env, *, cwd=None):
+    """Start ``argv[0]`` (a path; no ``PATH`` search) with ``posix_spawn``.
+
+    The child gets exactly ``env``, pipes on fds 0, 1 and 2 and no other fd,
+    every signal at its default disposition, an empty signal mask, and a new
+    process group whose id is its pid. Raises :class:`SpawnFailed` (errno and
+    path) if the file is missing, not executable or not a valid executable.
+    """
+    cdef list args, envl
+    cdef bytes cwd_b = None
+    cdef Py_ssize_t i
+    cdef char **c_argv = NULL
+    cdef char **c_envp = NULL
+    cdef const char *c_path
+    cdef const char *c_cwd = NULL
+    # in_r, in_w, out_r, out_w, err_r, err_w
+    cdef int fds[6]
+    cdef int err = 0, step = 0, pidfd, moved
+    cdef pid_t pid = 0
+    cdef bint fallback, ok = False
+    cdef Child child
+
+    if isinstance(argv, (str, bytes)):
+        raise TypeError("argv must be a sequence of arguments, not one string")
+    args = [_fsencode(a) for a in argv]
+    if not args:
+        raise ValueError("argv must not be empty")
+    envl = []
+    for k, v in env.items():
+        kb = _fsencode(k)
+        if not kb or b"=" in kb:
+            raise ValueError(f"illegal environment variable name {k!r}")
+        envl.append(kb + b"=" + _fsencode(v))
+    if cwd is not None:
+        cwd_b = _fsencode(cwd)
+        c_cwd = cwd_b
+    fallback = _use_fallback(cwd is not None)
+
+    for i in range(6):
+        fds[i] = -1
+    c_argv = <char **>malloc((len(args) + 1) * sizeof(char *))
+    c_envp = <char **>malloc((len(envl) + 1) * sizeof(char *))
+    try:
+        if c_argv == NULL or c_envp == NULL:
+            raise MemoryError()
+        for i in range(len(args)):
+            c_argv[i] = PyBytes_AS_STRING(args[i])
+        c_argv[len(args)] = NULL
+        for i in range(len(envl)):
+            c_envp[i] = PyBytes_AS_STRING(envl[i])
+        c_envp[len(envl)] = NULL
+        c_path = c_argv[0]
+
+        _pipe(&fds[0])
+        _pipe(&fds[2])
+        _pipe(&fds[4])
+        _set_nonblocking(fds[1])
+        _set_nonblocking(fds[2])
+        _set_nonblocking(fds[4])
+
+        with nogil:
+            if fallback:
+                err = pc_vfork_spawn(c_path, c_argv, c_envp, c_cwd,
+                                     fds[0], fds[3], fds[5], &pid, &step)
+            else:
+                err = _posix_spawn(c_path, c_argv, c_envp, c_cwd,
+                                   fds[0], fds[3], fds[5], &pid)
+        if err:
+            # posix_spawn's errno does not say whether chdir or exec failed.
+            if cwd_b is not None and (step == PC_STEP_CHDIR or (not fallback and not _dir_ok(cwd_b))):
+                raise SpawnFailed(err, os.fsdecode(cwd_b))
+            raise SpawnFailed(err, os.fsdecode(args[0]))
+
+        # Safe from pid reuse: the child is ours and unreaped, a zombie at worst.
+        # Any failure (ENOSYS before Linux 5.3, seccomp, EMFILE) means no pidfd.
+        pidfd = pc_pidfd_open(pid)
+        if 0 <= pidfd < 3:  # kept off the host's stdio numbers, as the pipes are
+            moved = fcntl(pidfd, F_DUPFD_CLOEXEC, 3)
+            close(pidfd)
+            pidfd = moved
+        child = Child.__new__(Child)
+        child._pid = pid
+        child._pidfd = pidfd if pidfd >= 0 else -1
+        child._stdin = fds[1]
+        child._stdout = fds[2]
+        child._stderr = fds[4]
+        ok = True
+        return child
+    finally:
+        free(c_argv)
+        free(c_envp)
+        for i in range(6):
+            # The child's ends always; the parent's only if no Child owns them.
+            if fds[i] >= 0 and (not ok or i in (0, 3, 5)):
+                close(fds[i])
+
+
+# --- the child handle ---------------------------------------------------------
+
+cdef class Child:
+    """A spawned child process and the parent's ends of its pipes."""
+
+    cdef pid_t _pid
+    cdef int _pidfd, _stdin, _stdout, _stderr
+    cdef object _returncode
+    cdef object __weakref__
+
+    def __cinit__(self, *args, **kwargs):
+        self._pidfd = self._stdin = self._stdout = self._stderr = -1
+
+    def __init__(self, int pid, int pidfd, int stdin_fd, int stdout_fd, int stderr_fd):
+        """Made by :func:`spawn`; not for direct use."""
+        if pid <= 0:  # kill(0)/killpg(0) would signal the host's own group
+            raise ValueError(f"pid must be positive, not {pid!r}")
+        self._pid = pid
+        self._pidfd = pidfd
+        self._stdin = stdin_fd
+        self._stdout = stdout_fd
+        self._stderr = stderr_fd
+
+    def __dealloc__(self):
+        # fds only: signalling or reaping here could hit an unrelated process
+        # or block the garbage collector. The client owns the lifetime.
+        self._close_all()
+
+    cdef void _close_all(self) noexcept:
+        cdef int fds[4]
+        cdef int i
+        fds[0], fds[1], fds[2], fds[3] = self._stdin, self._stdout, self._stderr, self._pidfd
+        self._stdin = self._stdout = self._stderr = self._pidfd = -1
+        for i in range(4):
+            if fds[i] >= 0:
+                close(fds[i])  # Linux frees the fd even when close() reports an error
+
+    @property
+    def pid(self):
+        return self._pid
+
+    @property
+    def pidfd(self):
+        """A pidfd for the child, or ``-1`` where the kernel has none."""
+        return self._pidfd
+
+    @property
+    def stdin_fd(self):
+        """``-1`` once closed."""
+        return self._stdin
+
+    @property
+    def stdout_fd(self):
+        return self._stdout
+
+    @property
+    def stderr_fd(self):
+        return self._stderr
+
+    @property
+    def returncode(self):
+        """``None`` until reaped; then the exit status, or ``-signum``."""
+        return self._returncode
+
+    def __repr__(self):
+        state = "running" if self._returncode is None else f"returncode={self._returncode}"
+        return f"<Child pid={self._pid} {state}>"
+
+    cdef object _check(self, bint reap):
+        """One non-blocking look: the (would-be, if not reap) return code, or None.
+
+        Under the GIL, so reaping and recording are one step for other threads.
+        If something else reaped the child (SIGCHLD ignored, a stray
+        waitpid(-1)), its status is lost: returncode becomes 0, as in
+        subprocess and the twin.
+        """
+        cdef int status = 0, err
+        cdef pid_t r
+        cdef siginfo_t info
+        if self._returncode is not None:
+            return self._returncode
+        while True:
+            if reap:
+                r = waitpid(self._pid, &status, WNOHANG)
+                if r == self._pid:
+                    self._returncode = (
+                        WEXITSTATUS(status) if WIFEXITED(status) else -WTERMSIG(status)
+                    )
+                    return self._returncode
+                if r == 0:
+                    return None
+            else:
+                info.si_pid = 0
+                if waitid(P_PID, <id_t>self._pid, &info, WEXITED | WNOWAIT | WNOHANG) == 0:
+                    if info.si_pid == 0:
+                        return None
+                    return info.si_status if info.si_code == CLD_EXITED else -info.si_status
+            err = errno
+            if err == ECHILD:
+                self._returncode = 0
+                return 0
+            if err != EINTR:
+                raise _os_error(err, f"waitpid for pid {self._pid}")
+
+    def poll(self):
+        """Reap the child if it has exited (``WNOHANG``) and return ``returncode``."""
+        return self._check(True)
+
+    def wait(self, timeout=None, *, bint reap=True):
+        """Wait up to ``timeout`` seconds for the child to exit; ``None`` on timeout.
+
+        With ``reap=False`` the exited child is left a zombie and the would-be
+        return code is returned while ``returncode`` stays ``None``.
+        """
+        cdef double dl = 0.0, remaining = -1.0, delay = 50e-6
+        cdef bint has_dl = False, use_pidfd
+        cdef pollfd pfd
+        cdef timespec ts
+        cdef int r, err, ms
+        rc = self._check(reap)
+        if rc is not None:
+            return rc
+        if timeout is not None:
+            has_dl = _deadline(timeout, &dl)
+            dl = _now() + max(0.0, dl)
+        use_pidfd = self._pidfd >= 0
+        while True:
+            if has_dl:
+                remaining = dl - _now()
+                if remaining <= 0.0:
+                    return self._check(reap)
+            if use_pidfd:
+                # A pidfd turns readable when the child exits: no latency, no spinning.
+                pfd.fd = self._pidfd
+                pfd.events = POLLIN
+                ms = _ms(remaining) if has_dl else -1
+                with nogil:
+                    r = poll(&pfd, 1, ms)
+                    err = errno
+                if r > 0:
+                    rc = self._check(reap)
+                    if rc is not None:
+                        return rc
+                    use_pidfd = False  # closed under us, or poll/waitid disagree: back off
+                elif r < 0:
+                    if err != EINTR:
+                        use_pidfd = False
+                    PyErr_CheckSignals()
+                continue
+            if has_dl and remaining < delay:
+                delay = remaining
+            ts.tv_sec = <time_t>delay
+            ts.tv_nsec = <long>((delay - <double>ts.tv_sec) * 1e9)
+            with nogil:
+                r = nanosleep(&ts, NULL)
+            if r < 0:
+                PyErr_CheckSignals()
+            delay = min(delay * 2.0, 1e-3)
+            rc = self._check(reap)
+            if rc is not None:
+                return rc
+
+    def send_signal(self, int sig):
+        """Signal the leader only, through its pidfd where there is one. No-op once reaped."""
+        cdef int err
+        if self._returncode is not None:
+            return
+        if self._pidfd >= 0:
+            if pc_pidfd_send_signal(self._pidfd, sig) == 0:
+                return
+            err = errno
+            if err != ENOSYS:  # a seccomp policy may allow pidfd_open only
+                if err != ESRCH:
+                    raise _os_error(err, f"pidfd_send_signal({sig}) to pid {self._pid}")
+                return
+        # Safe: an unreaped child keeps its pid, even as a zombie.
+        if kill(self._pid, sig) < 0 and errno != ESRCH:
+            raise _os_error(errno, f"kill({sig}) to pid {self._pid}")
+
+    def signal_group(self, int sig):
+        """Signal the whole process group. No-op once the leader is reaped; ``ESRCH`` is ignored."""
+        if self._returncode is not None:
+            return  # the group id could name someone else's group now
+        if killpg(self._pid, sig) < 0 and errno != ESRCH:
+            raise _os_error(errno, f"killpg({sig}) to process group {self._pid}")
+
+    def terminate(self):
+        """``signal_group(SIGTERM)``."""
+        self.signal_group(SIGTERM)
+
+    def kill(self):
+        """``signal_group(SIGKILL)``."""
+        self.signal_group(SIGKILL)
+
+    def close_stdin(self):
+        """Close the parent's end of the child's stdin. Idempotent."""
+        cdef int fd = self._stdin
+        self._stdin = -1
+        if fd >= 0:
+            close(fd)
+
+    def close(self):
+        """Close every fd the parent holds for this child (pipes and pidfd). Does not reap."""
+        self._close_all()

@@ -1,0 +1,160 @@
+"""The lifetime bookkeeping of one plugin client, with no I/O.
+
+State (idle / running / recovering / disabled), the crash window, counters,
+timestamps, the last init result and the last exit: everything ``health()``
+reports and every rule that decides what happens next (is the plugin
+disabled? has the process idled out?). The sync client, and an asyncio client,
+drive the same ``Lifecycle``; only the I/O differs between them.
+
+Every method takes the ``meta`` lock briefly, so ``snapshot()`` never waits
+behind a request in flight.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from datetime import datetime, timezone
+from typing import List, Optional
+
+from ._impl import IMPLEMENTATION, RestartWindow, monotonic
+from .errors import PluginDisabled
+from .health import ExitInfo, PluginHealth, PluginState
+from .policy import LifetimePolicy
+from .protocol import Capability, InitResult
+
+__all__ = ("Lifecycle",)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Lifecycle:
+    def __init__(self, plugin_name: str, source_name: str, policy: LifetimePolicy) -> None:
+        self.plugin_name = plugin_name
+        self.source_name = source_name
+        self.policy = policy
+        self._meta = threading.Lock()
+        self._window = RestartWindow(policy.restart_window, policy.restart_cap)
+        self.state = PluginState.IDLE
+        self.disabled_reason: Optional[str] = None
+        self.spawn_count = 0
+        self.pid: Optional[int] = None
+        self.capabilities: Optional[Capability] = None
+        self.plugin_version: Optional[str] = None
+        self.last_used_mono = -math.inf
+        self.last_crash: Optional[datetime] = None
+        self.last_error: Optional[str] = None
+        self.last_exit: Optional[ExitInfo] = None
+
+    # --- rules ---------------------------------------------------------------
+
+    def check_enabled(self) -> None:
+        if self.state is PluginState.DISABLED:
+            raise PluginDisabled(
+                f"Plugin {self.plugin_name!r} is disabled: {self.disabled_reason} "
+                "Fix the plugin, then call clear_disabled().",
+                plugin=self.plugin_name,
+            )
+
+    def idle_expired(self, now: float) -> bool:
+        return now - self.last_used_mono > self.policy.idle_timeout
+
+    def crash_note(self) -> str:
+        """``"crash 2 of 3 in 60 s"``, for messages."""
+        with self._meta:
+            n = self._window.count()
+        return f"crash {n} of {self.policy.restart_cap} within {self.policy.restart_window:g} s"
+
+    # --- transitions (the caller holds the request lock) -----------------------
+
+    def on_spawned(self, pid: int) -> None:
+        with self._meta:
+            self.spawn_count += 1
+            self.pid = pid
+            self.state = PluginState.RUNNING
+            self.last_used_mono = monotonic()
+
+    def on_ready(self, init: InitResult) -> None:
+        with self._meta:
+            self.capabilities = init.capabilities
+            self.plugin_version = init.plugin_version
+
+    def on_used(self) -> None:
+        # Only a float on the hot path; snapshot() derives the wall time.
+        self.last_used_mono = monotonic()
+
+    def on_stopped(self, info: ExitInfo) -> None:
+        """A process ended without a crash (idle reap, shutdown)."""
+        with self._meta:
+            self.last_exit = info
+            self.pid = None
+            if self.state is not PluginState.DISABLED:
+                self.state = PluginState.IDLE
+
+    def on_crash(self, error: str, info: Optional[ExitInfo] = None) -> bool:
+        """Record a crash (``info`` is None if no process was started). True if now disabled."""
+        with self._meta:
+            if info is not None:
+                self.last_exit = info
+            self.pid = None
+            self.last_crash = _now()
+            self.last_error = error
+            count = self._window.record()
+            if count >= self.policy.restart_cap:
+                self.state = PluginState.DISABLED
+                self.disabled_reason = (
+                    f"it crashed {count} times within {self.policy.restart_window:g} s "
+                    f"(restart_cap={self.policy.restart_cap}); the last crash: {error}"
+                )
+                return True
+            self.state = PluginState.RECOVERING
+            return False
+
+    def clear_disabled(self) -> None:
+        with self._meta:
+            self._window.clear()
+            self.disabled_reason = None
+            if self.state in (PluginState.DISABLED, PluginState.RECOVERING):
+                self.state = PluginState.IDLE if self.pid is None else PluginState.RUNNING
+
+    def reset_after_fork(self) -> None:
+        self._meta = threading.Lock()
+        self.pid = None
+        if self.state is not PluginState.DISABLED:
+            self.state = PluginState.IDLE
+
+    # --- reporting ----------------------------------------------------------------
+
+    def snapshot(self, stderr_tail: List[str]) -> PluginHealth:
+        with self._meta:
+            caps = self.capabilities
+            used_mono = self.last_used_mono
+            last_used: Optional[datetime] = None
+            if used_mono != -math.inf and self.spawn_count:
+                # Wall time derived from the monotonic stamp, so the hot path
+                # only stores a float.
+                last_used = datetime.fromtimestamp(
+                    _now().timestamp() - (monotonic() - used_mono), timezone.utc
+                )
+            return PluginHealth(
+                plugin_name=self.plugin_name,
+                source_name=self.source_name,
+                state=self.state,
+                disabled_reason=self.disabled_reason,
+                crashes_in_window=self._window.count(),
+                restart_cap=self.policy.restart_cap,
+                restart_window=self.policy.restart_window,
+                last_used=last_used,
+                last_crash=self.last_crash,
+                last_error=self.last_error,
+                pid=self.pid,
+                spawn_count=self.spawn_count,
+                plugin_version=self.plugin_version,
+                capabilities=[c.name for c in Capability if caps is not None and c in caps and c.name],
+                capabilities_bits=None if caps is None else int(caps),
+                last_exit=self.last_exit,
+                stderr_tail=stderr_tail,
+                implementation=IMPLEMENTATION,
+            )

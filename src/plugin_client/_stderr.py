@@ -1,0 +1,173 @@
+"""Drains plugins' stderr continuously, into a bounded ring and ``logging``.
+
+One daemon thread serves every plugin process of the interpreter through one
+``epoll`` set, so a plugin that logs megabytes never blocks on a full pipe and
+a spawn costs one ``epoll_ctl``, not a thread start. Each process gets a
+:class:`StderrTail`: the last N lines (each cut to 1,000 characters), kept for
+``health()`` and forwarded to the logger ``plugin_client.plugin.<name>``.
+
+Deliberately not done here: deciding anything about the process. The pump only
+reads; the client owns the fd and closes it after :meth:`StderrPump.unregister`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import select
+import threading
+from typing import Deque, Dict, List, Optional
+
+__all__ = ("StderrTail", "StderrPump", "PUMP")
+
+_MAX_LINE = 1000
+_MAX_PARTIAL = 4096
+_READ = 65536
+
+
+class StderrTail:
+    """The bounded tail of one process's stderr, and where its lines are logged."""
+
+    __slots__ = ("fd", "_lines", "_partial", "_logger", "_lock", "closed", "bytes_seen")
+
+    def __init__(self, fd: int, logger: logging.Logger, max_lines: int) -> None:
+        self.fd = fd
+        self._lines: Deque[str] = collections.deque(maxlen=max_lines)
+        self._partial = b""
+        self._logger = logger
+        self._lock = threading.Lock()
+        self.closed = False
+        self.bytes_seen = 0
+
+    def lines(self) -> List[str]:
+        with self._lock:
+            out = list(self._lines)
+            if self._partial:
+                out.append(self._decode(self._partial))
+            return out[-self._lines.maxlen :] if self._lines.maxlen else []
+
+    @staticmethod
+    def _decode(raw: bytes) -> str:
+        text = raw.rstrip(b"\r").decode("utf-8", "replace")
+        return text if len(text) <= _MAX_LINE else text[:_MAX_LINE] + "…"
+
+    def _emit(self, raw: bytes) -> None:
+        line = self._decode(raw)
+        self._lines.append(line)
+        self._logger.info("%s", line)
+
+    def drain(self) -> bool:
+        """Read what is available now. Returns False at end of stream."""
+        with self._lock:
+            if self.closed:
+                return False
+            while True:
+                try:
+                    data = os.read(self.fd, _READ)
+                except BlockingIOError:
+                    return True
+                except InterruptedError:
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    if self._partial:
+                        self._emit(self._partial)
+                        self._partial = b""
+                    self.closed = True
+                    return False
+                self.bytes_seen += len(data)
+                buf = self._partial + data if self._partial else data
+                start = 0
+                while True:
+                    nl = buf.find(b"\n", start)
+                    if nl < 0:
+                        break
+                    self._emit(buf[start:nl])
+                    start = nl + 1
+                rest = buf[start:]
+                # A line with no newline for 4 KiB is logged in pieces, so the
+                # partial buffer stays bounded whatever the plugin writes.
+                while len(rest) > _MAX_PARTIAL:
+                    self._emit(rest[:_MAX_PARTIAL])
+                    rest = rest[_MAX_PARTIAL:]
+                self._partial = rest
+                if len(data) < _READ:
+                    return True
+
+
+class StderrPump:
+    """One epoll thread for every registered stderr fd."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tails: Dict[int, StderrTail] = {}
+        self._epoll: Optional[select.epoll] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def register(self, fd: int, plugin_name: str, max_lines: int) -> StderrTail:
+        tail = StderrTail(fd, logging.getLogger(f"plugin_client.plugin.{plugin_name}"), max_lines)
+        with self._lock:
+            if self._epoll is None:
+                self._epoll = select.epoll()
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._epoll,), name="plugin-client-stderr", daemon=True
+                )
+                self._thread.start()
+            self._tails[fd] = tail
+            self._epoll.register(fd, select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR)
+        return tail
+
+    def unregister(self, tail: StderrTail) -> None:
+        """Stop watching ``tail.fd`` and read what is left; the caller closes the fd afterwards."""
+        with self._lock:
+            if self._tails.get(tail.fd) is tail:
+                del self._tails[tail.fd]
+                if self._epoll is not None:
+                    try:
+                        self._epoll.unregister(tail.fd)
+                    except OSError:
+                        pass
+        tail.drain()
+        with tail._lock:
+            tail.closed = True
+
+    def _run(self, ep: select.epoll) -> None:
+        while True:
+            try:
+                events = ep.poll()
+            except InterruptedError:
+                continue
+            except (OSError, ValueError):  # the epoll was closed after a fork
+                return
+            for fd, _ in events:
+                with self._lock:
+                    tail = self._tails.get(fd)
+                if tail is None:
+                    continue
+                if not tail.drain():
+                    with self._lock:
+                        if self._tails.get(fd) is tail:
+                            del self._tails[fd]
+                            try:
+                                ep.unregister(fd)
+                            except OSError:
+                                pass
+
+    def _after_fork_in_child(self) -> None:
+        # The thread did not survive the fork; the fds belong to the parent's plugins.
+        self._lock = threading.Lock()
+        self._tails = {}
+        if self._epoll is not None:
+            try:
+                self._epoll.close()
+            except OSError:
+                pass
+        self._epoll = None
+        self._thread = None
+
+
+PUMP = StderrPump()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=PUMP._after_fork_in_child)

@@ -1,0 +1,77 @@
+"""What a host, or ``plugin-client doctor``, can know about one plugin without waiting on it.
+
+``PluginState`` and ``PluginHealth`` are plain data; :mod:`plugin_client.client`
+fills them in. ``PluginHealth`` converts to JSON. Nothing here holds a secret:
+the stderr tail is the plugin's own log, which the plugin chose to write.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import List, Optional
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ("PluginState", "ExitStage", "ExitInfo", "PluginHealth")
+
+
+class PluginState(str, enum.Enum):
+    """``IDLE``: no process (never started, reaped or shut down). ``RUNNING``: a process is up.
+    ``RECOVERING``: the last process crashed; the next request starts a fresh one.
+    ``DISABLED``: the restart cap was hit; requests fail until ``clear_disabled()``."""
+
+    IDLE = "idle"
+    RUNNING = "running"
+    RECOVERING = "recovering"
+    DISABLED = "disabled"
+
+
+class ExitStage(str, enum.Enum):
+    """What ended a process."""
+
+    STDIN_CLOSE = "stdin-close"  # exited on its own after we closed its stdin
+    SIGTERM = "sigterm"  # exited after SIGTERM to its group
+    SIGKILL = "sigkill"  # did not exit within the grace; killed
+    CRASH = "crash"  # exited by itself (mid-request, while idle, or during init)
+    KILLED_AFTER_ERROR = "killed-after-error"  # killed by us after a timeout or protocol error
+
+
+class ExitInfo(BaseModel):
+    """How the last process ended."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pid: int
+    stage: ExitStage
+    returncode: Optional[int]
+    signal: Optional[str] = None
+    at: datetime
+
+
+class PluginHealth(BaseModel):
+    """A snapshot of one client's plugin. ``to_json()`` gives what ``doctor --json`` prints."""
+
+    model_config = ConfigDict(frozen=True)
+
+    plugin_name: str
+    source_name: str
+    state: PluginState
+    disabled_reason: Optional[str] = None
+    crashes_in_window: int
+    restart_cap: int
+    restart_window: float
+    last_used: Optional[datetime] = None
+    last_crash: Optional[datetime] = None
+    last_error: Optional[str] = None
+    pid: Optional[int] = None
+    spawn_count: int = 0
+    plugin_version: Optional[str] = None
+    capabilities: List[str] = []
+    capabilities_bits: Optional[int] = None
+    last_exit: Optional[ExitInfo] = None
+    stderr_tail: List[str] = []
+    implementation: str
+
+    def to_json(self, *, indent: Optional[int] = None) -> str:
+        return self.model_dump_json(indent=indent)

@@ -1,0 +1,212 @@
+"""Hypothesis round trips and robustness for :mod:`plugin_client.protocol`.
+
+* every call: ``encode_request`` -> ``decode_request`` gives an equal call;
+* every result: ``encode_result`` -> ``decode_reply`` gives an equal result
+  (secrets compared through ``get_secret_value()``);
+* every error kind: ``encode_error`` -> ``decode_reply`` raises the same error;
+* ``decode_reply`` on arbitrary bytes or JSON raises only plugin-client errors,
+  and none of them shows a secret planted in the reply.
+"""
+
+import json
+import traceback
+from typing import Any, Dict, Type
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import SecretBytes, SecretStr
+
+from plugin_client.errors import PluginClientError, PluginError
+from plugin_client.protocol import (
+    MAX_REQUEST_ID,
+    AvailabilityStatus,
+    Call,
+    DeleteCall,
+    DeleteResult,
+    ErrorKind,
+    GetCall,
+    GetResult,
+    InitCall,
+    InitResult,
+    IsAvailableCall,
+    IsAvailableResult,
+    KeyMaterialCall,
+    KeyMaterialResult,
+    ListCall,
+    ListEntry,
+    ListResult,
+    PutCall,
+    PutResult,
+    Result,
+    ValidateCall,
+    ValidateResult,
+    decode_reply,
+    decode_request,
+    encode_error,
+    encode_request,
+    encode_result,
+)
+
+# Text a JSON line can carry: anything but lone surrogates (which UTF-8 cannot hold).
+text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40)
+ids = st.integers(min_value=0, max_value=MAX_REQUEST_ID)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | text,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(text, children, max_size=4),
+    max_leaves=12,
+)
+
+calls = st.one_of(
+    st.builds(InitCall, source_name=text, config=st.dictionaries(text, json_values, max_size=4), protocol_version=text),
+    st.just(IsAvailableCall()),
+    st.builds(GetCall, reference=text),
+    st.just(ListCall()),
+    st.builds(ValidateCall, reference=text),
+    st.builds(PutCall, reference=text, value=text.map(SecretStr)),
+    st.builds(DeleteCall, reference=text),
+    st.builds(KeyMaterialCall, purpose=text),
+)
+
+results = st.one_of(
+    st.builds(InitResult, source_name=text, capabilities_bits=st.integers(0, 2**32 - 1), plugin_version=text),
+    st.builds(IsAvailableResult, status=st.sampled_from(AvailabilityStatus), detail=st.none() | text),
+    st.builds(GetResult, value=text.map(SecretStr), lease_seconds=st.none() | ids),
+    st.builds(
+        ListResult,
+        entries=st.lists(st.builds(ListEntry, reference=text, display=st.none() | text), max_size=8),
+    ),
+    st.builds(ValidateResult, ok=st.booleans()),
+    st.builds(PutResult, replaced=st.booleans()),
+    st.builds(DeleteResult, existed=st.booleans()),
+    st.builds(KeyMaterialResult, material=st.binary(max_size=64).map(SecretBytes)),
+)
+
+_CALL_FOR: Dict[type, Type[Call]] = {
+    InitResult: InitCall,
+    IsAvailableResult: IsAvailableCall,
+    GetResult: GetCall,
+    ListResult: ListCall,
+    ValidateResult: ValidateCall,
+    PutResult: PutCall,
+    DeleteResult: DeleteCall,
+    KeyMaterialResult: KeyMaterialCall,
+}
+
+
+def _secrets(obj: Any) -> Dict[str, Any]:
+    out = {}
+    for name in type(obj).model_fields:
+        value = getattr(obj, name)
+        if isinstance(value, (SecretStr, SecretBytes)):
+            out[name] = value.get_secret_value()
+    return out
+
+
+@given(call=calls, rid=ids)
+def test_call_round_trip(call: Call, rid: int) -> None:
+    line = encode_request(call, rid)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    obj = json.loads(line)
+    assert obj["jsonrpc"] == "2.0" and obj["id"] == rid and obj["method"] == call.method.value
+    assert ("params" in obj) == (type(call) not in (IsAvailableCall, ListCall))
+    got_id, got = decode_request(line[:-1])
+    assert got_id == rid
+    assert type(got) is type(call)
+    assert got == call
+    assert _secrets(got) == _secrets(call)
+
+
+@given(result=results, rid=ids, crlf=st.booleans())
+def test_result_round_trip(result: Result, rid: int, crlf: bool) -> None:
+    line = encode_result(rid, result)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    frame = line[:-1] + (b"\r" if crlf else b"")
+    got = decode_reply(frame, _CALL_FOR[type(result)], rid, plugin="p")
+    assert type(got) is type(result)
+    assert got == result
+    assert _secrets(got) == _secrets(result)
+
+
+@given(result=results, rid=ids)
+def test_result_survives_python_reference_spacing(result: Result, rid: int) -> None:
+    """The same reply re-written by json.dumps (", " and ": ", ASCII escapes) decodes the same."""
+    line = encode_result(rid, result)
+    respaced = json.dumps(json.loads(line)).encode()
+    assert decode_reply(respaced, _CALL_FOR[type(result)], rid) == result
+
+
+@given(
+    rid=ids,
+    kind=st.sampled_from(ErrorKind),
+    a=text,
+    b=text,
+)
+def test_error_round_trip(rid: int, kind: ErrorKind, a: str, b: str) -> None:
+    fields = {
+        ErrorKind.UNAVAILABLE: {"detail": a},
+        ErrorKind.NEEDS_CREDENTIAL: {"detail": a},
+        ErrorKind.OTHER: {"detail": a},
+        ErrorKind.UNSUPPORTED_CAPABILITY: {"capability": a},
+        ErrorKind.BAD_REFERENCE: {"reference": a, "reason": b},
+    }[kind]
+    line = encode_error(rid, kind, **fields)
+    try:
+        decode_reply(line[:-1], GetCall, rid, plugin="p")
+    except PluginError as exc:
+        assert exc.kind == kind.value
+        for name, value in fields.items():
+            assert getattr(exc, name) == value
+        assert exc.plugin == "p"
+    else:  # pragma: no cover
+        raise AssertionError("an error reply decoded as a result")
+
+
+SECRET = "Zq9-SECRET-VALUE-w7"
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()),
+    cls=st.sampled_from(list(_CALL_FOR.values())),
+    rid=ids,
+)
+def test_decode_reply_never_crashes(data: bytes, cls: Type[Call], rid: int) -> None:
+    try:
+        decode_reply(data, cls, rid)
+    except PluginClientError as exc:
+        assert exc.__cause__ is None and exc.__context__ is None
+
+
+def _plant(value: Any, where: int) -> Any:
+    """A reply-like object with the secret planted in one of several places."""
+    places = [
+        {"jsonrpc": "2.0", "id": 1, "result": {"value": SECRET, "lease_seconds": value}},
+        {"jsonrpc": "2.0", "id": 1, "result": {"value": value, SECRET: SECRET}},
+        {"jsonrpc": "2.0", "id": value, "result": {"value": SECRET}},
+        {"jsonrpc": value, "id": 1, "result": {"value": SECRET}},
+        {"jsonrpc": "2.0", "id": 1, "result": {"entries": [{"reference": SECRET, "display": value}]}},
+        {"jsonrpc": "2.0", "id": 1, "result": {"material_b64": SECRET, "x": value}},
+        {"jsonrpc": "2.0", "id": 1, "result": value, "error": {"data": SECRET}},
+        {"jsonrpc": "2.0", "id": 1, "result": {"value": SECRET}, "error": value},
+    ]
+    return places[where]
+
+
+@given(value=json_values, where=st.integers(0, 7), cls=st.sampled_from(list(_CALL_FOR.values())), cut=st.integers(0, 3))
+def test_no_secret_escapes(value: Any, where: int, cls: Type[Call], cut: int) -> None:
+    line = json.dumps(_plant(value, where)).encode()
+    if cut:
+        line = line[:-cut]  # truncated frames too
+    try:
+        got = decode_reply(line, cls, 1, plugin="vault")
+    except PluginError as exc:
+        # An error object's own text is shown; SECRET was never placed in one.
+        assert SECRET not in str(exc) and SECRET not in repr(exc)
+    except PluginClientError as exc:
+        assert exc.__cause__ is None and exc.__context__ is None
+        rendered = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        for t in (str(exc), repr(exc), repr(exc.args), rendered, repr(vars(exc))):
+            assert SECRET not in t
+    else:
+        if not isinstance(got, ListResult):  # a list entry's reference is not a secret
+            assert SECRET not in repr(got) and SECRET not in str(got)

@@ -1,0 +1,44 @@
+"""The installed package type-checks under ``mypy --strict``, and so does code using it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mypy")
+
+USER_CODE = textwrap.dedent(
+    """
+    from plugin_client import PluginClient, LifetimePolicy, load_plugin, GetResult
+    from plugin_client._impl import FrameReader, RestartWindow, spawn, write_all
+
+    def host(path: str) -> str:
+        with PluginClient(load_plugin(path), policy=LifetimePolicy(request_timeout=1.0)) as c:
+            r: GetResult = c.get("x")
+            return r.value.get_secret_value()
+
+    def core() -> int:
+        child = spawn([b"/bin/true"], {"PATH": "/bin"})
+        reader = FrameReader(child.stdout_fd, 1024)
+        write_all(child.stdin_fd, b"x\\n", None)
+        window = RestartWindow(60.0, 3)
+        window.record()
+        rc = child.wait(1.0)
+        child.close()
+        return (rc or 0) + reader.buffered + window.count()
+    """
+)
+
+
+@pytest.mark.slow
+def test_mypy_strict_on_package_and_user_code(tmp_path: Path) -> None:
+    user = tmp_path / "user_code.py"
+    user.write_text(USER_CODE)
+    base = [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache")]
+    for target in (["-p", "plugin_client"], [str(user)]):
+        proc = subprocess.run(base + target, capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
