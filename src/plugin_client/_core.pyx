@@ -81,6 +81,22 @@ cdef extern from *:
         return (int)syscall(SYS_close_range, lo, hi, 0);
     }
 
+    /* Built against glibc >= 2.34, dlsym and pthread_sigmask would bind to the
+       versions that moved them into libc (2.34, 2.32) and the wheel would need
+       that glibc. Bind them to the versions every glibc since 2.17 exports, as a
+       build inside the manylinux_2_28 image does anyway. */
+    #if defined(__GLIBC__) && defined(__GLIBC_PREREQ)
+    #if __GLIBC_PREREQ(2, 34)
+    #if defined(__x86_64__)
+    __asm__(".symver dlsym,dlsym@GLIBC_2.2.5");
+    __asm__(".symver pthread_sigmask,pthread_sigmask@GLIBC_2.2.5");
+    #elif defined(__aarch64__)
+    __asm__(".symver dlsym,dlsym@GLIBC_2.17");
+    __asm__(".symver pthread_sigmask,pthread_sigmask@GLIBC_2.17");
+    #endif
+    #endif
+    #endif
+
     /* glibc 2.34 and 2.29 respectively: found at run time, never linked. */
     typedef int (*pc_addclosefrom_fn)(posix_spawn_file_actions_t *, int);
     typedef int (*pc_addchdir_fn)(posix_spawn_file_actions_t *, const char *);
