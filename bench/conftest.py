@@ -1,10 +1,22 @@
-"""The ``impl`` fixture for benchmarks: the compiled core and its twin, side by side.
+"""Fixtures for the benchmarks: cores, the C plugin and host, placements.
 
-Like the ``core`` fixture of ``tests/conftest.py`` (which pytest does not load
-for ``bench/``). The compiled parameter carries the ``c_extension`` mark; it
-is skipped, with the reason shown, when ``PLUGIN_CLIENT_NO_EXTENSIONS`` is set
-or ``--no-c-extensions`` is given, and when the compiled core is not built:
-``tests/`` is where a missing build fails loudly.
+* ``impl``: the compiled core and its twin, side by side. Like the ``core``
+  fixture of ``tests/conftest.py`` (which pytest does not load for
+  ``bench/``). The compiled parameter carries the ``c_extension`` mark; it is
+  skipped, with the reason shown, when ``PLUGIN_CLIENT_NO_EXTENSIONS`` is set
+  or ``--no-c-extensions`` is given, and when the compiled core is not built:
+  ``tests/`` is where a missing build fails loudly.
+* ``client_impl``: ``impl`` installed under :class:`PluginClient` (through
+  ``plugin_client._process._use_core``), so one run compares the client over
+  both cores.
+* ``bench_bin``: ``echo_plugin.c`` and ``c_host.c`` built with ``cc -O2`` into
+  a temporary directory, once a session, and the plugin installed twice with
+  checksummed manifests: ``cecho`` (exits on stdin EOF) and ``cecho-sigterm``
+  (ignores EOF, exits 2 ms after SIGTERM). No ``cc``: those benchmarks skip.
+* ``placement``: ``pinned`` (every thread of this process on one CPU; children
+  inherit it at spawn, so host and plugin share the core) or ``unpinned``.
+* ``_bench.tag`` labels a result for ``bench/ratios.py``; ``_bench.c_host`` runs the
+  C host, which times itself, and records its median as the result.
 """
 
 from __future__ import annotations
@@ -12,10 +24,16 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import subprocess
+import time
 import types
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Dict
 
 import pytest
+
+from _bench import BENCH, BenchBin, compiler, install
 
 _NO_EXT_ENV = os.environ.get("PLUGIN_CLIENT_NO_EXTENSIONS", "") not in ("", "0")
 
@@ -51,3 +69,79 @@ def impl(request: pytest.FixtureRequest) -> Iterator[types.ModuleType]:
     if importlib.util.find_spec("plugin_client._core") is None:
         pytest.skip("compiled core not built (python setup.py build_ext --inplace)")
     yield importlib.import_module("plugin_client._core")
+
+
+@pytest.fixture
+def client_impl(impl: types.ModuleType) -> Iterator[types.ModuleType]:
+    """``impl``, used by every :class:`PluginClient` process spawned in the test."""
+    from plugin_client import _process
+
+    previous = _process._use_core(impl)
+    try:
+        yield impl
+    finally:
+        _process._use_core(previous)
+
+
+# --- the C plugin and host ------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def bench_bin(tmp_path_factory: pytest.TempPathFactory) -> BenchBin:
+    cc = compiler()
+    if cc is None:
+        pytest.skip("no C compiler (cc) to build bench/echo_plugin.c and bench/c_host.c")
+    out = tmp_path_factory.mktemp("bench-bin")
+    os.chmod(out, 0o755)
+    for src in ("echo_plugin", "c_host"):
+        subprocess.run([cc, "-O2", "-o", str(out / src), str(BENCH / f"{src}.c")], check=True, capture_output=True)
+    plugins = out / "plugins"
+    plugins.mkdir(mode=0o755)
+    os.chmod(plugins, 0o755)
+    cecho = install(plugins, "cecho", out / "echo_plugin")
+    # The program name selects the SIGTERM mode: PluginClient passes no arguments.
+    sigterm = install(plugins, "cecho-sigterm", out / "echo_plugin")
+    return BenchBin(
+        c_host=out / "c_host",
+        echo=Path(cecho.executable.path),
+        echo_sigterm=Path(sigterm.executable.path),
+        plugins=cecho,
+        plugins_sigterm=sigterm,
+        built_at=time.monotonic(),
+    )
+
+
+# --- placement ---------------------------------------------------------------------
+
+
+def _set_affinity_all_threads(cpus: "set[int]") -> Dict[int, "set[int]"]:
+    """Set every thread's affinity (the stderr pump's too); return the old masks."""
+    old: Dict[int, "set[int]"] = {}
+    for tid in (int(t) for t in os.listdir("/proc/self/task")):
+        try:
+            old[tid] = os.sched_getaffinity(tid)
+            os.sched_setaffinity(tid, cpus)
+        except OSError:  # the thread ended meanwhile
+            pass
+    return old
+
+
+@pytest.fixture(params=["pinned", "unpinned"])
+def placement(request: pytest.FixtureRequest) -> Iterator[str]:
+    """``pinned``: this process (and every child spawned meanwhile) on one CPU."""
+    if request.param == "unpinned" or not hasattr(os, "sched_setaffinity"):
+        if request.param == "pinned":
+            pytest.skip("no sched_setaffinity here")
+        yield "unpinned"
+        return
+    cpu = min(os.sched_getaffinity(0))
+    old = _set_affinity_all_threads({cpu})
+    try:
+        yield "pinned"
+    finally:
+        for tid, cpus in old.items():
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                pass
+
+

@@ -10,6 +10,8 @@ import types
 
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from _bench import tag
+
 # ~100-byte JSON-RPC replies, 1000 to a buffer: a busy plugin's read.
 SMALL = b'{"jsonrpc":"2.0","id":%06d,"result":{"value":"' + b"v" * 45 + b'"}}\n'
 SMALL_FRAMES = 1000
@@ -21,7 +23,12 @@ CHUNK = 4096
 HUGE_CHUNKS = [HUGE_FRAME[i : i + CHUNK] for i in range(0, len(HUGE_FRAME), CHUNK)] + [b"\n"]
 
 
+def _name(impl: types.ModuleType) -> str:
+    return "c" if impl.IMPLEMENTATION == "cython" else "py"
+
+
 def test_many_small_frames(benchmark: BenchmarkFixture, impl: types.ModuleType) -> None:
+    tag(benchmark, "frames_small", _name(impl), "n/a")
     reader = impl.FrameReader(-1)
 
     def run() -> int:
@@ -37,6 +44,7 @@ def test_many_small_frames(benchmark: BenchmarkFixture, impl: types.ModuleType) 
 
 
 def test_one_huge_frame_in_4k_chunks(benchmark: BenchmarkFixture, impl: types.ModuleType) -> None:
+    tag(benchmark, "frames_huge", _name(impl), "n/a")
     reader = impl.FrameReader(-1)
 
     def run() -> int:

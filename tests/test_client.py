@@ -1,6 +1,8 @@
 """PluginClient's lifetime contract, against real plugin processes.
 
 Each weak point of the reference host has a test here showing we don't have it.
+Every test runs against ``AsyncPluginClient`` too (``client_kind``, see
+``client_kinds.py``), except the ones pinned to ``"sync"``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from plugin_client.health import ExitStage, PluginState
 from plugin_client.policy import LifetimePolicy
 from plugin_client.protocol import Capability, GetCall, IsAvailableCall
 
+from client_kinds import client_kind, new_client  # noqa: F401 - fixtures
 from plugin_factory import make_plugin, python_script
 
 FAST = LifetimePolicy(request_timeout=2.0, start_timeout=5.0, shutdown_grace=1.0, exit_wait=0.5)
@@ -51,17 +54,11 @@ def plugin(tmp_path: Path) -> Any:
 
 
 @pytest.fixture
-def client_factory(plugin: Any) -> Any:
-    made: list[PluginClient] = []
-
+def client_factory(plugin: Any, new_client: Callable[..., PluginClient]) -> Any:
     def make(policy: LifetimePolicy = FAST, **kw: Any) -> PluginClient:
-        c = PluginClient(plugin, policy=policy, **kw)
-        made.append(c)
-        return c
+        return new_client(plugin, policy=policy, **kw)
 
-    yield make
-    for c in made:
-        c.shutdown()
+    return make
 
 
 @pytest.fixture
@@ -299,28 +296,28 @@ def test_old_crashes_age_out(client_factory: Callable[..., PluginClient]) -> Non
     assert c.health().state is PluginState.RECOVERING
 
 
-def test_missing_executable(tmp_path: Path) -> None:
+def test_missing_executable(tmp_path: Path, new_client: Callable[..., PluginClient]) -> None:
     plugin = make_plugin(tmp_path / "p")
     os.unlink(plugin.executable.path)
-    c = PluginClient(plugin, policy=FAST)
+    c = new_client(plugin, policy=FAST)
     with pytest.raises(errors.SpawnError):
         c.get("x")
     assert c.health().crashes_in_window == 1
     c.shutdown()
 
 
-def test_unverified_missing_executable_path(tmp_path: Path) -> None:
+def test_unverified_missing_executable_path(tmp_path: Path, new_client: Callable[..., PluginClient]) -> None:
     plugin = make_plugin(tmp_path / "p")
-    c = PluginClient(plugin.manifest, executable=tmp_path / "nope", policy=FAST)
+    c = new_client(plugin.manifest, executable=tmp_path / "nope", policy=FAST)
     with pytest.raises(errors.ExecutableMissing):
         c.get("x")
     c.shutdown()
 
 
-def test_spawn_failures_count_toward_the_cap(tmp_path: Path) -> None:
+def test_spawn_failures_count_toward_the_cap(tmp_path: Path, new_client: Callable[..., PluginClient]) -> None:
     plugin = make_plugin(tmp_path / "p")
     os.unlink(plugin.executable.path)
-    c = PluginClient(plugin, policy=LifetimePolicy(restart_cap=2))
+    c = new_client(plugin, policy=LifetimePolicy(restart_cap=2))
     for _ in range(2):
         with pytest.raises(errors.SpawnError):
             c.get("x")
@@ -329,12 +326,14 @@ def test_spawn_failures_count_toward_the_cap(tmp_path: Path) -> None:
     c.shutdown()
 
 
-def test_env_is_exactly_the_allow_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_is_exactly_the_allow_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, new_client: Callable[..., PluginClient]
+) -> None:
     monkeypatch.setenv("ALLOWED_ONE", "yes")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "host-secret")
     monkeypatch.delenv("ALLOWED_UNSET", raising=False)
     plugin = make_plugin(tmp_path / "p", allowed_env_vars=["ALLOWED_ONE", "ALLOWED_UNSET"])
-    with PluginClient(plugin, policy=FAST) as c:
+    with new_client(plugin, policy=FAST) as c:
         names = c.get("environ").value.get_secret_value()
         # LC_CTYPE may be set by the interpreter itself when it coerces the C locale.
         assert [n for n in names.split(",") if n and n != "LC_CTYPE"] == ["ALLOWED_ONE"]
@@ -385,7 +384,7 @@ def test_shutdown_cooperative_closes_stdin(client: PluginClient) -> None:
         client.get("x")
 
 
-def test_stubborn_plugin_sigterm_then_sigkill(tmp_path: Path) -> None:
+def test_stubborn_plugin_sigterm_then_sigkill(tmp_path: Path, new_client: Callable[..., PluginClient]) -> None:
     body = (
         "import signal, sys, time, json\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
@@ -396,7 +395,7 @@ def test_stubborn_plugin_sigterm_then_sigkill(tmp_path: Path) -> None:
         "time.sleep(3600)\n"
     )
     plugin = make_plugin(tmp_path / "p", "stubborn", python_script(body))
-    c = PluginClient(plugin, policy=LifetimePolicy(exit_wait=0.1, shutdown_grace=0.3))
+    c = new_client(plugin, policy=LifetimePolicy(exit_wait=0.1, shutdown_grace=0.3))
     c.get("x")
     pid = c.health().pid
     t0 = time.monotonic()
@@ -409,20 +408,20 @@ def test_stubborn_plugin_sigterm_then_sigkill(tmp_path: Path) -> None:
     assert not alive(pid)  # type: ignore[arg-type]
 
 
-def test_grandchild_of_wrapper_script_is_killed(tmp_path: Path) -> None:
+def test_grandchild_of_wrapper_script_is_killed(tmp_path: Path, new_client: Callable[..., PluginClient]) -> None:
     inner = make_plugin(tmp_path / "inner")
     # dash gives a background job /dev/null as stdin unless it is redirected from another fd.
     wrapper = f"#!/bin/sh\nexec 3<&0\n{inner.executable.path} 0<&3 &\nwait\n".encode()
     plugin = make_plugin(tmp_path / "wrap", "wrapped", wrapper)
-    c = PluginClient(plugin, policy=LifetimePolicy(exit_wait=0.2, shutdown_grace=0.5))
+    c = new_client(plugin, policy=LifetimePolicy(exit_wait=0.2, shutdown_grace=0.5))
     gc_pid = int(c.get("grandchild").value.get_secret_value())
     assert alive(gc_pid)
     c.shutdown()
     assert wait_gone(gc_pid, 3.0)
 
 
-def test_client_dropped_without_shutdown(plugin: Any) -> None:
-    c = PluginClient(plugin, policy=FAST)
+def test_client_dropped_without_shutdown(plugin: Any, new_client: Callable[..., PluginClient]) -> None:
+    c = new_client(plugin, policy=FAST)
     c.get("warm")
     pid = c.health().pid
     del c
@@ -430,6 +429,7 @@ def test_client_dropped_without_shutdown(plugin: Any) -> None:
     assert wait_gone(pid, 3.0)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("client_kind", ["sync"])  # a forked child has no event loop thread
 def test_fork_child_does_not_touch_parent_plugin(client: PluginClient) -> None:
     client.get("warm")
     pid = client.health().pid

@@ -8,6 +8,7 @@ one was turned off or missing.
 from __future__ import annotations
 
 from ._impl import IMPLEMENTATION, NO_EXTENSIONS
+from .aio import AsyncPluginClient
 from .client import PluginClient
 from .errors import (
     AmbiguousReply,
@@ -41,6 +42,13 @@ from .errors import (
     SpawnError,
     UnsafePermissions,
     UnsupportedCapability,
+)
+from .errors import (
+    BadReference,
+    NeedsCredential,
+    SourceError,
+    SourceUnavailable,
+    SourceUnsupportedCapability,
 )
 from .health import ExitInfo, ExitStage, PluginHealth, PluginState
 from .manifest import (
@@ -81,6 +89,7 @@ from .protocol import (
     ValidateCall,
     ValidateResult,
 )
+from .source import LeaseCache, PluginSecretSource, Secret, SecretRef, SecretSource, SourceStatus
 
 __version__ = "0.1.0"
 
@@ -91,6 +100,7 @@ __all__ = (
     "DEFAULT_PREFIX",
     # client
     "PluginClient",
+    "AsyncPluginClient",
     "LifetimePolicy",
     "PluginHealth",
     "PluginState",
@@ -161,4 +171,16 @@ __all__ = (
     "UnsafePermissions",
     "ChecksumMismatch",
     "ExecutableChanged",
+    # the SecretSource adapter
+    "SecretSource",
+    "PluginSecretSource",
+    "SourceStatus",
+    "Secret",
+    "SecretRef",
+    "LeaseCache",
+    "SourceError",
+    "SourceUnavailable",
+    "SourceUnsupportedCapability",
+    "BadReference",
+    "NeedsCredential",
 )

@@ -57,6 +57,21 @@ class FrameReader:
         passes, :class:`StreamEOF` (with ``pending`` bytes of an unfinished
         frame) at end of stream, :class:`FrameTooLargeError` past the limit,
         and ``OSError`` for other read errors.
+
+        The compiled core may spin briefly on ``read`` (the GIL released)
+        before it sleeps in ``poll``, when recent replies on this reader came
+        within tens of microseconds and this thread may run on more than one
+        CPU; the deadline bounds the spin too. The twin never spins.
+        """
+    def exchange(self, fd: int, data: _Bytes, deadline: Optional[float] = None) -> bytes:
+        """One request and its reply: :func:`write_all` ``data`` to ``fd``, then
+        :meth:`read_frame`, both within ``deadline``, in one call."""
+    def idle_state(self, pidfd: int = -1) -> int:
+        """What came while no request was in flight, with one ``poll`` that never waits.
+
+        ``2``: bytes are held, or readable on ``fd`` (output nobody asked for).
+        ``1``: ``fd`` hung up, or ``pidfd`` (when >= 0) is readable: the process
+        exited or closed its stdout. ``0``: nothing.
         """
     def feed(self, data: _Bytes) -> None:
         """Append bytes read elsewhere (an event loop's reader callback). Never raises

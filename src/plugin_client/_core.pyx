@@ -4,7 +4,10 @@ It implements ``_core.pyi`` exactly, as its pure-Python twin ``_core_py`` does:
 
 * :class:`FrameReader` splits newline-delimited frames out of a ``malloc``'d
   buffer with ``memchr``. Reading it never holds more than ``max_frame_bytes``
-  plus one 64 KiB read; ``read`` comes first and ``poll`` only on ``EAGAIN``.
+  plus one 64 KiB read; ``read`` comes first and ``poll`` only on ``EAGAIN``,
+  after an adaptive spin when recent replies came within 50 us.
+  ``exchange`` is a write and its reply in one call, ``idle_state`` the
+  one-``poll`` check for output or an exit while no request is in flight.
 * :func:`write_all` writes with the GIL released and turns EPIPE into
   :class:`PipeClosed`, without SIGPIPE even where the host restored its default.
 * :func:`spawn` is ``posix_spawn`` with a ``closefrom`` file action, looked up at
@@ -12,6 +15,9 @@ It implements ``_core.pyi`` exactly, as its pure-Python twin ``_core_py`` does:
   Without it a ``vfork`` fallback written in C below does the same job.
 * :class:`Child` waits on a pidfd with ``poll`` (or ``waitpid(WNOHANG)`` with a
   backoff from 50 us to 1 ms) and signals through the pidfd or the group.
+
+Timed waits use ``ppoll``, so a timeout or deadline is kept to the
+nanosecond, not rounded up to poll()'s whole milliseconds.
 
 Every call that can block (``poll``, ``read``, ``write``, ``nanosleep``,
 ``posix_spawn``) runs without the GIL. ``waitpid``/``waitid`` are only ever
@@ -53,6 +59,8 @@ cdef extern from *:
     #include <dlfcn.h>
     #include <errno.h>
     #include <fcntl.h>
+    #include <poll.h>
+    #include <sched.h>
     #include <signal.h>
     #include <spawn.h>
     #include <string.h>
@@ -79,6 +87,53 @@ cdef extern from *:
     }
     static int pc_close_range(unsigned int lo, unsigned int hi) {
         return (int)syscall(SYS_close_range, lo, hi, 0);
+    }
+
+    /* poll() with a timeout in seconds to the nanosecond (ppoll), so a wait
+       of 0.2 ms lasts 0.2 ms, not the whole millisecond poll() rounds up to.
+       seconds < 0: no timeout. */
+    static int pc_poll_for(struct pollfd *fds, nfds_t n, double seconds) {
+        struct timespec ts, *tp = NULL;
+        if (seconds >= 0.0) {
+            if (seconds > 1e9)
+                seconds = 1e9;
+            ts.tv_sec = (time_t)seconds;
+            ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
+            if (ts.tv_nsec > 999999999L)
+                ts.tv_nsec = 999999999L;
+            tp = &ts;
+        }
+        return ppoll(fds, n, tp, NULL);
+    }
+
+    /* The adaptive spin of FrameReader: re-read a non-blocking fd until it
+       gives data, EOF or an error other than EAGAIN, or CLOCK_MONOTONIC
+       passes `until` (then -1 with *err = EAGAIN). Returns read()'s result. */
+    static ssize_t pc_spin_read(int fd, char *dst, size_t cap, double until, int *err) {
+        struct timespec ts;
+        for (;;) {
+            ssize_t n = read(fd, dst, cap);
+            if (n >= 0)
+                return n;
+            if (errno != EAGAIN) {
+                *err = errno;
+                return -1;
+            }
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            if ((double)((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec) / 1e9 >= until) {
+                *err = EAGAIN;
+                return -1;
+            }
+        }
+    }
+
+    /* Spinning only helps if this thread may run on another CPU than the
+       plugin: with one CPU allowed, it would only delay the plugin. */
+    static int pc_can_spin(void) {
+        cpu_set_t set;
+        if (sched_getaffinity(0, sizeof set, &set) != 0)
+            return 0;
+        return CPU_COUNT(&set) > 1;
     }
 
     /* Built against glibc >= 2.34, dlsym and pthread_sigmask would bind to the
@@ -264,6 +319,9 @@ cdef extern from *:
     int pc_pidfd_open(pid_t pid) nogil
     int pc_pidfd_send_signal(int pidfd, int sig) nogil
     int pc_close_range(unsigned int lo, unsigned int hi) nogil
+    int pc_poll_for(pollfd *fds, nfds_t n, double seconds) nogil
+    ssize_t pc_spin_read(int fd, char *dst, size_t cap, double until, int *err) nogil
+    int pc_can_spin() nogil
     void pc_resolve()
     bint pc_have_closefrom() nogil
     bint pc_have_addchdir() nogil
@@ -291,9 +349,16 @@ DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 cdef enum:
     CHUNK = 64 * 1024          # one read
     MIN_ALLOC = 4096
-    INT_MAX_MS = 0x7fffffff    # poll()'s timeout is an int
 
 cdef Py_ssize_t SSIZE_MAX_ = <Py_ssize_t>(<size_t>-1 >> 1)
+
+# The adaptive spin of FrameReader (see _read_frame): a reply that took at most
+# SPIN_MAX seconds after the first EAGAIN is worth spinning for next time, for
+# twice as long as it took (at least SPIN_MIN). A spin that runs out turns
+# spinning off for SPIN_SKIP waits.
+cdef double SPIN_MAX = 50e-6
+cdef double SPIN_MIN = 5e-6
+cdef int SPIN_SKIP = 64
 
 pc_resolve()
 # close_range(~0U, ~0U) closes nothing; it only tells whether the call exists.
@@ -325,14 +390,6 @@ cdef inline bint _deadline(object deadline, double *out) except -1:
     return True
 
 
-cdef inline int _ms(double remaining) noexcept nogil:
-    # Rounded up, so poll never wakes just before the deadline and spins.
-    cdef double ms = ceil(remaining * 1000.0)
-    if ms >= INT_MAX_MS:
-        return INT_MAX_MS
-    return <int>ms if ms >= 1.0 else 1
-
-
 cdef object _os_error(int err, str what):
     return OSError(err, f"{os.strerror(err)} ({what})")
 
@@ -344,8 +401,8 @@ cdef enum:
 cdef int _wait_fd(int fd, short events, bint has_dl, double dl, double start, int op) except -1:
     """poll() one fd with the GIL released until it is ready, or raise DeadlineExceeded."""
     cdef pollfd pfd
-    cdef int r, err, ms = -1
-    cdef double remaining
+    cdef int r, err
+    cdef double remaining = -1.0
     pfd.fd = fd
     pfd.events = events
     while True:
@@ -356,9 +413,8 @@ cdef int _wait_fd(int fd, short events, bint has_dl, double dl, double start, in
                     "read a frame" if op == OP_READ else f"write to fd {fd}",
                     max(0.0, dl - start),
                 )
-            ms = _ms(remaining)
         with nogil:
-            r = poll(&pfd, 1, ms)
+            r = pc_poll_for(&pfd, 1, remaining)
             err = errno
         if r > 0:
             return 0  # ready, hung up or invalid: the read/write itself tells which
@@ -395,6 +451,8 @@ cdef class FrameReader:
     cdef int _fd
     cdef bint _poll_first
     cdef bint _busy
+    cdef double _spin     # seconds to spin on the next EAGAIN; 0: block at once
+    cdef int _spin_skip   # waits left before spinning may be learnt again
 
     def __cinit__(self, *args, **kwargs):
         self._buf = NULL
@@ -522,12 +580,66 @@ cdef class FrameReader:
         :class:`DeadlineExceeded`, :class:`StreamEOF` (with ``pending``),
         :class:`FrameTooLargeError` and ``OSError`` for other read errors.
         """
-        cdef double dl = 0.0, start = 0.0
+        self._idle()
+        return self._read_frame(deadline)
+
+    def exchange(self, int fd, data, deadline=None):
+        """One request and its reply: :func:`write_all` ``data`` to ``fd``, then
+        :meth:`read_frame`, both within ``deadline``, in one call."""
+        self._idle()
+        _write_all(fd, data, deadline)
+        return self._read_frame(deadline)
+
+    def idle_state(self, int pidfd=-1):
+        """What came while no request was in flight, with one ``poll`` that never waits.
+
+        ``2``: bytes are held, or readable on ``fd`` (output nobody asked for).
+        ``1``: ``fd`` hung up, or ``pidfd`` (when >= 0) is readable: the process
+        exited or closed its stdout. ``0``: nothing.
+        """
+        cdef pollfd fds[2]
+        cdef int r, err
+        self._idle()
+        if self._end > self._start:
+            return 2
+        fds[0].fd = self._fd
+        fds[0].events = POLLIN
+        fds[0].revents = 0
+        fds[1].fd = pidfd
+        fds[1].events = POLLIN
+        fds[1].revents = 0
+        while True:
+            r = poll(fds, 2 if pidfd >= 0 else 1, 0)
+            if r >= 0:
+                break
+            err = errno
+            if err != EINTR:
+                raise _os_error(err, f"poll on fd {self._fd}")
+        if r == 0:
+            return 0
+        if fds[0].revents & POLLIN:
+            return 2
+        if fds[0].revents or fds[1].revents:  # POLLHUP/POLLERR/POLLNVAL, or the pidfd
+            return 1
+        return 0
+
+    cdef object _read_frame(self, object deadline):
+        # The fd is read first and polled only on EAGAIN: a reply that is
+        # already there costs one read(). When it is not there yet, a reader
+        # whose recent replies came within SPIN_MAX spins on read() for a
+        # while (GIL released) before it sleeps in poll: the reply then lands
+        # on a running CPU instead of waking an idle one. It learns:
+        #   - a blocked wait that lasted w <= SPIN_MAX: spin 2w next time;
+        #   - a spin that got the reply after w: spin 2w (>= SPIN_MIN) next time;
+        #   - a spin that ran out: no spinning for the next SPIN_SKIP waits;
+        # and never spins on a blocking fd, past the deadline, or when this
+        # thread may run on one CPU only (the plugin would wait for the spin).
+        cdef double dl = 0.0, start = 0.0, waited_from = 0.0, until, waited
         cdef bint has_dl
+        cdef int wait = 0  # 0: none yet, 1: blocked, 2: spun and got data, 3: spun out
         cdef ssize_t n
         cdef int err, fd = self._fd
         cdef char *dst
-        self._idle()
         frame = self._pop()
         if frame is not None:
             return frame
@@ -546,7 +658,23 @@ cdef class FrameReader:
                 with nogil:
                     n = read(fd, dst, CHUNK)
                     err = errno
+                if n < 0 and err == EAGAIN and wait == 0:
+                    waited_from = _now()
+                    wait = 1
+                    if self._spin > 0.0 and not self._poll_first and pc_can_spin():
+                        until = waited_from + self._spin
+                        if has_dl and until > dl:
+                            until = dl
+                        with nogil:
+                            n = pc_spin_read(fd, dst, CHUNK, until, &err)
+                        wait = 2 if n >= 0 else 3
+                        if wait == 3 and err == EAGAIN:
+                            self._spin = 0.0
+                            self._spin_skip = SPIN_SKIP
                 if n > 0:
+                    if wait:
+                        self._learn(_now() - waited_from, wait)
+                        wait = 4  # learnt once per frame
                     self._end += n
                     frame = self._pop()
                     if frame is not None:
@@ -561,6 +689,17 @@ cdef class FrameReader:
                     raise _os_error(err, f"read from fd {fd}")
         finally:
             self._busy = False
+
+    cdef void _learn(self, double waited, int wait) noexcept:
+        if wait == 2:
+            self._spin = min(SPIN_MAX, max(SPIN_MIN, 2.0 * waited))
+        elif wait == 1:
+            if self._spin_skip > 0:
+                self._spin_skip -= 1
+            elif waited <= SPIN_MAX:
+                self._spin = min(SPIN_MAX, max(SPIN_MIN, 2.0 * waited))
+            else:
+                self._spin = 0.0
 
     def feed(self, data):
         """Append bytes read elsewhere. Never raises for size: the limit is
@@ -597,6 +736,10 @@ def write_all(int fd, data, deadline=None):
     the host has restored SIGPIPE's default disposition. Raises
     :class:`DeadlineExceeded` if the pipe stays full past ``deadline``.
     """
+    _write_all(fd, data, deadline)
+
+
+cdef int _write_all(int fd, object data, object deadline) except -1:
     cdef Py_buffer view
     cdef const char *p
     cdef Py_ssize_t left
@@ -610,7 +753,7 @@ def write_all(int fd, data, deadline=None):
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
         if view.len == 0:
-            return
+            return 0
         has_dl = _deadline(deadline, &dl)
         if has_dl:
             start = _now()
@@ -654,6 +797,7 @@ def write_all(int fd, data, deadline=None):
                     pass
             pthread_sigmask(SIG_SETMASK, &oldmask, NULL)
         PyBuffer_Release(&view)
+    return 0
 
 
 # --- restart window -----------------------------------------------------------
@@ -1073,7 +1217,7 @@ cdef class Child:
         cdef bint has_dl = False, use_pidfd
         cdef pollfd pfd
         cdef timespec ts
-        cdef int r, err, ms
+        cdef int r, err
         rc = self._check(reap)
         if rc is not None:
             return rc
@@ -1090,9 +1234,8 @@ cdef class Child:
                 # A pidfd turns readable when the child exits: no latency, no spinning.
                 pfd.fd = self._pidfd
                 pfd.events = POLLIN
-                ms = _ms(remaining) if has_dl else -1
                 with nogil:
-                    r = poll(&pfd, 1, ms)
+                    r = pc_poll_for(&pfd, 1, remaining if has_dl else -1.0)
                     err = errno
                 if r > 0:
                     rc = self._check(reap)

@@ -254,6 +254,36 @@ class FrameReader:
         finally:
             self._busy = False
 
+    def exchange(self, fd: int, data: _Bytes, deadline: Optional[float] = None) -> bytes:
+        """One request and its reply: :func:`write_all` ``data`` to ``fd``, then
+        :meth:`read_frame`, both within ``deadline``, in one call."""
+        self._idle()
+        write_all(fd, data, deadline)
+        return self.read_frame(deadline)
+
+    def idle_state(self, pidfd: int = -1) -> int:
+        """What came while no request was in flight, with one ``poll`` that never waits.
+
+        ``2``: bytes are held, or readable on ``fd`` (output nobody asked for).
+        ``1``: ``fd`` hung up, or ``pidfd`` (when >= 0) is readable: the process
+        exited or closed its stdout. ``0``: nothing.
+        """
+        pidfd = _as_int(pidfd, "pidfd")
+        self._idle()
+        if len(self._buf) > self._pos:
+            return 2
+        poller = select.poll()
+        if self._fd >= 0:
+            poller.register(self._fd, _POLLIN)
+        if pidfd >= 0:
+            poller.register(pidfd, _POLLIN)
+        state = 0
+        for fd, ev in poller.poll(0):
+            if fd == self._fd and ev & _POLLIN:
+                return 2
+            state = 1  # POLLHUP/POLLERR/POLLNVAL on fd, or the pidfd
+        return state
+
     def _wait_readable(self, deadline: Optional[float], start: float) -> None:
         if not _wait_fd(self._fd, _POLLIN, deadline):
             assert deadline is not None

@@ -1,24 +1,31 @@
 """One running plugin process: its core ``Child``, frame reader and stderr tail.
 
-This module does the blocking process I/O of the sync client: one request /
-reply exchange, the idle check before a request, the graceful stop (close
-stdin, SIGTERM the group, grace, SIGKILL the group, reap the leader last) and
-the immediate kill after an error. It keeps no policy and counts no crashes:
-:mod:`plugin_client.client` decides what an outcome means.
+This module does the process I/O: one request / reply exchange, the idle check
+before a request, the graceful stop (close stdin, SIGTERM the group, grace,
+SIGKILL the group, reap the leader last) and the immediate kill after an error.
+It keeps no policy and counts no crashes: :mod:`plugin_client._flow` decides
+what an outcome means.
+
+The stop sequences are written once, as generators (``stop_steps``,
+``kill_steps``, ``reap_dead_steps``) that ``yield`` the waits they need as
+small operation objects (:class:`Exchange`, :class:`WaitExit`) and get each
+result back through ``send()`` (or its error through ``throw()``).
+:func:`run_sync` performs the operations with blocking core calls (the sync
+client, finalizers); :mod:`plugin_client.aio` awaits the same operations on an
+event loop. ``stop()``, ``kill()`` and ``reap_dead()`` are the blocking forms.
 """
 
 from __future__ import annotations
 
-import select
 import signal
 from datetime import datetime, timezone
-from typing import Mapping, Optional, Sequence, Union
+from typing import Any, Generator, Mapping, Optional, Sequence, Union, cast
 
-from ._impl import Child, FrameReader, spawn, write_all
+from ._impl import Child, FrameReader, spawn
 from ._stderr import PUMP, StderrTail
 from .health import ExitInfo, ExitStage
 
-__all__ = ("PluginProcess", "IDLE_OK", "IDLE_EXITED", "IDLE_OUTPUT")
+__all__ = ("PluginProcess", "IDLE_OK", "IDLE_EXITED", "IDLE_OUTPUT", "Exchange", "WaitExit", "Steps", "run_sync")
 
 IDLE_OK = 0
 IDLE_EXITED = 1  # the leader exited, or closed its stdout
@@ -40,6 +47,65 @@ def _signal_name(returncode: Optional[int]) -> Optional[str]:
         return f"signal {-returncode}"
 
 
+class Exchange:
+    """Operation: write ``line`` to ``proc`` and read one reply frame, both before
+    ``deadline``. Result: the frame's bytes. Errors: the core's ``DeadlineExceeded``,
+    ``StreamEOF``, ``PipeClosed``, ``FrameTooLargeError``.
+
+    ``skippable``: a driver whose caller has gone (a cancelled asyncio task) may
+    close the flow here instead of performing it, since nothing was written yet and
+    nothing else depends on it (a host's request; never an ``init``)."""
+
+    __slots__ = ("proc", "line", "deadline", "skippable")
+
+    def __init__(self, proc: PluginProcess, line: bytes, deadline: float, skippable: bool = False) -> None:
+        self.proc = proc
+        self.line = line
+        self.deadline = deadline
+        self.skippable = skippable
+
+
+class WaitExit:
+    """Operation: wait up to ``timeout`` seconds (``None``: for ever) for ``proc``'s
+    leader to exit, without reaping it. Result: its would-be return code, or
+    ``None`` on timeout."""
+
+    __slots__ = ("proc", "timeout")
+
+    def __init__(self, proc: PluginProcess, timeout: Optional[float]) -> None:
+        self.proc = proc
+        self.timeout = timeout
+
+
+Op = Union[Exchange, WaitExit]
+# A step generator: yields operations, is sent their results, returns a value.
+Steps = Generator[Op, Any, Any]
+
+
+def run_sync(steps: Steps) -> Any:
+    """Drive ``steps`` to its end with blocking core calls; return its value.
+
+    An operation's error is thrown into the generator at its ``yield``, so the
+    flow handles it exactly as under the asyncio driver.
+    """
+    send = steps.send
+    try:
+        op = send(None)
+        while True:
+            try:
+                if type(op) is Exchange:
+                    res: Any = op.proc.exchange(op.line, op.deadline)
+                else:
+                    wait = cast(WaitExit, op)
+                    res = wait.proc.child.wait(wait.timeout, reap=False)
+            except BaseException as exc:
+                op = steps.throw(exc)
+            else:
+                op = send(res)
+    except StopIteration as stop:
+        return stop.value
+
+
 def _signal_all(child: Child, sig: int) -> None:
     # The group, and the leader through its pidfd: a leader that setsid()ed
     # has left the group that killpg reaches.
@@ -50,20 +116,18 @@ def _signal_all(child: Child, sig: int) -> None:
 class PluginProcess:
     """A spawned plugin: exchange frames, check it while idle, and end it."""
 
-    __slots__ = ("child", "reader", "tail", "pid", "_poller", "_stdout_fd", "_pidfd")
+    __slots__ = ("child", "reader", "tail", "pid", "io", "_stdout_fd", "_pidfd")
 
     def __init__(self, child: Child, reader: FrameReader, tail: StderrTail) -> None:
         self.child = child
         self.reader = reader
         self.tail = tail
         self.pid = child.pid
+        # An event loop's hooks on this process's fds (aio's channel), if any:
+        # ``release()``d before the fds are closed, whoever ends the process.
+        self.io: Any = None
         self._stdout_fd = child.stdout_fd
         self._pidfd = child.pidfd
-        # One poll object made once: the idle check is then a single syscall.
-        self._poller = select.poll()
-        self._poller.register(self._stdout_fd, select.POLLIN)
-        if self._pidfd >= 0:
-            self._poller.register(self._pidfd, select.POLLIN)
 
     @classmethod
     def start(
@@ -82,65 +146,53 @@ class PluginProcess:
 
     def exchange(self, line: bytes, deadline: float) -> bytes:
         """Write one request line and read one reply frame, both before ``deadline``."""
-        write_all(self.child.stdin_fd, line, deadline)
-        return self.reader.read_frame(deadline)
+        # One core call: write, then read first and poll only if the reply is not there yet.
+        return self.reader.exchange(self.child.stdin_fd, line, deadline)
 
     def idle_check(self) -> int:
         """What happened since the last reply: ``IDLE_OK``, ``IDLE_EXITED`` or ``IDLE_OUTPUT``."""
-        if self.reader.buffered:
-            return IDLE_OUTPUT
-        events = self._poller.poll(0)
-        if not events:
-            return IDLE_OK
-        exited = False
-        output = False
-        for fd, ev in events:
-            if fd == self._pidfd:
-                exited = True
-            elif ev & select.POLLIN:
-                output = True
-            else:  # POLLHUP/POLLERR without data: stdout is closed
-                exited = True
-        if output:
-            return IDLE_OUTPUT
-        return IDLE_EXITED if exited else IDLE_OK
+        # Buffered bytes, then one poll(0) of stdout and the pidfd, all in the core.
+        state: int = self.reader.idle_state(self._pidfd)
+        return state
 
-    def stop(self, exit_wait: float, grace: float) -> ExitInfo:
-        """Graceful stop: close stdin, wait; SIGTERM the group, wait ``grace``; SIGKILL."""
+    def stop_steps(self, exit_wait: float, grace: float) -> Steps:
+        """Graceful stop: close stdin, wait; SIGTERM the group, wait ``grace``; SIGKILL.
+        Returns the :class:`ExitInfo`."""
         child = self.child
         child.close_stdin()
         stage = ExitStage.STDIN_CLOSE
-        rc = child.wait(exit_wait, reap=False)
+        rc = yield WaitExit(self, exit_wait)
         if rc is None:
             stage = ExitStage.SIGTERM
             _signal_all(child, signal.SIGTERM)
-            rc = child.wait(grace, reap=False)
+            rc = yield WaitExit(self, grace)
         if rc is None:
             stage = ExitStage.SIGKILL
             _signal_all(child, signal.SIGKILL)
-        return self._finish(stage)
+        return (yield from self._finish_steps(stage))
 
-    def kill(self) -> ExitInfo:
+    def kill_steps(self) -> Steps:
         """End it now, after a timeout or a protocol error."""
         _signal_all(self.child, signal.SIGKILL)
-        return self._finish(ExitStage.KILLED_AFTER_ERROR)
+        return (yield from self._finish_steps(ExitStage.KILLED_AFTER_ERROR))
 
-    def reap_dead(self) -> ExitInfo:
+    def reap_dead_steps(self) -> Steps:
         """It hit EOF or exited on its own: collect it, killing it if it lingers."""
-        if self.child.wait(_EOF_EXIT_WAIT, reap=False) is None:
+        if (yield WaitExit(self, _EOF_EXIT_WAIT)) is None:
             _signal_all(self.child, signal.SIGKILL)
-            return self._finish(ExitStage.KILLED_AFTER_ERROR)
-        return self._finish(ExitStage.CRASH)
+            return (yield from self._finish_steps(ExitStage.KILLED_AFTER_ERROR))
+        return (yield from self._finish_steps(ExitStage.CRASH))
 
-    def _finish(self, stage: ExitStage) -> ExitInfo:
+    def _finish_steps(self, stage: ExitStage) -> Steps:
         child = self.child
         # The leader is dead or dying but not yet reaped, so its pid (the group
         # id) cannot be reused: SIGKILL whatever else is left in the group, then
-        # reap the leader last.
-        child.wait(None, reap=False)
+        # reap the leader last (a zombie by now: that wait does not block).
+        yield WaitExit(self, None)
         child.kill()
         rc = child.wait(None)
         PUMP.unregister(self.tail)
+        self.release_io()
         child.close()
         self.reader.clear()
         return ExitInfo(
@@ -151,6 +203,51 @@ class PluginProcess:
             at=datetime.now(timezone.utc),
         )
 
+    def release_io(self) -> None:
+        io, self.io = self.io, None
+        if io is not None:
+            io.release()
+
+    def stop(self, exit_wait: float, grace: float) -> ExitInfo:
+        """:meth:`stop_steps`, blocking."""
+        info: ExitInfo = run_sync(self.stop_steps(exit_wait, grace))
+        return info
+
+    def kill(self) -> ExitInfo:
+        """:meth:`kill_steps`, blocking."""
+        info: ExitInfo = run_sync(self.kill_steps())
+        return info
+
+    def reap_dead(self) -> ExitInfo:
+        """:meth:`reap_dead_steps`, blocking."""
+        info: ExitInfo = run_sync(self.reap_dead_steps())
+        return info
+
     def forget(self) -> None:
         """After ``fork()``, in the child: drop the parent's fds without signalling anything."""
+        self.io = None  # the parent's event loop is not this process's to touch
         self.child.close()
+
+
+# The core names this module calls at run time; _use_core rebinds exactly these
+# (a process's exchanges and idle checks go through its FrameReader).
+_CORE_NAMES = ("spawn", "FrameReader")
+
+
+def _use_core(core: Any) -> Any:
+    """Private, for benchmarks: make processes started from now on use ``core``
+    (``plugin_client._core`` or ``plugin_client._core_py``) instead of the one
+    :mod:`plugin_client._impl` selected. Returns the previous core, as a
+    stand-in module to pass back. Running processes keep theirs.
+
+    So one benchmark run compares :class:`PluginClient` over both cores on the
+    same plugin, which ``PLUGIN_CLIENT_NO_EXTENSIONS`` (read once, at import)
+    cannot. Not for production use: the selector is the only supported choice.
+    """
+    import types
+
+    g = globals()
+    previous = types.SimpleNamespace(**{name: g[name] for name in _CORE_NAMES})
+    for name in _CORE_NAMES:
+        g[name] = getattr(core, name)
+    return previous

@@ -45,6 +45,11 @@ __all__ = (
     "UnsafePermissions",
     "ChecksumMismatch",
     "ExecutableChanged",
+    "SourceError",
+    "SourceUnavailable",
+    "SourceUnsupportedCapability",
+    "BadReference",
+    "NeedsCredential",
 )
 
 
@@ -293,3 +298,50 @@ class ExecutableChanged(SpawnError):
 
 class ClientClosed(PluginClientError):
     """The client was shut down; make a new one."""
+
+
+# --- the SecretSource adapter (plugin_client.source) ------------------------------
+#
+# What a host sees through PluginSecretSource: one exception per error kind, all
+# under SourceError. The PluginError or client failure that caused one is its
+# __cause__.
+
+
+class SourceError(PluginClientError):
+    """Base of the errors :class:`~plugin_client.source.PluginSecretSource` raises, and
+    the error for the plugin's ``other`` kind (including foreign JSON-RPC errors and
+    unknown kinds). The original error is ``__cause__``."""
+
+
+class SourceUnavailable(SourceError):
+    """The source cannot answer now: the plugin's backend is down (``unavailable``), or
+    the client failed (timeout, crash, disabled, spawn, init, protocol, manifest)."""
+
+
+class SourceUnsupportedCapability(SourceError, UnsupportedCapability):
+    """The source does not do this method (``unsupported-capability``, from the plugin
+    or from the host's capability gate). Also an :class:`UnsupportedCapability`."""
+
+    def __init__(self, message: str, *, capability: str, plugin: Optional[str] = None) -> None:
+        UnsupportedCapability.__init__(self, message, capability=capability, plugin=plugin)
+
+
+class BadReference(SourceError):
+    """The plugin rejected a reference (``bad-reference``). ``get`` returns ``None``
+    instead when ``reason`` is "not found"."""
+
+    def __init__(
+        self, message: str, *, reference: Optional[str], reason: Optional[str], plugin: Optional[str] = None
+    ) -> None:
+        super().__init__(message, plugin=plugin)
+        self.reference = reference
+        self.reason = reason
+
+
+class NeedsCredential(SourceError):
+    """The plugin is up but needs e.g. a sign-in (``needs-credential``); ``detail`` says
+    what to do."""
+
+    def __init__(self, message: str, *, detail: Optional[str], plugin: Optional[str] = None) -> None:
+        super().__init__(message, plugin=plugin)
+        self.detail = detail

@@ -137,6 +137,22 @@ _TOML_POSITION_RE: Final = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 _TOML_EOF_RE: Final = re.compile(r"\s*\(at end of document\)\s*$")
 _MAX_EXECUTABLE_CHARS: Final = 4096
 _HASH_CHUNK: Final = 1 << 16
+# tomllib (and tomli) keep every prefix of a dotted key: a key of n parts costs
+# O(n**2) time and memory, so a 200 KB line "a.a.a...= 1" took over 15 GB. A
+# valid manifest has no dot outside its strings and comments (its keys are flat
+# and no field is a number, a time or a table), so a document with more than a
+# few is refused before it is parsed.
+_MAX_BARE_DOTS: Final = 512
+# Strings and comments, each matched to its end (or the end of its line or of the
+# document when unterminated), so that no match ever fails and the scan is linear.
+_STRINGS_AND_COMMENTS: Final = re.compile(
+    r'"""(?:[^"\\]+|\\.?|"(?!""))*(?:"{3,5}|\Z)'
+    r"|'''.*?(?:'{3,5}|\Z)"
+    r'|"(?:[^"\\\n]+|\\[^\n]?)*"?'
+    r"|'[^'\n]*'?"
+    r"|#[^\n]*",
+    re.S,
+)
 
 # O_NONBLOCK: opening a FIFO for reading would otherwise block until a writer
 # appears, hanging discovery; it has no effect on reads from a regular file.
@@ -528,6 +544,13 @@ def _parse_toml(data: bytes, spath: str, plugin: str) -> dict[str, Any]:
             line=bad_line,
             plugin=plugin,
         ) from None
+    if _STRINGS_AND_COMMENTS.sub("", text).count(".") > _MAX_BARE_DOTS:
+        raise ManifestParseError(
+            f"Manifest {spath!r} of plugin {plugin!r} has more than {_MAX_BARE_DOTS} dots outside its strings "
+            "(dotted keys or numbers); a manifest needs none: write its five keys as plain key = \"value\" lines",
+            path=spath,
+            plugin=plugin,
+        )
     try:
         return _toml.loads(text)
     except _toml.TOMLDecodeError as exc:

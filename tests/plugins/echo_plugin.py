@@ -15,6 +15,7 @@ healthy plugin and every kind of broken one:
     env:<VAR>         the variable's value       environ        all variable names
     fds               the fds it holds           exit-soon      reply, exit 50 ms later
     slow:<ms>         sleep, then reply          ignore-term    ignore SIGTERM from now on
+    echo-after:<ms>:<text>  sleep <ms> (a float), then reply with <text>
     grandchild        fork a child that ignores SIGTERM; reply with its pid
     sigpipe           the SigIgn/SigBlk masks    extra          reply with unknown extra fields
 
@@ -100,6 +101,10 @@ def do_get(rid, ref):
         result(rid, {"value": "bye"})
         time.sleep(0.05)
         os._exit(0)
+    if ref.startswith("echo-after:"):
+        ms, text = ref[11:].split(":", 1)
+        time.sleep(float(ms) / 1000)
+        return result(rid, {"value": text})
     if ref.startswith("slow:"):
         time.sleep(int(ref[5:]) / 1000)
         return result(rid, {"value": "slow"})

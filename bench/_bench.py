@@ -1,0 +1,109 @@
+"""Helpers of the benchmarks (the fixtures are in ``conftest.py``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+BENCH = Path(__file__).parent
+
+# A fresh file is "racy" for manifest.RACY_WINDOW_NS (3 s): every spawn re-hashes
+# it until then. Cold-start benchmarks wait that out so they time the steady state.
+_RACY_S = 3.2
+
+
+@dataclass
+class BenchBin:
+    c_host: Path
+    echo: Path  # the plugin binary, as spawned by the C host and Popen baselines
+    echo_sigterm: Path
+    plugins: Any  # LoadedPlugin for "cecho"
+    plugins_sigterm: Any  # LoadedPlugin for "cecho-sigterm"
+    built_at: float
+
+    def wait_not_racy(self) -> None:
+        left = self.built_at + _RACY_S - time.monotonic()
+        if left > 0:
+            time.sleep(left)
+        self.plugins.executable.check_unchanged()
+        self.plugins_sigterm.executable.check_unchanged()
+
+
+def compiler() -> Optional[str]:
+    for name in (os.environ.get("CC", ""), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def install(directory: Path, name: str, binary: Path) -> Any:
+    from plugin_client.manifest import load_plugin
+
+    exe = directory / f"devboy-source-{name}"
+    shutil.copyfile(binary, exe)
+    os.chmod(exe, 0o755)
+    digest = hashlib.sha256(exe.read_bytes()).hexdigest()
+    manifest = directory / f"devboy-source-{name}.toml"
+    manifest.write_text(
+        f'name = "{name}"\nversion = "1.0.0"\nexecutable = "{exe.name}"\n'
+        f'allowed_env_vars = []\nchecksum_sha256 = "{digest}"\n'
+    )
+    return load_plugin(manifest)
+
+
+# --- labelling and the C host --------------------------------------------------------
+
+
+def tag(benchmark: Any, case: str, variant: str, placement: str, **extra: Any) -> None:
+    """Label a result for ``bench/ratios.py``: which case, which contender, which placement."""
+    benchmark.group = f"{case} {placement}"
+    benchmark.extra_info.update(case=case, variant=variant, placement=placement, **extra)
+
+
+def c_host(benchmark: Any, bench_bin: BenchBin, mode: str, plugin: Path, n: int, n_disabled: int = 3) -> Dict[str, Any]:
+    """Run ``c_host MODE PLUGIN N`` once, in the current placement (it inherits
+    the affinity). The C host times each of its N iterations itself; those
+    samples replace pytest-benchmark's timing of the whole run, so the table
+    and the JSON show the C host's own distribution. Its median is also kept
+    in ``extra_info["median_s"]``, which ``ratios.py`` prefers."""
+    count = n_disabled if benchmark.disabled else n
+    report: Dict[str, Any] = {}
+
+    def run() -> None:
+        out = subprocess.run(
+            [str(bench_bin.c_host), mode, str(plugin), str(count)], check=True, capture_output=True, text=True
+        ).stdout
+        report.update(json.loads(out))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        median_s=report["median_ns"] / 1e9,
+        min_s=report["min_ns"] / 1e9,
+        p90_s=report["p90_ns"] / 1e9,
+        samples=report["n"],
+        timed_by="c_host",
+    )
+    _replace_samples(benchmark, [ns / 1e9 for ns in report["samples_ns"]])
+    return report
+
+
+def _replace_samples(benchmark: Any, samples: List[float]) -> None:
+    """Swap the one-round timing for externally measured samples (pytest-benchmark 4/5 internals)."""
+    try:
+        from pytest_benchmark.stats import Stats
+
+        meta = benchmark.stats
+        stats = Stats()
+        for s in samples:
+            stats.update(s)
+        if meta is not None:
+            meta.stats = stats
+    except (ImportError, AttributeError):  # pragma: no cover - other versions: extra_info still has it
+        pass

@@ -1,0 +1,425 @@
+"""The decision flow of a plugin client, written once for the sync and the asyncio client.
+
+Sans-I/O: every step that waits on the plugin is a generator that ``yield``\\ s a
+small operation from :mod:`plugin_client._process` (:class:`Exchange`: write a
+request and read its reply frame; :class:`WaitExit`: wait for the leader to
+exit) and gets the result back from ``send()``, or the operation's error from
+``throw()``. Everything else (idle reaping, death while idle, stray output,
+spawn plus ``init`` within ``start_timeout``, the capability gate, an error
+followed by kill and crash accounting, every message a host sees) happens here,
+between the yields, with no I/O of its own but non-blocking checks.
+
+:class:`PluginClient` drives a flow with blocking calls (:func:`run_sync`);
+:class:`AsyncPluginClient` awaits the same operations on its event loop. The
+caller of a flow method holds the client's request lock (a ``threading.Lock``
+or an ``asyncio.Lock``): the flow assumes one request at a time per process.
+The bookkeeping behind ``health()`` is :class:`~plugin_client._lifecycle.Lifecycle`.
+
+A flow generator must run to its end once started: its steps keep the process
+and the books in step only together. The asyncio client therefore finishes a
+cancelled caller's flow in a task of its own rather than abandoning it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, Generator, List, Mapping, Optional, Union
+
+from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, SpawnFailed, StreamEOF
+from ._impl import monotonic
+from ._lifecycle import Lifecycle
+from ._process import IDLE_EXITED, IDLE_OK, Exchange, Op, PluginProcess
+from .errors import (
+    ClientClosed,
+    FrameTooLarge,
+    InitError,
+    PluginClientError,
+    PluginCrashed,
+    PluginError,
+    ProtocolError,
+    RequestTimeout,
+    SpawnError,
+    UnsupportedCapability,
+)
+from .health import ExitInfo, PluginHealth
+from .manifest import PluginManifest, VerifiedExecutable, verify_executable
+from .policy import LifetimePolicy
+from .protocol import MAX_REQUEST_ID, Call, InitCall, InitResult, Result, decode_reply, encode_request
+
+__all__ = ("Flow", "Slot", "finalize_slot", "FlowSteps")
+
+_log = logging.getLogger("plugin_client")
+
+_PathLike = Union[str, "os.PathLike[str]"]
+FlowSteps = Generator[Op, Any, Any]
+
+
+_NEED_BITS: Dict[type, int] = {}
+
+
+def _need_bits(call_type: type) -> int:
+    """The capability bits a call needs, as an int; -1 (any process will do) for none."""
+    try:
+        return _NEED_BITS[call_type]
+    except KeyError:
+        need = int(call_type.capability)  # type: ignore[attr-defined]
+        bits = _NEED_BITS[call_type] = need if need else -1
+        return bits
+
+
+class Slot:
+    """Holds the live process. Shared with the finalizer, which must not hold the client."""
+
+    __slots__ = ("proc", "exit_wait", "grace", "__weakref__")
+
+    def __init__(self, exit_wait: float, grace: float) -> None:
+        self.proc: Optional[PluginProcess] = None
+        self.exit_wait = exit_wait
+        self.grace = grace
+
+
+def finalize_slot(slot: Slot, name: str) -> None:
+    """The ``weakref.finalize`` callback of both clients: a blocking graceful stop."""
+    proc, slot.proc = slot.proc, None
+    if proc is not None:
+        _log.debug("Plugin %r: client collected or interpreter exiting; shutting its process down", name)
+        try:
+            proc.stop(slot.exit_wait, slot.grace)
+        except Exception:  # pragma: no cover - a finalizer must never raise
+            _log.exception("Plugin %r: error while shutting down from a finalizer", name)
+
+
+class Flow:
+    """One client's state (the process slot, the books, the request ids) and its
+    decision flow. Methods ending in ``_steps`` are generators to be driven."""
+
+    __slots__ = (
+        "name", "manifest", "policy", "source_name", "config", "life", "slot", "closed",
+        "init", "last_tail", "client_type", "caps_bits", "_exe_source", "_verified", "_next_id", "_pid",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        manifest: PluginManifest,
+        executable: Union[VerifiedExecutable, _PathLike, None],
+        policy: LifetimePolicy,
+        source_name: Optional[str],
+        config: Optional[Mapping[str, Any]],
+        client_type: str = "PluginClient",
+    ) -> None:
+        self.client_type = client_type
+        self.manifest = manifest
+        self.name = manifest.name
+        self.policy = policy
+        self.source_name = source_name if source_name is not None else manifest.name
+        self.config: Dict[str, Any] = dict(config) if config is not None else {}
+        self._exe_source = executable
+        self._verified: Optional[VerifiedExecutable] = (
+            executable if isinstance(executable, VerifiedExecutable) else None
+        )
+        self.life = Lifecycle(self.name, self.source_name, policy)
+        self.slot = Slot(policy.exit_wait, policy.shutdown_grace)
+        self.closed = False
+        self.init: Optional[InitResult] = None
+        # life.capabilities as a plain int (-1 until an init told them: no gate yet);
+        # IntFlag arithmetic would cost more than the rest of the gate.
+        self.caps_bits = -1
+        self.last_tail: List[str] = []
+        self._next_id = 1
+        self._pid = os.getpid()
+
+    # --- no I/O ----------------------------------------------------------------
+
+    def lock_timeout(self) -> float:
+        # A waiter may be queued behind one request that spends its whole start,
+        # request and shutdown budget; past that something is wrong.
+        p = self.policy
+        return p.start_timeout + p.request_timeout + p.exit_wait + p.shutdown_grace
+
+    def lock_timeout_error(self) -> RequestTimeout:
+        t = self.lock_timeout()
+        return RequestTimeout(
+            f"Plugin {self.name!r}: another request held the client for more than "
+            f"{t:g} s; check health() for a hung plugin.",
+            plugin=self.name,
+        )
+
+    def unsupported(self, call: Call) -> UnsupportedCapability:
+        cap = type(call).capability
+        cap_name = cap.name or str(int(cap))
+        return UnsupportedCapability(
+            f"Plugin {self.name!r} does not claim the {cap_name} capability needed by "
+            f"{type(call).method.value!r}; use a plugin that supports it.",
+            capability=cap_name,
+            plugin=self.name,
+        )
+
+    def gate(self, call: Call) -> None:
+        """The capability gate, before any I/O (once ``init`` told the capabilities)."""
+        if not (self.caps_bits & _need_bits(type(call))):
+            raise self.unsupported(call)
+
+    def health(self) -> PluginHealth:
+        """A snapshot; never waits behind a request in flight."""
+        proc = self.slot.proc
+        tail = proc.tail.lines() if proc is not None else list(self.last_tail)
+        return self.life.snapshot(tail)
+
+    def forked(self) -> bool:
+        return os.getpid() != self._pid
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's process without signalling it."""
+        self._pid = os.getpid()
+        proc, self.slot.proc = self.slot.proc, None
+        if proc is not None:
+            proc.forget()
+        self.life.reset_after_fork()
+
+    def take_process(self) -> Optional[PluginProcess]:
+        proc, self.slot.proc = self.slot.proc, None
+        return proc
+
+    def _take_id(self) -> int:
+        rid = self._next_id
+        self._next_id = rid + 1 if rid < MAX_REQUEST_ID else 1
+        return rid
+
+    def _remember_tail(self, proc: PluginProcess) -> None:
+        self.last_tail = proc.tail.lines()
+
+    # --- flows (generators; the caller holds the request lock) -----------------
+
+    def request_steps(self, call: Call) -> FlowSteps:
+        """Ready a process (reap, respawn, init as needed), then one request. Returns
+        the typed result; raises the public errors."""
+        proc = yield from self.ready_steps()
+        if not (self.caps_bits & _need_bits(type(call))):
+            raise self.unsupported(call)
+        rid = self._take_id()
+        line = encode_request(call, rid)
+        deadline = monotonic() + self.policy.request_timeout
+        try:
+            frame = yield Exchange(proc, line, deadline, True)
+        except DeadlineExceeded as exc:
+            msg = yield from self._fail_steps(
+                proc,
+                f"Plugin {self.name!r} did not answer {type(call).method.value!r} within "
+                f"request_timeout={self.policy.request_timeout:g} s; it was killed and will be restarted.",
+            )
+            raise RequestTimeout(msg, plugin=self.name) from exc
+        except (StreamEOF, PipeClosed) as exc:
+            msg = yield from self._fail_steps(
+                proc, f"Plugin {self.name!r} exited while answering {type(call).method.value!r}", dead=True
+            )
+            raise PluginCrashed(msg, plugin=self.name) from exc
+        except FrameTooLargeError as exc:
+            msg = yield from self._fail_steps(
+                proc,
+                f"Plugin {self.name!r} sent a reply line longer than max_frame_bytes={exc.limit}; "
+                "it was killed. Raise max_frame_bytes in the LifetimePolicy if such replies are legitimate.",
+            )
+            raise FrameTooLarge(msg, plugin=self.name) from exc
+        try:
+            result = decode_reply(frame, call, rid, plugin=self.name)
+        except PluginError:
+            self.life.on_used()
+            raise
+        except ProtocolError as exc:
+            # Same exception object, so its type and fields (expected/got ids) survive.
+            msg = yield from self._fail_steps(proc, exc.message + " The plugin was killed and will be restarted.")
+            exc.args = (msg,)
+            raise
+        self.life.on_used()
+        return result
+
+    def start_steps(self) -> FlowSteps:
+        """Spawn and init now if there is no live process; returns the ``InitResult``."""
+        yield from self.ready_steps()
+        assert self.init is not None
+        return self.init
+
+    def ready_steps(self) -> FlowSteps:
+        """The live process, after the checks a request needs before its line is written."""
+        if self.closed:
+            raise ClientClosed(
+                f"Plugin {self.name!r}: the client was shut down; make a new {self.client_type}.",
+                plugin=self.name,
+            )
+        if os.getpid() != self._pid:
+            self.forget_after_fork()
+        self.life.check_enabled()
+        proc = self.slot.proc
+        if proc is not None:
+            if self.life.idle_expired(monotonic()):
+                _log.debug("Plugin %r: idle for more than %g s; restarting it", self.name, self.policy.idle_timeout)
+                self.slot.proc = None
+                self.life.on_stopped((yield from self.stop_steps(proc)))
+                proc = None
+            else:
+                status = proc.idle_check()
+                if status != IDLE_OK:
+                    self.slot.proc = None
+                    if status == IDLE_EXITED:
+                        info = yield from proc.reap_dead_steps()
+                        _log.warning(
+                            "Plugin %r (pid %d) exited while idle (%s); starting a fresh one",
+                            self.name, info.pid, info.signal or f"status {info.returncode}",
+                        )
+                        self._remember_tail(proc)
+                        self.life.on_crash("it exited while idle", info)
+                        self.life.check_enabled()
+                        proc = None
+                    else:
+                        info = yield from proc.kill_steps()
+                        self._remember_tail(proc)
+                        msg = (
+                            f"Plugin {self.name!r} wrote to stdout while no request was in flight; "
+                            "it was restarted. Make sure it writes only replies to stdout and logs to stderr."
+                        )
+                        self.life.on_crash(msg, info)
+                        raise ProtocolError(msg, plugin=self.name)
+        if proc is None:
+            proc = yield from self._spawn_steps()
+        return proc
+
+    def stop_steps(self, proc: PluginProcess) -> FlowSteps:
+        """Graceful stop of ``proc`` (already taken out of the slot); returns its ``ExitInfo``."""
+        info = yield from proc.stop_steps(self.policy.exit_wait, self.policy.shutdown_grace)
+        self._remember_tail(proc)
+        return info
+
+    def shutdown_steps(self) -> FlowSteps:
+        """Stop the live process, if any (the caller set ``closed``)."""
+        proc = self.take_process()
+        if proc is not None:
+            self.life.on_stopped((yield from self.stop_steps(proc)))
+
+    def clear_disabled_steps(self) -> FlowSteps:
+        """Stop any leftover process and clear the crash window."""
+        proc = self.take_process()
+        if proc is not None:
+            self.life.on_stopped((yield from self.stop_steps(proc)))
+        self.life.clear_disabled()
+
+    def _executable(self) -> VerifiedExecutable:
+        if self._verified is None:
+            src = self._exe_source if self._exe_source is not None else self.manifest.executable_path()
+            assert not isinstance(src, VerifiedExecutable)
+            self._verified = verify_executable(src, self.manifest.checksum_sha256, plugin=self.name)
+        return self._verified
+
+    def _env(self) -> Dict[bytes, bytes]:
+        environb = os.environb
+        env: Dict[bytes, bytes] = {}
+        for var in self.manifest.allowed_env_vars:
+            key = os.fsencode(var)
+            value = environb.get(key)
+            if value is not None:
+                env[key] = value
+        return env
+
+    def _spawn_steps(self) -> FlowSteps:
+        p = self.policy
+        deadline = monotonic() + p.start_timeout
+        try:
+            exe = self._executable()
+            exe.check_unchanged(plugin=self.name)
+        except PluginClientError as exc:
+            self.life.on_crash(str(exc))
+            raise
+        try:
+            proc = PluginProcess.start(
+                [os.fsencode(exe.path)],
+                self._env(),
+                plugin_name=self.name,
+                max_frame_bytes=p.max_frame_bytes,
+                stderr_lines=p.stderr_lines,
+            )
+        except SpawnFailed as exc:
+            msg = (
+                f"Plugin {self.name!r}: cannot start {str(exe.path)!r}: {os.strerror(exc.errno or 0)}; "
+                "check the manifest's executable and its permissions."
+            )
+            self.life.on_crash(msg)
+            raise SpawnError(msg, plugin=self.name) from exc
+        self.slot.proc = proc
+        self.life.on_spawned(proc.pid)
+        call = InitCall(source_name=self.source_name, config=self.config)
+        rid = self._take_id()
+        try:
+            frame = yield Exchange(proc, encode_request(call, rid), deadline)
+            init = decode_reply(frame, call, rid, plugin=self.name)
+            if init.source_name != self.source_name:
+                raise InitError(
+                    f"Plugin {self.name!r} answered init for source {init.source_name!r} instead of "
+                    f"{self.source_name!r}; it must echo the source_name it was given.",
+                    plugin=self.name,
+                )
+        except GeneratorExit:  # the flow was closed, not failed: yield nothing more
+            raise
+        except BaseException as exc:
+            self.slot.proc = None
+            if isinstance(exc, (StreamEOF, PipeClosed)):
+                info = yield from proc.reap_dead_steps()
+            else:
+                info = yield from proc.kill_steps()
+            self._remember_tail(proc)
+            err = self._init_error(exc, info.signal or f"status {info.returncode}")
+            self.life.on_crash(str(err), info)
+            if isinstance(exc, Exception):
+                raise err from exc
+            raise
+        self.init = init
+        self.life.on_ready(init)
+        self.caps_bits = int(init.capabilities)
+        return proc
+
+    def _init_error(self, exc: BaseException, how: str) -> PluginClientError:
+        name, t = self.name, self.policy.start_timeout
+        tail = "; see health().stderr_tail or the log 'plugin_client.plugin.%s'" % name
+        if isinstance(exc, InitError):
+            return exc
+        if isinstance(exc, DeadlineExceeded):
+            return InitError(f"Plugin {name!r} did not finish starting within start_timeout={t:g} s and was killed{tail}.", plugin=name)
+        if isinstance(exc, (StreamEOF, PipeClosed)):
+            return InitError(f"Plugin {name!r} exited during init ({how}){tail}.", plugin=name)
+        if isinstance(exc, FrameTooLargeError):
+            return InitError(f"Plugin {name!r} sent an init reply longer than max_frame_bytes={exc.limit}; it was killed.", plugin=name)
+        if isinstance(exc, PluginError):
+            return InitError(f"Plugin {name!r} refused init ({exc.kind}: {exc.detail or 'no detail'}); check its config and protocol version.", plugin=name)
+        if isinstance(exc, PluginClientError):
+            return InitError(f"Plugin {name!r} sent a bad init reply: {exc.message}", plugin=name)
+        return InitError(f"Plugin {name!r} failed during init ({type(exc).__name__}); it was killed{tail}.", plugin=name)
+
+    def _fail_steps(self, proc: PluginProcess, msg: str, *, dead: bool = False) -> FlowSteps:
+        """End ``proc`` after an error, count the crash, and return the message to raise."""
+        self.slot.proc = None
+        info: ExitInfo = yield from (proc.reap_dead_steps() if dead else proc.kill_steps())
+        self._remember_tail(proc)
+        if dead:
+            msg += (
+                f" ({info.signal or f'status {info.returncode}'}); it will be restarted on the next request. "
+                f"See health().stderr_tail or the log 'plugin_client.plugin.{self.name}'."
+            )
+        if self.life.on_crash(msg, info):
+            msg += (
+                f" The plugin is now disabled after {self.policy.restart_cap} crashes within "
+                f"{self.policy.restart_window:g} s; call clear_disabled() once it is fixed."
+            )
+        return msg
+
+    def abandon(self, proc: Optional[PluginProcess] = None) -> Optional[ExitInfo]:
+        """Last resort when a flow cannot be finished (its driver is going away): kill
+        the live process, blocking briefly, and book it as stopped, not as a crash."""
+        proc = proc if proc is not None else self.take_process()
+        if self.slot.proc is proc:
+            self.slot.proc = None
+        if proc is None or proc.child.returncode is not None:
+            return None
+        info = proc.kill()
+        self._remember_tail(proc)
+        self.life.on_stopped(info)
+        return info

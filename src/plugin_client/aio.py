@@ -1,0 +1,697 @@
+"""``AsyncPluginClient``: the :class:`~plugin_client.PluginClient` contract for asyncio hosts.
+
+Same constructor, policy, health, errors and semantics as ``PluginClient``; the
+request methods are coroutines and ``health()`` stays a plain, non-blocking
+call. The lifetime decisions are not written again here: both clients drive the
+same flow (:mod:`plugin_client._flow`), which ``yield``\\ s the waits it needs.
+This module only performs those waits on the running event loop:
+
+- **Reads**: a reader callback on the plugin's stdout (registered once per
+  process, ``loop.add_reader``) reads what is there and feeds the process's
+  core ``FrameReader`` (``feed()`` / ``next_frame()``). Bytes that arrive with
+  no request waiting for them are left in the reader, and reading stops; the
+  flow's idle check then sees them before the next request and recycles the
+  process, as in the sync client.
+- **Writes**: ``os.write`` on the non-blocking stdin pipe; what a full pipe
+  does not take is written from a ``loop.add_writer`` callback.
+- **Deadlines**: one loop timer per process, moved only when a deadline is
+  earlier than the one it is set for.
+- **Exit waits**: ``loop.add_reader`` on the child's pidfd, where the kernel
+  has one; otherwise ``child.wait(0)`` with an ``asyncio.sleep`` backoff.
+
+No executor and no thread per request. Requests to one process are
+serialized in arrival order by an ``asyncio.Lock``.
+
+**Cancellation.** A task cancelled while its request is in flight gets its
+``CancelledError`` at once, but the flow it started is never abandoned
+half-way: the rest of it runs in a task of its own, which keeps the request
+lock until it ends. So an in-flight request's reply is read and dropped before
+the next request is written, or, if the plugin does not answer, the request's
+own deadline kills the process (a ``RequestTimeout``, counted as a crash, as
+for any hung plugin). A cancelled spawn still finishes its ``init`` (within
+``start_timeout``), but the cancelled request itself is then not written; a
+cancelled shutdown still ends the process. No later caller can get the reply
+of a cancelled one. Only if that task itself is
+cancelled (the loop is being torn down, e.g. at the end of ``asyncio.run``)
+is the process killed on the spot, blocking for the few milliseconds a
+SIGKILL takes.
+
+A client binds to the event loop that first uses it. It may move to another
+loop only while it has no request in flight and its process (if any) belonged
+to a loop that is closed, as when a script calls ``asyncio.run`` twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import weakref
+from typing import Any, Coroutine, Mapping, Optional, Set, Union, cast, overload
+
+from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, StreamEOF
+from ._flow import Flow, FlowSteps, finalize_slot
+from ._impl import Child, FrameReader, monotonic
+from ._process import Exchange, PluginProcess, WaitExit
+from .health import PluginHealth
+from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
+from .policy import LifetimePolicy
+from .protocol import (
+    Call,
+    DeleteCall,
+    DeleteResult,
+    GetCall,
+    GetResult,
+    InitCall,
+    InitResult,
+    IsAvailableCall,
+    IsAvailableResult,
+    KeyMaterialCall,
+    KeyMaterialResult,
+    ListCall,
+    ListResult,
+    PutCall,
+    PutResult,
+    Result,
+    ValidateCall,
+    ValidateResult,
+)
+
+__all__ = ("AsyncPluginClient",)
+
+_log = logging.getLogger("plugin_client")
+
+_PathLike = Union[str, "os.PathLike[str]"]
+_READ = 65536
+# Exit waits without a pidfd poll with this backoff (seconds).
+_POLL_FIRST = 0.0005
+_POLL_MAX = 0.002
+
+_SIGPIPE = signal.SIGPIPE
+_SIGPIPE_SET = {signal.SIGPIPE}
+
+
+def _write(fd: int, data: Any) -> int:
+    """One non-blocking ``write``. Python ignores SIGPIPE, and then EPIPE is a
+    ``BrokenPipeError``; a host that restored SIGPIPE gets it blocked around the
+    write, so one dead plugin never kills the host (as in the core's ``write_all``)."""
+    if signal.getsignal(_SIGPIPE) == signal.SIG_IGN:
+        return os.write(fd, data)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGPIPE_SET)
+    try:
+        pending_before = _SIGPIPE in signal.sigpending()
+        try:
+            return os.write(fd, data)
+        except BrokenPipeError:
+            if not pending_before:
+                signal.sigtimedwait(_SIGPIPE_SET, 0)
+            raise
+    finally:
+        if _SIGPIPE not in old:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class _Channel:
+    """The event loop's hooks on one plugin process, and the exchange in flight.
+
+    An exchange's outcome (a frame or an error) goes to the future of whoever
+    waits for it; if that future was cancelled, it is kept until someone calls
+    :meth:`wait` again, so a cancelled caller's flow can be finished by another
+    task. It holds no reference to the client, so a client can be collected
+    while the loop still holds this channel's callbacks.
+    """
+
+    __slots__ = (
+        "loop", "reader", "fd_in", "fd_out", "reading", "eof", "busy", "settled", "frame", "error",
+        "waiter", "out", "writing", "deadline", "timer", "armed_for", "released",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, proc: PluginProcess) -> None:
+        self.loop = loop
+        self.reader: FrameReader = proc.reader
+        self.fd_in = proc.child.stdin_fd
+        self.fd_out = proc.child.stdout_fd
+        self.busy = False  # an exchange began and its outcome has not been taken
+        self.settled = False  # its outcome is in frame/error, waiting to be taken
+        self.frame: Optional[bytes] = None
+        self.error: Optional[BaseException] = None
+        self.waiter: Optional[asyncio.Future[bytes]] = None
+        self.out: Optional[memoryview] = None
+        self.writing = False
+        self.eof = False
+        self.deadline = 0.0
+        self.timer: Optional[asyncio.TimerHandle] = None
+        self.armed_for = 0.0  # the deadline (monotonic) the timer was set for
+        self.released = False
+        loop.add_reader(self.fd_out, self._on_readable)
+        self.reading = True
+
+    def begin(self, line: bytes, deadline: float) -> None:
+        """Start one exchange: write ``line`` (the rest from a writer callback), arm the deadline."""
+        if self.eof:
+            raise StreamEOF(self.reader.buffered)
+        self.busy = True
+        self.settled = False
+        self.deadline = deadline
+        try:
+            n = _write(self.fd_in, line)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except BrokenPipeError:
+            self.busy = False
+            raise PipeClosed(self.fd_in) from None
+        if n < len(line):
+            self.out = memoryview(line)[n:]
+            self.loop.add_writer(self.fd_in, self._on_writable)
+            self.writing = True
+        # One timer per process: deadlines only move later while a plugin is in
+        # use, so an early timer just re-arms itself (see _on_timer).
+        if self.timer is None or self.armed_for > deadline:
+            self._arm(deadline)
+
+    def wait(self) -> asyncio.Future[bytes]:
+        """A future for the outcome of the exchange in flight."""
+        fut: asyncio.Future[bytes] = self.loop.create_future()
+        if self.settled:
+            self.settled = self.busy = False
+            frame, error, self.frame, self.error = self.frame, self.error, None, None
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                assert frame is not None
+                fut.set_result(frame)
+        else:
+            self.waiter = fut
+        return fut
+
+    def _settle(self, frame: Optional[bytes], error: Optional[BaseException]) -> None:
+        if self.writing:
+            self.writing = False
+            self.out = None
+            self.loop.remove_writer(self.fd_in)
+        w = self.waiter
+        self.waiter = None
+        if w is not None and not w.done():
+            self.busy = False
+            if error is not None:
+                w.set_exception(error)
+            else:
+                w.set_result(frame)  # type: ignore[arg-type]
+            return
+        self.frame, self.error, self.settled = frame, error, True
+
+    def _stop_reading(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.loop.remove_reader(self.fd_out)
+
+    def _on_readable(self) -> None:
+        try:
+            data = os.read(self.fd_out, _READ)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.eof = True
+            self._stop_reading()
+            if self.busy and not self.settled:
+                self._settle(None, StreamEOF(self.reader.buffered))
+            return
+        self.reader.feed(data)
+        if not self.busy or self.settled:
+            # Output no request asked for. Keep it (the idle check before the
+            # next request sees it and recycles the process) but read no more:
+            # a plugin spewing on stdout cannot make us buffer without bound.
+            self._stop_reading()
+            return
+        try:
+            frame = self.reader.next_frame()
+        except FrameTooLargeError as exc:
+            self._stop_reading()
+            self._settle(None, exc)
+            return
+        if frame is not None:
+            self._settle(frame, None)
+
+    def _on_writable(self) -> None:
+        out = self.out
+        if out is None:  # pragma: no cover - the writer is removed with out
+            return
+        try:
+            n = _write(self.fd_in, out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except BrokenPipeError:
+            self._settle(None, PipeClosed(self.fd_in))
+            return
+        if n < len(out):
+            self.out = out[n:]
+            return
+        self.out = None
+        self.writing = False
+        self.loop.remove_writer(self.fd_in)
+
+    def _arm(self, deadline: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.armed_for = deadline
+        loop = self.loop
+        # The loop's clock need not be ours (uvloop's counts milliseconds).
+        self.timer = loop.call_at(loop.time() + (deadline - monotonic()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if not self.busy or self.settled:
+            return
+        if self.deadline > monotonic():
+            self._arm(self.deadline)
+            return
+        self._settle(None, DeadlineExceeded("read a frame"))
+
+    def release(self) -> None:
+        """Drop every hook on the process's fds; called before they are closed."""
+        if self.released:
+            return
+        self.released = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        loop = self.loop
+        if loop.is_closed():
+            return
+        if self.reading:
+            self.reading = False
+            loop.remove_reader(self.fd_out)
+        if self.writing:
+            self.writing = False
+            loop.remove_writer(self.fd_in)
+
+
+class _ExitWait:
+    """A wait for a child's exit with an absolute deadline, so that it can be
+    awaited again (by another task) without starting its timeout over."""
+
+    __slots__ = ("loop", "child", "deadline")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, child: Child, timeout: Optional[float]) -> None:
+        self.loop = loop
+        self.child = child
+        self.deadline = None if timeout is None else monotonic() + max(0.0, timeout)
+
+    def wait(self) -> Coroutine[Any, Any, Optional[int]]:
+        return self._wait()
+
+    async def _wait(self) -> Optional[int]:
+        child, deadline, loop = self.child, self.deadline, self.loop
+        rc = child.wait(0.0, reap=False)
+        if rc is not None:
+            return rc
+        pidfd = child.pidfd
+        if pidfd >= 0:
+            fut: asyncio.Future[None] = loop.create_future()
+
+            def wake() -> None:
+                if not fut.done():
+                    fut.set_result(None)
+
+            loop.add_reader(pidfd, wake)
+            timer = None if deadline is None else loop.call_at(loop.time() + (deadline - monotonic()), wake)
+            try:
+                await fut
+            finally:
+                loop.remove_reader(pidfd)
+                if timer is not None:
+                    timer.cancel()
+            rc = child.wait(0.0, reap=False)
+            if rc is not None or (deadline is not None and monotonic() >= deadline):
+                return rc
+            # Readable, yet not waitable: back off below rather than spin.
+        delay = _POLL_FIRST
+        while True:
+            rc = child.wait(0.0, reap=False)
+            if rc is not None:
+                return rc
+            if deadline is not None:
+                remaining = deadline - monotonic()
+                if remaining <= 0.0:
+                    return None
+                delay = min(delay, remaining)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2.0, _POLL_MAX)
+
+
+async def _acquire_within_task(lock: asyncio.Lock, timeout: float) -> None:
+    """``lock.acquire()``, or ``asyncio.TimeoutError`` after ``timeout`` seconds.
+
+    Not ``wait_for``: before Python 3.11 it can time out after the lock was
+    taken, and leak it. Here an acquisition that lands after we gave up is
+    handed back at once."""
+    acquire = asyncio.ensure_future(lock.acquire())
+    try:
+        await asyncio.wait((acquire,), timeout=timeout)
+    except BaseException:
+        _give_up(acquire, lock)
+        raise
+    if acquire.done() and not acquire.cancelled() and acquire.exception() is None:
+        return
+    _give_up(acquire, lock)
+    raise asyncio.TimeoutError
+
+
+def _give_up(acquire: "asyncio.Future[Any]", lock: asyncio.Lock) -> None:
+    def hand_back(fut: "asyncio.Future[Any]") -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            lock.release()
+
+    if acquire.done():
+        hand_back(acquire)
+    else:
+        acquire.cancel()
+        acquire.add_done_callback(hand_back)
+
+
+if sys.version_info >= (3, 11):
+
+    async def _acquire_within(lock: asyncio.Lock, timeout: float) -> None:
+        """``lock.acquire()``, or ``asyncio.TimeoutError`` after ``timeout`` seconds
+        (no task: ``asyncio.timeout``; ``Lock.acquire`` passes a cancelled wake-up on)."""
+        async with asyncio.timeout(timeout):
+            await lock.acquire()
+
+else:  # pragma: no cover - Python < 3.11
+    _acquire_within = _acquire_within_task
+
+
+# Tasks finishing the flows of cancelled callers: the loop keeps only weak references.
+_FINISHING: Set["asyncio.Task[None]"] = set()
+
+_LIVE: "weakref.WeakSet[AsyncPluginClient]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_LIVE):
+        client._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class AsyncPluginClient:
+    """An asyncio host's handle on one plugin. Does not spawn until the first request.
+
+    Takes exactly the arguments of :class:`~plugin_client.PluginClient`.
+    """
+
+    def __init__(
+        self,
+        manifest: Union[PluginManifest, LoadedPlugin],
+        executable: Union[VerifiedExecutable, _PathLike, None] = None,
+        policy: Optional[LifetimePolicy] = None,
+        *,
+        source_name: Optional[str] = None,
+        config: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        if isinstance(manifest, LoadedPlugin):
+            if executable is None:
+                executable = manifest.executable
+            manifest = manifest.manifest
+        self._flow = flow = Flow(
+            manifest,
+            executable,
+            policy if policy is not None else LifetimePolicy(),
+            source_name,
+            config,
+            client_type="AsyncPluginClient",
+        )
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        # Made at first use, in the loop: before Python 3.10 a Lock binds to a loop when made.
+        self._lock: Optional[asyncio.Lock] = None
+        self._lock_timeout = flow.lock_timeout()
+        self._finalizer = weakref.finalize(self, finalize_slot, flow.slot, flow.name)
+        _LIVE.add(self)
+
+    # --- public API -------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._flow.name
+
+    @property
+    def manifest(self) -> PluginManifest:
+        return self._flow.manifest
+
+    @property
+    def policy(self) -> LifetimePolicy:
+        return self._flow.policy
+
+    def __repr__(self) -> str:
+        life = self._flow.life
+        return f"<AsyncPluginClient {self.name!r} state={life.state.value} pid={life.pid}>"
+
+    async def __aenter__(self) -> AsyncPluginClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    @overload
+    async def request(self, call: InitCall) -> InitResult: ...
+    @overload
+    async def request(self, call: IsAvailableCall) -> IsAvailableResult: ...
+    @overload
+    async def request(self, call: GetCall) -> GetResult: ...
+    @overload
+    async def request(self, call: ListCall) -> ListResult: ...
+    @overload
+    async def request(self, call: ValidateCall) -> ValidateResult: ...
+    @overload
+    async def request(self, call: PutCall) -> PutResult: ...
+    @overload
+    async def request(self, call: DeleteCall) -> DeleteResult: ...
+    @overload
+    async def request(self, call: KeyMaterialCall) -> KeyMaterialResult: ...
+    @overload
+    async def request(self, call: Call) -> Result: ...
+
+    async def request(self, call: Call) -> Result:
+        """Send one call and return its typed result. Spawns (and inits) the plugin if needed.
+
+        Raises :class:`PluginError` for the plugin's own error replies (the process
+        stays up) and another :class:`PluginClientError` for everything else.
+        """
+        flow = self._flow
+        flow.gate(call)
+        result: Result = await self._run(flow.request_steps(call), timed=True)
+        return result
+
+    async def is_available(self) -> IsAvailableResult:
+        return await self.request(IsAvailableCall())
+
+    async def get(self, reference: str) -> GetResult:
+        return await self.request(GetCall(reference=reference))
+
+    async def list(self) -> ListResult:
+        return await self.request(ListCall())
+
+    async def validate(self, reference: str) -> ValidateResult:
+        return await self.request(ValidateCall(reference=reference))
+
+    async def put(self, reference: str, value: Any) -> PutResult:
+        """``value`` is a ``str`` or a ``pydantic.SecretStr``."""
+        return await self.request(PutCall(reference=reference, value=value))
+
+    async def delete(self, reference: str) -> DeleteResult:
+        return await self.request(DeleteCall(reference=reference))
+
+    async def key_material(self, purpose: str) -> KeyMaterialResult:
+        return await self.request(KeyMaterialCall(purpose=purpose))
+
+    async def start(self) -> InitResult:
+        """Spawn and init now, instead of at the first request (for ``doctor``, warm-ups)."""
+        init: InitResult = await self._run(self._flow.start_steps(), timed=False)
+        return init
+
+    def health(self) -> PluginHealth:
+        """A snapshot; never waits, and may be called from any thread."""
+        return self._flow.health()
+
+    async def clear_disabled(self) -> None:
+        """Re-enable a disabled plugin: clear the crash window and any leftover process."""
+        await self._run(self._flow.clear_disabled_steps(), timed=False)
+
+    async def shutdown(self) -> None:
+        """Stop the plugin gracefully (stdin close, SIGTERM, grace, SIGKILL) without
+        blocking the loop. Idempotent. The client cannot be used afterwards."""
+        flow = self._flow
+        flow.closed = True
+        lock = self._bind()
+        if lock.locked():
+            try:
+                await _acquire_within(lock, self._lock_timeout)
+            except asyncio.TimeoutError:
+                proc = flow.slot.proc
+                if proc is not None:  # a request is stuck: end its process from here
+                    proc.child.kill()
+                await lock.acquire()
+        else:
+            await lock.acquire()
+        await self._run(flow.shutdown_steps(), locked=True)
+        self._finalizer.detach()
+        _LIVE.discard(self)
+
+    close = shutdown
+
+    # --- the driver -----------------------------------------------------------------
+
+    def _bind(self) -> asyncio.Lock:
+        """The request lock, for the running loop (binding to it on first use)."""
+        loop = asyncio.get_running_loop()
+        lock = self._lock
+        if loop is self._loop and lock is not None:
+            return lock
+        old = self._loop
+        if old is not None and lock is not None:
+            proc = self._flow.slot.proc
+            if lock.locked() or (proc is not None and proc.io is not None and not old.is_closed()):
+                raise RuntimeError(
+                    f"AsyncPluginClient {self.name!r} is in use by another event loop; "
+                    "use one client per loop, or shut it down before moving on."
+                )
+            if proc is not None:
+                proc.release_io()  # its loop is closed: hooks on the new one come with the next exchange
+        self._loop = loop
+        self._lock = lock = asyncio.Lock()
+        return lock
+
+    async def _run(self, steps: FlowSteps, *, timed: bool = False, locked: bool = False) -> Any:
+        """Take the request lock (``timed``: waiting at most the lock timeout;
+        ``locked``: the caller has it), drive ``steps`` to its end, release the lock.
+
+        If this task is cancelled while an operation is in progress, the rest of
+        the flow is handed over to a task that finishes it and then releases the
+        lock (:meth:`_finish`); the cancellation propagates at once.
+        """
+        if not locked:
+            try:
+                lock = self._bind()
+                if timed and lock.locked():
+                    try:
+                        await _acquire_within(lock, self._lock_timeout)
+                    except asyncio.TimeoutError:
+                        raise self._flow.lock_timeout_error() from None
+                else:
+                    await lock.acquire()
+            except BaseException:
+                steps.close()  # never started: nothing to undo
+                raise
+        loop = self._loop
+        handed_over = False
+        try:
+            op = steps.send(None)
+            while True:
+                pending: Any = None
+                waited: Any = None
+                try:
+                    if type(op) is Exchange:
+                        ch = op.proc.io
+                        if ch is None:
+                            ch = op.proc.io = _Channel(loop, op.proc)  # type: ignore[arg-type]
+                        ch.begin(op.line, op.deadline)
+                        pending = ch
+                    else:
+                        wait = cast(WaitExit, op)
+                        pending = _ExitWait(loop, wait.proc.child, wait.timeout)  # type: ignore[arg-type]
+                    waited = pending.wait()
+                    res = await waited
+                except asyncio.CancelledError:
+                    if pending is None:  # pragma: no cover - only an await raises it
+                        raise
+                    # The outcome may have been delivered before the cancellation landed.
+                    if isinstance(waited, asyncio.Future) and waited.done() and not waited.cancelled():
+                        pending = _Done(waited)
+                    handed_over = True
+                    self._hand_over(steps, op, pending)
+                    raise
+                except BaseException as exc:
+                    op = steps.throw(exc)
+                else:
+                    op = steps.send(res)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            if not handed_over:
+                assert self._lock is not None
+                self._lock.release()
+
+    def _hand_over(self, steps: FlowSteps, op: Any, pending: Any) -> None:
+        loop = self._loop
+        assert loop is not None
+        task = loop.create_task(self._finish(steps, op, pending))
+        _FINISHING.add(task)
+        task.add_done_callback(_FINISHING.discard)
+
+    async def _finish(self, steps: FlowSteps, op: Any, pending: Any) -> None:
+        """Finish a cancelled caller's flow from ``op`` (``pending``: its operation,
+        already started), then release the request lock. Cancelled itself, it
+        ends the process on the spot: the loop is going away."""
+        loop = self._loop
+        try:
+            while True:
+                try:
+                    if pending is None:
+                        if type(op) is Exchange:
+                            if op.skippable:
+                                # The cancelled caller's request was not written yet: never write it.
+                                steps.close()
+                                return
+                            ch = op.proc.io
+                            if ch is None:
+                                ch = op.proc.io = _Channel(loop, op.proc)  # type: ignore[arg-type]
+                            ch.begin(op.line, op.deadline)
+                            pending = ch
+                        else:
+                            wait = cast(WaitExit, op)
+                            pending = _ExitWait(loop, wait.proc.child, wait.timeout)  # type: ignore[arg-type]
+                    res = await pending.wait()
+                except asyncio.CancelledError:
+                    self._flow.abandon(op.proc)
+                    steps.close()
+                    raise
+                except BaseException as exc:
+                    pending = None
+                    op = steps.throw(exc)
+                else:
+                    pending = None
+                    op = steps.send(res)
+        except StopIteration:
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Booked by the flow (a timeout or a crash is counted); nobody waits for it.
+            _log.debug("Plugin %r: a cancelled request ended with %s", self.name, type(exc).__name__)
+        finally:
+            assert self._lock is not None
+            self._lock.release()
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's process without signalling it."""
+        self._flow.forget_after_fork()
+        self._loop = None
+        self._lock = None
+
+
+class _Done:
+    """An operation whose outcome arrived just as its waiter was cancelled."""
+
+    __slots__ = ("fut",)
+
+    def __init__(self, fut: asyncio.Future[Any]) -> None:
+        self.fut = fut
+
+    def wait(self) -> asyncio.Future[Any]:
+        return self.fut

@@ -1,0 +1,501 @@
+"""``plugin-client``: the operator's command line (also ``python -m plugin_client``).
+
+``plugin-client doctor [--plugins-dir DIR] [--json] [--timeout S]``
+    Discovers every ``devboy-source-*.toml`` in the plugins directory, verifies
+    each manifest and executable, then probes each plugin: spawn, ``init``,
+    ``is_available``, shutdown, with timings. Prints a table (or, with
+    ``--json``, one JSON document with the same data and each plugin's
+    :class:`~plugin_client.health.PluginHealth`) and the core in use.
+
+``plugin-client call NAME METHOD [ARG ...] [--plugins-dir DIR] [--json] [--reveal]``
+    Runs one request against one plugin. METHOD is ``init``, ``is_available``,
+    ``get REF``, ``list``, ``validate REF``, ``put REF [VALUE]`` (the value is
+    read from stdin when not given, so it stays out of the shell history),
+    ``delete REF`` or ``key_material PURPOSE``. A secret (``get``'s value, key
+    material) is printed masked unless ``--reveal`` is given.
+
+The plugins directory is ``--plugins-dir``, else ``$PLUGIN_CLIENT_PLUGINS_DIR``,
+else ``$XDG_CONFIG_HOME/plugin-client/plugins`` (``~/.config/plugin-client/plugins``
+when ``XDG_CONFIG_HOME`` is unset or empty).
+
+Exit codes: ``0`` success (for ``doctor``: every plugin is healthy, i.e. its
+manifest and checksum are good and it started, answered ``init`` and reported
+itself ``available``; an empty or missing directory is healthy); ``1`` a plugin
+is broken or not available, or the request failed; ``2`` usage errors
+(unknown options or methods, a wrong number of arguments, an unknown plugin).
+
+The interpreter for Python plugins: a plugin's environment holds only its
+manifest's ``allowed_env_vars``. The bundled Python example re-executes itself
+with ``$PLUGIN_CLIENT_PYTHON``; unless that variable is already set, this
+command sets it to its own interpreter (which has plugin-client installed), and
+a manifest that lists it passes it on. See ``examples/plugins/README.md``.
+
+Only this module prints; the library only logs. ``-v`` shows the library's log
+on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
+
+from . import __version__
+from ._impl import IMPLEMENTATION, NO_EXTENSIONS, spawn_method
+from .client import PluginClient
+from .errors import ChecksumMismatch, PluginClientError, PluginError
+from .manifest import DEFAULT_PREFIX, DiscoveryOutcome, discover_plugins, load_plugin
+from .policy import LifetimePolicy
+from .protocol import Capability, KeyMaterialResult, Result
+
+__all__ = ("main", "default_plugins_dir", "run_doctor", "PLUGINS_DIR_ENV", "PYTHON_ENV")
+
+PLUGINS_DIR_ENV = "PLUGIN_CLIENT_PLUGINS_DIR"
+PYTHON_ENV = "PLUGIN_CLIENT_PYTHON"
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+MASK = "**********"
+_TAIL_SHOWN = 5
+
+# method name -> (protocol method, number of arguments (min, max))
+_METHODS: Dict[str, Tuple[str, int, int]] = {
+    "init": ("secret_source.init", 0, 0),
+    "is_available": ("secret_source.is_available", 0, 0),
+    "get": ("secret_source.get", 1, 1),
+    "list": ("secret_source.list", 0, 0),
+    "validate": ("secret_source.validate", 1, 1),
+    "put": ("secret_source.put", 1, 2),
+    "delete": ("secret_source.delete", 1, 1),
+    "key_material": ("secret_source.key_material", 1, 1),
+}
+
+
+# --- output: the only place that writes to stdout/stderr ------------------------------
+
+
+class _Out:
+    def __init__(self, stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> None:
+        self.stdout = stdout if stdout is not None else sys.stdout
+        self.stderr = stderr if stderr is not None else sys.stderr
+
+    def line(self, text: str = "") -> None:
+        self.stdout.write(text + "\n")
+
+    def json(self, doc: Any) -> None:
+        self.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+
+    def err(self, text: str) -> None:
+        self.stderr.write(text + "\n")
+
+
+# --- configuration ----------------------------------------------------------------------
+
+
+def default_plugins_dir(environ: Mapping[str, str] = os.environ) -> Tuple[Path, str]:
+    """The plugins directory when none is given, and where it came from."""
+    env_dir = environ.get(PLUGINS_DIR_ENV, "")
+    if env_dir:
+        return Path(env_dir), f"${PLUGINS_DIR_ENV}"
+    config_home = environ.get("XDG_CONFIG_HOME", "")
+    base = Path(config_home) if config_home else Path(environ.get("HOME", "") or Path.home()) / ".config"
+    return base / "plugin-client" / "plugins", "default"
+
+
+def _plugins_dir(arg: Optional[str]) -> Tuple[Path, str]:
+    if arg:
+        return Path(arg), "--plugins-dir"
+    return default_plugins_dir()
+
+
+@contextlib.contextmanager
+def _python_for_plugins() -> Iterator[None]:
+    """Offer this interpreter to Python plugins as $PLUGIN_CLIENT_PYTHON (see the module doc)."""
+    if os.environ.get(PYTHON_ENV) or not sys.executable:
+        yield
+        return
+    os.environ[PYTHON_ENV] = sys.executable
+    try:
+        yield
+    finally:
+        os.environ.pop(PYTHON_ENV, None)
+
+
+def _capability_names(bits: Optional[int]) -> List[str]:
+    if bits is None:
+        return []
+    names = [c.name for c in Capability if c.name and bits & c.value]
+    unknown = bits & ~sum(c.value for c in Capability)
+    if unknown:
+        names.append(hex(unknown))
+    return names
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 1)
+
+
+# --- doctor -----------------------------------------------------------------------------
+
+
+def _probe(outcome: DiscoveryOutcome, timeout: float) -> Dict[str, Any]:
+    """Everything doctor knows about one manifest: its checks, then a live probe."""
+    name = outcome.manifest_path.name[len(DEFAULT_PREFIX) : -len(".toml")]
+    report: Dict[str, Any] = {
+        "name": name,
+        "manifest_path": str(outcome.manifest_path),
+        "version": None,
+        "executable": None,
+        "manifest_ok": outcome.error is None,
+        "checksum": "unknown",
+        "plugin_version": None,
+        "capabilities": [],
+        "capabilities_bits": None,
+        "availability": None,
+        "availability_detail": None,
+        "spawn_to_ready_ms": None,
+        "is_available_ms": None,
+        "error_type": None,
+        "error": None,
+        "stderr_tail": [],
+        "verdict": "broken",
+        "health": None,
+    }
+    if outcome.error is not None:
+        err = outcome.error
+        report["error_type"] = type(err).__name__
+        report["error"] = err.message
+        if isinstance(err, ChecksumMismatch):
+            report["checksum"] = "mismatch"
+        return report
+    plugin = outcome.plugin
+    assert plugin is not None
+    report["name"] = plugin.manifest.name
+    report["version"] = plugin.manifest.version
+    report["executable"] = str(plugin.executable.path)
+    report["checksum"] = "ok"
+    policy = LifetimePolicy(
+        start_timeout=timeout, request_timeout=timeout, exit_wait=min(1.0, timeout), shutdown_grace=min(2.0, timeout)
+    )
+    client = PluginClient(plugin, policy=policy)
+    try:
+        t0 = time.perf_counter()
+        init = client.start()
+        report["spawn_to_ready_ms"] = _ms(time.perf_counter() - t0)
+        report["plugin_version"] = init.plugin_version
+        report["capabilities_bits"] = init.capabilities_bits
+        report["capabilities"] = _capability_names(init.capabilities_bits)
+        t1 = time.perf_counter()
+        avail = client.is_available()
+        report["is_available_ms"] = _ms(time.perf_counter() - t1)
+        report["availability"] = avail.status.value
+        report["availability_detail"] = avail.detail
+        report["verdict"] = "ok" if avail.status.value == "available" else "unavailable"
+    except PluginClientError as exc:
+        report["error_type"] = type(exc).__name__
+        report["error"] = exc.message
+        if isinstance(exc, PluginError) and report["spawn_to_ready_ms"] is not None:
+            report["verdict"] = "unavailable"  # it runs, but its is_available failed
+    finally:
+        client.shutdown()
+    health = client.health()
+    report["health"] = health.model_dump(mode="json")
+    if report["verdict"] != "ok":
+        report["stderr_tail"] = list(health.stderr_tail)
+    return report
+
+
+def run_doctor(plugins_dir: Path, *, timeout: float = 10.0, source: str = "--plugins-dir") -> Dict[str, Any]:
+    """The doctor's findings as a JSON-ready dict (what ``doctor --json`` prints).
+
+    Raises :class:`~plugin_client.errors.ManifestUnreadable` if the directory
+    exists but cannot be listed.
+    """
+    outcomes = discover_plugins(plugins_dir)
+    with _python_for_plugins():
+        plugins = [_probe(outcome, timeout) for outcome in outcomes]
+    return {
+        "plugin_client_version": __version__,
+        "implementation": IMPLEMENTATION,
+        "no_extensions": NO_EXTENSIONS,
+        "spawn_method": spawn_method(),
+        "python": sys.executable,
+        "plugins_dir": str(plugins_dir),
+        "plugins_dir_source": source,
+        "plugins_dir_exists": plugins_dir.is_dir(),
+        "healthy": all(p["verdict"] == "ok" for p in plugins),
+        "counts": {
+            verdict: sum(1 for p in plugins if p["verdict"] == verdict) for verdict in ("ok", "unavailable", "broken")
+        },
+        "plugins": plugins,
+    }
+
+
+def _table(rows: Sequence[Sequence[str]]) -> List[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def _print_doctor(out: _Out, doc: Dict[str, Any]) -> None:
+    core = doc["implementation"] + (" (extensions off)" if doc["no_extensions"] else "")
+    out.line(f"plugin-client {doc['plugin_client_version']}  core: {core}  spawn: {doc['spawn_method']}")
+    out.line(f"python: {doc['python']}")
+    missing = "" if doc["plugins_dir_exists"] else "  (does not exist)"
+    out.line(f"plugins dir: {doc['plugins_dir']}  (from {doc['plugins_dir_source']}){missing}")
+    out.line()
+    plugins = doc["plugins"]
+    if not plugins:
+        out.line(f"No plugins found (no {DEFAULT_PREFIX}*.toml in the directory).")
+        return
+    rows: List[List[str]] = [["NAME", "VERSION", "MANIFEST", "CHECKSUM", "CAPABILITIES", "AVAILABILITY", "READY", "STATUS"]]
+    for p in plugins:
+        ready = f"{p['spawn_to_ready_ms']:.1f} ms" if p["spawn_to_ready_ms"] is not None else "-"
+        rows.append(
+            [
+                p["name"],
+                p["version"] or "-",
+                "ok" if p["manifest_ok"] else "error",
+                p["checksum"],
+                ",".join(p["capabilities"]) or "-",
+                p["availability"] or "-",
+                ready,
+                p["verdict"].upper() if p["verdict"] != "ok" else "ok",
+            ]
+        )
+    for line in _table(rows):
+        out.line(line)
+    for p in plugins:
+        if p["verdict"] == "ok":
+            continue
+        out.line()
+        out.line(f"{p['name']}: {p['verdict']}")
+        if p["error"]:
+            out.line(f"  {p['error_type']}: {p['error']}")
+        elif p["availability_detail"]:
+            out.line(f"  {p['availability']}: {p['availability_detail']}")
+        tail = p["stderr_tail"][-_TAIL_SHOWN:]
+        if tail:
+            out.line(f"  stderr (last {len(tail)} lines):")
+            for line in tail:
+                out.line(f"    | {line}")
+    counts = doc["counts"]
+    out.line()
+    out.line(
+        f"{len(plugins)} plugin(s): {counts['ok']} healthy, {counts['unavailable']} unavailable, "
+        f"{counts['broken']} broken."
+    )
+
+
+def _cmd_doctor(args: argparse.Namespace, out: _Out) -> int:
+    plugins_dir, source = _plugins_dir(args.plugins_dir)
+    try:
+        doc = run_doctor(plugins_dir, timeout=args.timeout, source=source)
+    except PluginClientError as exc:
+        if args.json:
+            out.json({"healthy": False, "error_type": type(exc).__name__, "error": exc.message, "plugins": []})
+        else:
+            out.err(f"plugin-client doctor: {exc.message}")
+        return EXIT_FAILED
+    if args.json:
+        out.json(doc)
+    else:
+        _print_doctor(out, doc)
+    return EXIT_OK if doc["healthy"] else EXIT_FAILED
+
+
+# --- call ---------------------------------------------------------------------------------
+
+
+def _result_doc(result: Result, reveal: bool) -> Dict[str, Any]:
+    if isinstance(result, KeyMaterialResult):
+        raw = result.material.get_secret_value()
+        return {"material_b64": base64.b64encode(raw).decode("ascii") if reveal else MASK, "length": len(raw)}
+    doc: Dict[str, Any] = result.model_dump(mode="json")
+    if "value" in doc:
+        doc["value"] = result.value.get_secret_value() if reveal else MASK  # type: ignore[attr-defined]
+    if "capabilities_bits" in doc:
+        doc["capabilities"] = _capability_names(doc["capabilities_bits"])
+    return doc
+
+
+def _print_result(out: _Out, doc: Dict[str, Any]) -> None:
+    if "entries" in doc:
+        for entry in doc["entries"]:
+            display = entry.get("display")
+            out.line(entry["reference"] + (f"\t{display}" if display else ""))
+        return
+    for key, value in doc.items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, list):
+            value = ", ".join(str(v) for v in value) or "-"
+        elif value is None:
+            value = "-"
+        out.line(f"{key}: {value}")
+
+
+def _cmd_call(args: argparse.Namespace, out: _Out, stdin: TextIO) -> int:
+    method = args.method.replace("-", "_")
+    if method.startswith("secret_source."):
+        method = method[len("secret_source.") :]
+    if method not in _METHODS:
+        out.err(f"plugin-client call: unknown method {args.method!r}; use one of {', '.join(_METHODS)}")
+        return EXIT_USAGE
+    _, lo, hi = _METHODS[method]
+    if not lo <= len(args.args) <= hi:
+        want = str(lo) if lo == hi else f"{lo} or {hi}"
+        out.err(f"plugin-client call: {method} takes {want} argument(s), got {len(args.args)}")
+        return EXIT_USAGE
+    config: Dict[str, Any] = {}
+    if args.config:
+        try:
+            config = json.loads(args.config)
+        except ValueError as exc:
+            out.err(f"plugin-client call: --config is not JSON ({exc})")
+            return EXIT_USAGE
+        if not isinstance(config, dict):
+            out.err("plugin-client call: --config must be a JSON object")
+            return EXIT_USAGE
+    name = args.name
+    plugins_dir, _ = _plugins_dir(args.plugins_dir)
+    manifest_path = plugins_dir / f"{DEFAULT_PREFIX}{name}.toml"
+    if "/" in name or name in (".", "..") or not manifest_path.is_file():
+        known = sorted(p.name[len(DEFAULT_PREFIX) : -len(".toml")] for p in plugins_dir.glob(f"{DEFAULT_PREFIX}*.toml"))
+        out.err(
+            f"plugin-client call: no plugin {name!r} in {str(plugins_dir)!r} "
+            f"(found: {', '.join(known) or 'none'}); check the name or --plugins-dir"
+        )
+        return EXIT_USAGE
+    value: Optional[str] = None
+    if method == "put":
+        value = args.args[1] if len(args.args) > 1 else stdin.readline().rstrip("\r\n")
+    policy = LifetimePolicy(start_timeout=args.timeout, request_timeout=args.timeout, exit_wait=1.0, shutdown_grace=2.0)
+    try:
+        with _python_for_plugins():
+            plugin = load_plugin(manifest_path)
+            with PluginClient(plugin, policy=policy, source_name=args.source_name, config=config) as client:
+                arg = args.args[0] if args.args else ""
+                result: Result
+                if method == "init":
+                    result = client.start()
+                elif method == "is_available":
+                    result = client.is_available()
+                elif method == "get":
+                    result = client.get(arg)
+                elif method == "list":
+                    result = client.list()
+                elif method == "validate":
+                    result = client.validate(arg)
+                elif method == "put":
+                    assert value is not None
+                    result = client.put(arg, value)
+                elif method == "delete":
+                    result = client.delete(arg)
+                else:
+                    result = client.key_material(arg)
+    except PluginClientError as exc:
+        if args.json:
+            err: Dict[str, Any] = {"type": type(exc).__name__, "message": exc.message}
+            if isinstance(exc, PluginError):
+                err.update(kind=exc.kind, detail=exc.detail, reference=exc.reference, reason=exc.reason)
+            out.json({"ok": False, "error": err})
+        else:
+            out.err(f"plugin-client call: {type(exc).__name__}: {exc.message}")
+        return EXIT_FAILED
+    doc = _result_doc(result, args.reveal)
+    if args.json:
+        out.json({"ok": True, "result": doc})
+    else:
+        _print_result(out, doc)
+    return EXIT_OK
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds > 0")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--plugins-dir",
+        metavar="DIR",
+        help=f"the plugins directory (default: ${PLUGINS_DIR_ENV}, else $XDG_CONFIG_HOME/plugin-client/plugins)",
+    )
+    common.add_argument("--json", action="store_true", help="print one JSON document")
+    common.add_argument("--timeout", type=_positive, default=10.0, metavar="S", help="start and request timeout (default 10)")
+    common.add_argument("-v", "--verbose", action="store_true", help="show the library's log on stderr")
+
+    parser = argparse.ArgumentParser(
+        prog="plugin-client",
+        description="Check and call secret-source plugins.",
+        epilog="Exit codes: 0 ok, 1 a plugin is broken or a request failed, 2 usage error.",
+    )
+    parser.add_argument("--version", action="version", version=f"plugin-client {__version__} ({IMPLEMENTATION} core)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="verify and probe every plugin",
+        description="Verify every manifest in the plugins directory and probe each plugin "
+        "(spawn, init, is_available). Exit 0 when all are healthy, 1 otherwise.",
+    )
+    call = sub.add_parser(
+        "call",
+        parents=[common],
+        help="run one request against one plugin",
+        description="Run one request. Secrets are masked unless --reveal is given. "
+        "put REF without VALUE reads the value from stdin.",
+    )
+    call.add_argument("name", metavar="NAME", help="the plugin's name (devboy-source-NAME.toml)")
+    call.add_argument("method", metavar="METHOD", help=", ".join(_METHODS))
+    call.add_argument("args", metavar="ARG", nargs="*", help="the reference, purpose, or put's reference and value")
+    call.add_argument("--reveal", action="store_true", help="print secret values instead of masking them")
+    call.add_argument("--config", metavar="JSON", help="the config object sent in init")
+    call.add_argument("--source-name", metavar="NAME", help="the source name sent in init (default: the plugin's name)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit code."""
+    out = _Out()
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors and 0 for --help
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    if args.verbose:
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        # Without -v, keep the library's warnings (also shown in the report) off the
+        # terminal: a handler in the hierarchy stops logging's last-resort printing,
+        # and records still propagate to any handler a host configured.
+        lib_log = logging.getLogger("plugin_client")
+        if not any(isinstance(h, logging.NullHandler) for h in lib_log.handlers):
+            lib_log.addHandler(logging.NullHandler())
+    try:
+        if args.command == "doctor":
+            return _cmd_doctor(args, out)
+        return _cmd_call(args, out, sys.stdin)
+    except BrokenPipeError:  # e.g. `plugin-client doctor | head`
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the exit flush quiet
+        return EXIT_FAILED

@@ -1,0 +1,402 @@
+"""A typed secret-source interface over a :class:`~plugin_client.client.PluginClient`.
+
+A host rarely wants raw wire results. :class:`PluginSecretSource` maps the
+protocol onto a small interface, :class:`SecretSource`:
+
+* ``get(ref)`` returns a :class:`Secret` (a ``SecretStr`` value and an optional
+  lease as a ``timedelta``), or ``None`` when the plugin answers
+  ``bad-reference`` with reason "not found";
+* ``list()``, ``validate(ref)``, ``put(ref, value)``, ``delete(ref)`` and
+  ``key_material(purpose)`` return plain values;
+* ``is_available()`` returns a :class:`SourceStatus` and never raises for a
+  plugin or client failure: a failure *is* the answer to "is it available?".
+
+Errors, one class per kind of the plugin's answer (all in
+:mod:`plugin_client.errors`, all under :class:`~plugin_client.errors.SourceError`):
+
+===========================  ==================================================
+plugin error kind            raised
+===========================  ==================================================
+``unavailable``              :class:`~plugin_client.errors.SourceUnavailable`
+``unsupported-capability``   :class:`~plugin_client.errors.SourceUnsupportedCapability`
+                             (also an :class:`~plugin_client.errors.UnsupportedCapability`)
+``bad-reference``            :class:`~plugin_client.errors.BadReference`
+``needs-credential``         :class:`~plugin_client.errors.NeedsCredential`
+``other`` (and foreign)      :class:`~plugin_client.errors.SourceError`
+===========================  ==================================================
+
+Every other client failure (timeout, crash, disabled, spawn, init, protocol,
+manifest, closed client) is a :class:`~plugin_client.errors.SourceUnavailable`.
+The original exception is always chained as ``__cause__``.
+
+The optional :class:`LeaseCache` keeps ``get`` results in memory for at most
+their ``lease_seconds`` (and at most ``max_ttl``, if given), measured on the
+monotonic clock. A value without a lease, or with a lease of 0, is not cached.
+A served value's ``lease`` is the time it has left, so a caller that caches
+it too still never keeps it past the plugin's lease. ``put`` and ``delete``
+invalidate the reference.
+
+Secrets live only in ``SecretStr``/``SecretBytes``; no repr, log line or
+exception message here holds one.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Protocol, Tuple, TypeVar, Union, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr
+
+from ._impl import monotonic
+from .client import PluginClient
+from .errors import (
+    BadReference,
+    NeedsCredential,
+    PluginClientError,
+    PluginError,
+    SourceError,
+    SourceUnavailable,
+    SourceUnsupportedCapability,
+    UnsupportedCapability,
+)
+from .protocol import AvailabilityStatus, Capability
+
+__all__ = (
+    "SecretSource",
+    "PluginSecretSource",
+    "SourceStatus",
+    "Secret",
+    "SecretRef",
+    "LeaseCache",
+)
+
+T = TypeVar("T")
+
+
+# --- values -----------------------------------------------------------------------
+
+
+class SourceStatus(BaseModel):
+    """The answer to "is the source available?". ``detail`` says what to do if not."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: AvailabilityStatus
+    detail: Optional[str] = None
+
+    @property
+    def available(self) -> bool:
+        return self.status is AvailabilityStatus.AVAILABLE
+
+
+class Secret(BaseModel):
+    """One secret value. ``lease`` is how long it may be cached at most (``None``:
+    the plugin set no lease, so do not cache it). ``value`` prints as ``'**********'``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    value: SecretStr
+    lease: Optional[timedelta] = None
+
+
+class SecretRef(BaseModel):
+    """One entry of :meth:`SecretSource.list`: a reference and an optional display name."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reference: str
+    display: Optional[str] = None
+
+
+@runtime_checkable
+class SecretSource(Protocol):
+    """What a host needs from a secret source, whatever implements it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Capability: ...
+
+    def is_available(self) -> SourceStatus: ...
+
+    def get(self, ref: str) -> Optional[Secret]: ...
+
+    def list(self) -> List[SecretRef]: ...
+
+    def validate(self, ref: str) -> bool: ...
+
+    def put(self, ref: str, value: Union[str, SecretStr]) -> bool: ...
+
+    def delete(self, ref: str) -> bool: ...
+
+    def key_material(self, purpose: str) -> SecretBytes: ...
+
+
+# --- the cache ----------------------------------------------------------------------
+
+
+class LeaseCache:
+    """A thread-safe in-memory cache of secrets that never serves one past its lease.
+
+    A value is kept for ``min(lease, max_ttl)`` seconds on ``clock`` (the
+    monotonic clock by default); without a lease, or with a lease of 0, it is
+    not kept. :meth:`get` returns the secret with ``lease`` set to the time it
+    has left. Use one cache per source: it is keyed by reference only.
+
+    Invalidation and in-flight reads: a read that started before an
+    :meth:`invalidate` of its reference cannot store its (possibly stale)
+    value afterwards; :meth:`generation` and the ``since`` argument of
+    :meth:`store` implement this.
+    """
+
+    def __init__(self, *, max_ttl: Optional[float] = None, clock: Callable[[], float] = monotonic) -> None:
+        if max_ttl is not None and not max_ttl >= 0:
+            raise ValueError(f"max_ttl must be a number of seconds >= 0 or None, not {max_ttl!r}")
+        self._max_ttl = max_ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: Dict[str, Tuple[SecretStr, float]] = {}
+        self._generations: Dict[str, int] = {}
+        self._epoch = 0  # bumped by clear(): invalidates every in-flight read
+
+    def __repr__(self) -> str:
+        return f"<LeaseCache entries={len(self._entries)} max_ttl={self._max_ttl!r}>"
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._purge(self._clock())
+            return len(self._entries)
+
+    def generation(self, ref: str) -> Tuple[int, int]:
+        """A token to pass to :meth:`store` as ``since``, taken before fetching ``ref``."""
+        with self._lock:
+            return self._epoch, self._generations.get(ref, 0)
+
+    def get(self, ref: str) -> Optional[Secret]:
+        """The cached secret with its remaining lease, or ``None`` (absent or expired)."""
+        with self._lock:
+            entry = self._entries.get(ref)
+            if entry is None:
+                return None
+            value, expires = entry
+            left = expires - self._clock()
+            if left <= 0:
+                del self._entries[ref]
+                return None
+        return Secret(value=value, lease=timedelta(seconds=left))
+
+    def store(self, ref: str, secret: Secret, *, since: Optional[Tuple[int, int]] = None) -> bool:
+        """Keep ``secret`` for ``min(lease, max_ttl)``; returns whether it was kept.
+
+        Not kept: no lease, a lease of 0 (or a ``max_ttl`` of 0), or ``since``
+        older than an invalidation of ``ref`` made after it was taken.
+        """
+        if secret.lease is None:
+            return False
+        ttl = secret.lease.total_seconds()
+        if self._max_ttl is not None:
+            ttl = min(ttl, self._max_ttl)
+        if ttl <= 0:
+            return False
+        with self._lock:
+            if since is not None and since != (self._epoch, self._generations.get(ref, 0)):
+                return False
+            # The lease counts from when the reply was read (just now), not from
+            # when the plugin looked the value up: a few milliseconds late at most.
+            now = self._clock()
+            self._purge(now)
+            self._entries[ref] = (secret.value, now + ttl)
+        return True
+
+    def invalidate(self, ref: str) -> None:
+        """Drop ``ref`` and stop any read of it in flight from storing its value."""
+        with self._lock:
+            self._entries.pop(ref, None)
+            self._generations[ref] = self._generations.get(ref, 0) + 1
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._generations.clear()
+            self._epoch += 1
+
+    def _purge(self, now: float) -> None:
+        # Called with the lock held; bounds memory to live entries.
+        dead = [ref for ref, (_, expires) in self._entries.items() if expires <= now]
+        for ref in dead:
+            del self._entries[ref]
+
+
+# --- the adapter ------------------------------------------------------------------
+
+
+def _is_not_found(reason: Optional[str]) -> bool:
+    return reason is not None and reason.strip().lower() == "not found"
+
+
+class PluginSecretSource:
+    """A :class:`SecretSource` backed by one plugin through a :class:`PluginClient`.
+
+    ``cache``: ``False`` (default) for none, ``True`` for a new
+    :class:`LeaseCache`, or a :class:`LeaseCache` to use (e.g. with a
+    ``max_ttl``). ``name`` defaults to the client's source name. The client
+    is not owned: :meth:`close` (or the context manager) shuts it down only if
+    ``owns_client`` is true.
+    """
+
+    def __init__(
+        self,
+        client: PluginClient,
+        *,
+        cache: Union[bool, LeaseCache, None] = False,
+        name: Optional[str] = None,
+        owns_client: bool = False,
+    ) -> None:
+        self._client = client
+        self._name = name if name is not None else client.health().source_name
+        if cache is True:
+            self._cache: Optional[LeaseCache] = LeaseCache()
+        elif isinstance(cache, LeaseCache):
+            self._cache = cache
+        elif cache is False or cache is None:
+            self._cache = None
+        else:
+            raise TypeError(f"cache must be a bool or a LeaseCache, not {type(cache).__name__}")
+        self._owns_client = owns_client
+
+    def __repr__(self) -> str:
+        return f"<PluginSecretSource {self._name!r} plugin={self._client.name!r} cache={self._cache!r}>"
+
+    def __enter__(self) -> PluginSecretSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.shutdown()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def client(self) -> PluginClient:
+        return self._client
+
+    @property
+    def cache(self) -> Optional[LeaseCache]:
+        return self._cache
+
+    @property
+    def capabilities(self) -> Capability:
+        """The capabilities from the plugin's last ``init``; starts the plugin if unknown."""
+        bits = self._client.health().capabilities_bits
+        if bits is not None:
+            return Capability(bits)
+        return self._call(lambda: self._client.start()).capabilities
+
+    def is_available(self) -> SourceStatus:
+        """The plugin's own answer; a failure to ask is the answer ``unavailable`` (or
+        ``needs-credential``), with the error's message as ``detail``. Never raises for
+        a plugin or client failure."""
+        try:
+            res = self._client.is_available()
+        except PluginError as exc:
+            status = (
+                AvailabilityStatus.NEEDS_CREDENTIAL if exc.kind == "needs-credential" else AvailabilityStatus.UNAVAILABLE
+            )
+            return SourceStatus(status=status, detail=exc.message)
+        except PluginClientError as exc:
+            return SourceStatus(status=AvailabilityStatus.UNAVAILABLE, detail=exc.message)
+        return SourceStatus(status=res.status, detail=res.detail)
+
+    def get(self, ref: str) -> Optional[Secret]:
+        """The secret at ``ref``, or ``None`` if the plugin says it is not found."""
+        cache = self._cache
+        since = None
+        if cache is not None:
+            hit = cache.get(ref)
+            if hit is not None:
+                return hit
+            since = cache.generation(ref)
+        try:
+            res = self._client.get(ref)
+        except PluginError as exc:
+            if exc.kind == "bad-reference" and _is_not_found(exc.reason):
+                return None
+            self._raise(exc)
+        except PluginClientError as exc:
+            self._raise(exc)
+        lease = None if res.lease_seconds is None else timedelta(seconds=res.lease_seconds)
+        secret = Secret(value=res.value, lease=lease)
+        if cache is not None:
+            cache.store(ref, secret, since=since)
+        return secret
+
+    def list(self) -> List[SecretRef]:
+        res = self._call(self._client.list)
+        return [SecretRef(reference=e.reference, display=e.display) for e in res.entries]
+
+    def validate(self, ref: str) -> bool:
+        return self._call(lambda: self._client.validate(ref)).ok
+
+    def put(self, ref: str, value: Union[str, SecretStr]) -> bool:
+        """Store ``value`` at ``ref``; returns whether a value was replaced."""
+        try:
+            return self._call(lambda: self._client.put(ref, value)).replaced
+        finally:
+            # Also on failure: the plugin may have written before it failed.
+            if self._cache is not None:
+                self._cache.invalidate(ref)
+
+    def delete(self, ref: str) -> bool:
+        """Delete ``ref``; returns whether it existed."""
+        try:
+            return self._call(lambda: self._client.delete(ref)).existed
+        finally:
+            if self._cache is not None:
+                self._cache.invalidate(ref)
+
+    def key_material(self, purpose: str) -> SecretBytes:
+        return self._call(lambda: self._client.key_material(purpose)).material
+
+    # --- internals ------------------------------------------------------------------
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except PluginClientError as exc:
+            self._raise(exc)
+
+    def _raise(self, exc: PluginClientError) -> NoReturn:
+        raise self._map(exc) from exc
+
+    def _map(self, exc: PluginClientError) -> SourceError:
+        src, plugin = self._name, exc.plugin
+        who = f"Source {src!r}"
+        if isinstance(exc, UnsupportedCapability):
+            # The host's gate and the plugin's own answer (PluginUnsupportedCapability).
+            return SourceUnsupportedCapability(
+                f"{who} does not support {exc.capability!r}: {exc.message}",
+                capability=exc.capability,
+                plugin=plugin,
+            )
+        if isinstance(exc, PluginError):
+            kind: Any = exc.kind
+            if kind == "unavailable":
+                return SourceUnavailable(f"{who} is unavailable: {exc.message}", plugin=plugin)
+            if kind == "bad-reference":
+                return BadReference(
+                    f"{who} rejected a reference: {exc.message}",
+                    reference=exc.reference,
+                    reason=exc.reason,
+                    plugin=plugin,
+                )
+            if kind == "needs-credential":
+                return NeedsCredential(f"{who} needs a credential: {exc.message}", detail=exc.detail, plugin=plugin)
+            return SourceError(f"{who} failed: {exc.message}", plugin=plugin)
+        return SourceUnavailable(f"{who} is unavailable ({type(exc).__name__}): {exc.message}", plugin=plugin)

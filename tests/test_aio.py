@@ -1,0 +1,538 @@
+"""``AsyncPluginClient``'s own behaviour: concurrency, cancellation, a loop that never blocks.
+
+The lifetime contract it shares with ``PluginClient`` is tested by
+``test_client.py``, which runs every behaviour test against both clients.
+Each test here runs its own event loop with ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib.util
+import os
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable, List, Optional, Tuple
+
+import pytest
+
+import plugin_client
+from plugin_client import aio, errors
+from plugin_client.aio import AsyncPluginClient
+from plugin_client.health import ExitStage, PluginState
+from plugin_client.manifest import LoadedPlugin
+from plugin_client.policy import LifetimePolicy
+
+from _helpers import is_dead, wait_until
+from plugin_factory import make_plugin, python_script
+
+FAST = LifetimePolicy(request_timeout=2.0, start_timeout=5.0, shutdown_grace=1.0, exit_wait=0.5)
+
+# Ignores SIGTERM and lingers after stdin EOF: only SIGKILL ends it.
+STUBBORN = (
+    "import signal, sys, time, json\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "for line in sys.stdin:\n"
+    "    r = json.loads(line)\n"
+    "    print(json.dumps({'jsonrpc': '2.0', 'id': r['id'], 'result': {'source_name': r['params']['source_name'],"
+    " 'capabilities_bits': 1, 'plugin_version': '1'} if r['method'].endswith('init') else {'value': 'v'}}), flush=True)\n"
+    "time.sleep(3600)\n"
+)
+
+
+@pytest.fixture
+def plugin(tmp_path: Path) -> LoadedPlugin:
+    return make_plugin(tmp_path / "plugins")
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def value(result: Any) -> str:
+    return str(result.value.get_secret_value())
+
+
+class Ticker:
+    """Counts 1 ms sleeps on the loop; a blocked loop shows up as one long gap."""
+
+    def __init__(self) -> None:
+        self.gaps: List[float] = []
+        self._task: Optional["asyncio.Task[None]"] = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(0.001)
+            now = loop.time()
+            self.gaps.append(now - last)
+            last = now
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self._task
+
+
+def test_exported() -> None:
+    assert plugin_client.AsyncPluginClient is AsyncPluginClient
+    assert "AsyncPluginClient" in plugin_client.__all__
+
+
+def test_concurrent_tasks_get_their_own_replies_in_arrival_order(plugin: LoadedPlugin) -> None:
+    n_tasks, n_req = 200, 50
+    done: List[Tuple[int, int]] = []
+    wrong: List[str] = []
+
+    async def worker(c: AsyncPluginClient, t: int) -> None:
+        for i in range(n_req):
+            ref = f"value:t{t}-r{i}"
+            got = value(await c.get(ref))
+            if got != ref[6:]:
+                wrong.append(f"{ref} got {got}")
+            done.append((t, i))
+
+    async def main() -> None:
+        async with AsyncPluginClient(plugin, policy=FAST) as c:
+            await c.start()  # the first spawn starts the shared stderr pump thread
+            threads = threading.active_count()
+            await asyncio.gather(*(worker(c, t) for t in range(n_tasks)))
+            assert threading.active_count() == threads  # no thread per request
+            h = c.health()
+            assert h.spawn_count == 1 and h.crashes_in_window == 0
+
+    run(main())
+    assert wrong == []
+    # The lock is FIFO: each round serves every task once, in the order they queued.
+    assert done == [(t, i) for i in range(n_req) for t in range(n_tasks)]
+
+
+def test_no_executor_is_used(plugin: LoadedPlugin) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def refuse(*args: Any, **kw: Any) -> Any:
+            raise AssertionError("run_in_executor was called")
+
+        loop.run_in_executor = refuse  # type: ignore[method-assign]
+        async with AsyncPluginClient(plugin, policy=FAST) as c:
+            assert value(await c.get("value:a")) == "a"
+            with pytest.raises(errors.PluginCrashed):
+                await c.get("crash")
+            assert value(await c.get("value:b")) == "b"
+
+    run(main())
+
+
+def test_random_cancellations_never_misroute_a_reply(plugin: LoadedPlugin, monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,000 requests, most cancelled at random points (queued for the lock, written,
+    reply on its way, reply delivered): every reply a caller gets is its own, and
+    no process is recycled for a cancellation."""
+    seed = random.randrange(1 << 32)
+    rng = random.Random(seed)
+    wrong: List[str] = []
+    outcomes = {"ok": 0, "cancelled": 0, "handed_over": 0, "seed": seed}
+    hand_over = AsyncPluginClient._hand_over
+
+    def counting_hand_over(self: AsyncPluginClient, *args: Any) -> None:
+        outcomes["handed_over"] += 1
+        hand_over(self, *args)
+
+    monkeypatch.setattr(AsyncPluginClient, "_hand_over", counting_hand_over)
+
+    async def one(c: AsyncPluginClient, i: int) -> None:
+        text = f"req-{i}"
+        # The plugin answers at once or after up to 2 ms, so cancellations land
+        # before, during and after the reply.
+        ref = f"echo-after:{rng.choice((0, 0.5, 1, 2))}:{text}"
+        mode = rng.random()
+        try:
+            if mode < 0.4:
+                res = await asyncio.wait_for(c.get(ref), rng.uniform(0.0, 0.0025))
+            elif mode < 0.85:
+                task = asyncio.ensure_future(c.get(ref))
+                for _ in range(rng.randrange(1, 5)):  # cancel after a few loop turns...
+                    await asyncio.sleep(0)
+                if rng.random() < 0.5:  # ...or a little time
+                    await asyncio.sleep(rng.uniform(0.0, 0.002))
+                task.cancel()
+                res = await task
+            else:
+                res = await c.get(ref)
+        except (asyncio.CancelledError, asyncio.TimeoutError):
+            outcomes["cancelled"] += 1
+            return
+        outcomes["ok"] += 1
+        if value(res) != text:
+            wrong.append(f"{text} got {value(res)}")
+
+    async def main() -> None:
+        async with AsyncPluginClient(plugin, policy=FAST) as c:
+            i = 0
+            while i < 1000:  # waves of 1 to 4 concurrent callers
+                n = min(rng.randint(1, 4), 1000 - i)
+                await asyncio.gather(*(one(c, k) for k in range(i, i + n)))
+                i += n
+            # Afterwards, every caller still gets its own reply.
+            got = await asyncio.gather(*(c.get(f"value:after-{k}") for k in range(200)))
+            assert [value(r) for r in got] == [f"after-{k}" for k in range(200)]
+            h = c.health()
+            # Replies of cancelled requests were read and dropped: one process throughout.
+            assert h.spawn_count == 1 and h.crashes_in_window == 0, h
+            assert not aio._FINISHING
+
+    run(main())
+    assert wrong == []
+    assert outcomes["cancelled"] > 300 and outcomes["ok"] > 100, outcomes
+    assert outcomes["handed_over"] > 50, outcomes  # many cancellations did land in flight (~120 typical)
+
+
+def test_cancelled_just_as_the_reply_arrives(plugin: LoadedPlugin, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reply reaches the caller's future, then the cancellation lands before the
+    caller resumes: the reply is dropped, not left for the next caller."""
+    settle = aio._Channel._settle
+    victim: List["asyncio.Task[Any]"] = []
+
+    def settle_then_cancel(self: Any, frame: Any, error: Any) -> None:
+        settle(self, frame, error)
+        if victim:
+            victim.pop().cancel()
+
+    async def main() -> None:
+        async with AsyncPluginClient(plugin, policy=FAST) as c:
+            await c.get("value:warm")
+            monkeypatch.setattr(aio._Channel, "_settle", settle_then_cancel)
+            task = asyncio.ensure_future(c.get("value:dropped"))
+            victim.append(task)
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert value(await c.get("value:mine")) == "mine"
+            assert c.health().spawn_count == 1
+
+    run(main())
+
+
+def test_cancelled_during_spawn_still_inits_once_and_sends_nothing(plugin: LoadedPlugin) -> None:
+    async def main() -> None:
+        async with AsyncPluginClient(plugin, policy=FAST) as c:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(c.put("k", "v"), 0.001)
+            assert value(await c.get("value:y")) == "y"
+            h = c.health()
+            assert h.spawn_count == 1 and h.crashes_in_window == 0 and h.plugin_version == "echo-1.0"
+            # The init finished, but the cancelled put was never written.
+            assert (await c.delete("k")).existed is False
+
+    run(main())
+
+
+def test_cancelled_hung_request_is_recycled_at_its_deadline(plugin: LoadedPlugin) -> None:
+    policy = LifetimePolicy(request_timeout=0.3, shutdown_grace=1.0, exit_wait=0.2)
+
+    async def main() -> None:
+        async with AsyncPluginClient(plugin, policy=policy) as c:
+            await c.get("value:warm")
+            pid = c.health().pid
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(c.get("hang"), 0.05)
+            t0 = time.monotonic()
+            assert value(await c.get("value:next")) == "next"  # waits for the deadline
+            assert 0.15 < time.monotonic() - t0 < 2.0
+            h = c.health()
+            assert h.pid != pid and h.crashes_in_window == 1
+            assert h.last_exit is not None and h.last_exit.stage is ExitStage.KILLED_AFTER_ERROR
+
+    run(main())
+
+
+def test_cancelled_big_write_is_finished_before_the_next_request(plugin: LoadedPlugin) -> None:
+    big = "x" * 2_000_000  # far beyond a pipe's 64 KiB: written from a writer callback
+
+    async def main() -> None:
+        async with AsyncPluginClient(plugin, policy=FAST) as c:
+            assert (await c.put("k", big)).replaced is False
+            task = asyncio.ensure_future(c.put("k", big))
+            await asyncio.sleep(0.001)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert value(await c.get("value:after")) == "after"
+            assert (await c.delete("k")).existed is True
+            assert c.health().spawn_count == 1
+
+    run(main())
+
+
+def test_cancelled_shutdown_still_ends_the_process(tmp_path: Path) -> None:
+    plugin = make_plugin(tmp_path / "p", "stubborn", python_script(STUBBORN))
+    policy = LifetimePolicy(exit_wait=0.1, shutdown_grace=0.3)
+
+    async def main() -> int:
+        c = AsyncPluginClient(plugin, policy=policy)
+        await c.get("x")
+        pid = c.health().pid
+        assert pid is not None
+        task = asyncio.ensure_future(c.shutdown())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        while aio._FINISHING:
+            await asyncio.sleep(0.01)
+        h = c.health()
+        assert h.last_exit is not None and h.last_exit.stage is ExitStage.SIGKILL
+        with pytest.raises(errors.ClientClosed):
+            await c.get("x")
+        return pid
+
+    pid = run(main())
+    assert wait_until(lambda: is_dead(pid), 3.0)
+
+
+def test_loop_torn_down_under_a_finishing_flow_kills_the_process(plugin: LoadedPlugin) -> None:
+    """``asyncio.run`` cancels the task finishing a cancelled request: the process is
+    killed on the spot rather than left with an unread reply."""
+
+    async def main(c: AsyncPluginClient) -> int:
+        await c.get("value:warm")
+        pid = c.health().pid
+        assert pid is not None
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(c.get("hang"), 0.05)
+        assert aio._FINISHING
+        return pid
+
+    c = AsyncPluginClient(plugin, policy=FAST)
+    pid = run(main(c))
+    assert is_dead(pid)
+    h = c.health()
+    assert h.state is PluginState.IDLE and h.pid is None and h.crashes_in_window == 0
+
+    async def again() -> str:
+        return value(await c.get("value:again"))
+
+    assert run(again()) == "again"  # a new loop, a fresh process
+    run(c.shutdown())
+
+
+def test_loop_keeps_ticking_during_a_hung_request_and_a_stubborn_shutdown(tmp_path: Path) -> None:
+    hung = make_plugin(tmp_path / "a")
+    stubborn = make_plugin(tmp_path / "b", "stubborn", python_script(STUBBORN))
+
+    async def main() -> None:
+        c = AsyncPluginClient(hung, policy=LifetimePolicy(request_timeout=0.5, shutdown_grace=1.0, exit_wait=0.2))
+        await c.get("value:warm")
+        ticker = Ticker()
+        ticker.start()
+        t0 = time.monotonic()
+        with pytest.raises(errors.RequestTimeout):
+            await c.get("hang")
+        elapsed = time.monotonic() - t0
+        await ticker.stop()
+        assert 0.45 < elapsed < 1.5
+        assert max(ticker.gaps) < 0.05, max(ticker.gaps)
+        assert len(ticker.gaps) > 0.5 * elapsed / 0.0015
+        await c.shutdown()
+
+        s = AsyncPluginClient(stubborn, policy=LifetimePolicy(exit_wait=0.2, shutdown_grace=0.5))
+        await s.get("x")
+        pid = s.health().pid
+        ticker = Ticker()
+        ticker.start()
+        t0 = time.monotonic()
+        await s.shutdown()
+        elapsed = time.monotonic() - t0
+        await ticker.stop()
+        h = s.health()
+        assert h.last_exit is not None and h.last_exit.stage is ExitStage.SIGKILL
+        assert pid is not None and is_dead(pid)
+        assert 0.7 <= elapsed < 1.0  # exit_wait + grace + a few ms: pidfd, not sleep-polling
+        assert max(ticker.gaps) < 0.05, max(ticker.gaps)
+        assert len(ticker.gaps) > 0.5 * elapsed / 0.0015
+
+    run(main())
+
+
+def test_health_is_immediate_during_a_hung_request(plugin: LoadedPlugin) -> None:
+    async def main() -> None:
+        async with AsyncPluginClient(plugin, policy=LifetimePolicy(request_timeout=0.5, shutdown_grace=1.0)) as c:
+            await c.get("value:warm")
+            task = asyncio.ensure_future(c.get("hang"))
+            await asyncio.sleep(0.05)
+            t0 = time.perf_counter()
+            h = c.health()
+            assert time.perf_counter() - t0 < 0.05
+            assert h.state is PluginState.RUNNING
+            with pytest.raises(errors.RequestTimeout):
+                await task
+
+    run(main())
+
+
+def test_dropped_client_is_finalized_and_its_fds_leave_the_loop(plugin: LoadedPlugin) -> None:
+    async def main() -> None:
+        c = AsyncPluginClient(plugin, policy=FAST)
+        await c.get("value:warm")
+        pid = c.health().pid
+        assert pid is not None
+        del c
+        gc.collect()
+        assert is_dead(pid) or wait_until(lambda: is_dead(pid), 3.0)
+        # The freed fd numbers come back for the next process: stale loop
+        # registrations would make these fail.
+        for _ in range(3):
+            async with AsyncPluginClient(plugin, policy=FAST) as d:
+                assert value(await d.get("value:fresh")) == "fresh"
+
+    run(main())
+
+
+def test_client_moves_to_a_new_loop_after_the_old_one_closed(plugin: LoadedPlugin) -> None:
+    c = AsyncPluginClient(plugin, policy=FAST)
+
+    async def use(ref: str) -> Tuple[str, Optional[int]]:
+        return value(await c.get(ref)), c.health().pid
+
+    first = run(use("value:one"))
+    second = run(use("value:two"))
+    assert first[0] == "one" and second[0] == "two"
+    assert first[1] == second[1]  # the same process, now read by the second loop
+    run(c.shutdown())
+
+
+def test_client_refuses_a_second_running_loop(plugin: LoadedPlugin) -> None:
+    c = AsyncPluginClient(plugin, policy=FAST)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(c.get("value:a"))
+
+        async def other() -> None:
+            with pytest.raises(RuntimeError, match="another event loop"):
+                await c.get("value:b")
+
+        run(other())
+        loop.run_until_complete(c.shutdown())
+    finally:
+        loop.close()
+
+
+def test_timeout_uses_the_request_deadline_after_a_longer_init_deadline(plugin: LoadedPlugin) -> None:
+    # init arms the process's timer at start_timeout; a shorter request deadline must move it.
+    policy = LifetimePolicy(start_timeout=20.0, request_timeout=0.3, shutdown_grace=1.0)
+
+    async def main() -> None:
+        async with AsyncPluginClient(plugin, policy=policy) as c:
+            await c.get("value:warm")
+            t0 = time.monotonic()
+            with pytest.raises(errors.RequestTimeout):
+                await c.get("hang")
+            assert 0.25 < time.monotonic() - t0 < 1.5
+
+    run(main())
+
+
+def test_lock_timeout_when_a_request_holds_the_client_too_long(
+    plugin: LoadedPlugin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        async with AsyncPluginClient(plugin, policy=LifetimePolicy(request_timeout=1.0, shutdown_grace=1.0)) as c:
+            await c.get("value:warm")
+            monkeypatch.setattr(c, "_lock_timeout", 0.1)
+            slow = asyncio.ensure_future(c.get("slow:500"))
+            await asyncio.sleep(0.02)
+            with pytest.raises(errors.RequestTimeout, match="held the client"):
+                await c.get("value:x")
+            assert value(await slow) == "slow"
+
+    run(main())
+
+
+def test_async_context_manager_and_repr(plugin: LoadedPlugin) -> None:
+    async def main() -> None:
+        async with AsyncPluginClient(plugin, policy=FAST) as c:
+            assert "AsyncPluginClient 'echo'" in repr(c)
+            init = await c.start()
+            assert init.plugin_version == "echo-1.0"
+            assert (await c.is_available()).status.value == "available"
+        with pytest.raises(errors.ClientClosed, match="AsyncPluginClient"):
+            await c.get("x")
+        await c.shutdown()  # idempotent
+
+    run(main())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed")
+def test_works_on_uvloop(plugin: LoadedPlugin, tmp_path: Path) -> None:
+    import uvloop
+
+    stubborn = make_plugin(tmp_path / "b", "stubborn", python_script(STUBBORN))
+
+    async def main() -> None:
+        async with AsyncPluginClient(plugin, policy=LifetimePolicy(request_timeout=0.3, shutdown_grace=1.0)) as c:
+            got = await asyncio.gather(*(c.get(f"value:{i}") for i in range(500)))
+            assert [value(r) for r in got] == [str(i) for i in range(500)]
+            with pytest.raises(errors.RequestTimeout):
+                await c.get("hang")
+            for i in range(100):
+                try:
+                    r = await asyncio.wait_for(c.get(f"value:c{i}"), random.uniform(0, 0.001))
+                except asyncio.TimeoutError:
+                    continue
+                assert value(r) == f"c{i}"
+            assert value(await c.get("value:last")) == "last"
+            assert c.health().crashes_in_window == 1
+        s = AsyncPluginClient(stubborn, policy=LifetimePolicy(exit_wait=0.1, shutdown_grace=0.2))
+        await s.get("x")
+        t0 = time.monotonic()
+        await s.shutdown()
+        assert time.monotonic() - t0 < 1.0
+        assert s.health().last_exit.stage is ExitStage.SIGKILL  # type: ignore[union-attr]
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("helper", ["_acquire_within", "_acquire_within_task"])
+def test_timed_lock_acquire_never_leaks_the_lock(helper: str) -> None:
+    acquire_within: Callable[[asyncio.Lock, float], Awaitable[None]] = getattr(aio, helper)
+
+    async def main() -> None:
+        lock = asyncio.Lock()
+        await lock.acquire()
+        with pytest.raises(asyncio.TimeoutError):
+            await acquire_within(lock, 0.01)
+        # Released just as the waiter times out, many times: the lock ends up free.
+        for i in range(200):
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.001 + (i % 7) * 0.0001, lock.release)
+            try:
+                await acquire_within(lock, 0.001 + (i % 5) * 0.0001)
+            except asyncio.TimeoutError:
+                await asyncio.sleep(0.002)
+                assert not lock.locked()
+                await lock.acquire()
+            assert lock.locked()
+        lock.release()
+        # An outer cancellation while queued does not take the lock either.
+        await lock.acquire()
+        waiter = asyncio.ensure_future(acquire_within(lock, 5.0))
+        await asyncio.sleep(0.001)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        lock.release()
+        await asyncio.sleep(0.001)
+        assert not lock.locked()
+
+    run(main())

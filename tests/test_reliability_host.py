@@ -1,0 +1,269 @@
+"""The host misbehaves instead of the plugin: it is SIGKILLed, or it forks.
+
+* A host killed with SIGKILL cannot run any cleanup. Its plugin must still go:
+  the host's end of the plugin's stdin closes with the host, and a plugin
+  exits at stdin EOF (the protocol's exit signal). Tested with real host
+  processes (``python -c`` scripts using ``PluginClient``).
+* A forked child must never talk to, signal or reap its parent's plugin. If it
+  makes requests itself, it gets a fresh plugin of its own, and the parent's
+  keeps working under the same pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import pytest
+
+import plugin_client
+from plugin_client.client import PluginClient
+from plugin_client.policy import LifetimePolicy
+
+from _reliability import alive, c_plugin, c_plugins, wait_gone, zombies  # noqa: F401  (fixture)
+from plugin_factory import make_plugin
+
+FAST = LifetimePolicy(request_timeout=5.0, start_timeout=5.0, shutdown_grace=0.5, exit_wait=0.2)
+PKG_PARENT = str(Path(plugin_client.__file__).resolve().parent.parent)
+
+
+def host_env() -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PKG_PARENT, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def run_host(script: str, *args: str) -> "subprocess.Popen[str]":
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=host_env(),
+    )
+
+
+@pytest.fixture
+def python_plugin(tmp_path: Path) -> Any:
+    return make_plugin(tmp_path / "py")
+
+
+@pytest.fixture
+def c_echo(c_plugins: Dict[str, bytes], tmp_path: Path) -> Any:
+    return c_plugin(c_plugins, tmp_path / "c")
+
+
+# --- SIGKILL of the host ---------------------------------------------------------------
+
+HOST_THAT_WAITS = """
+    import sys, time
+    from plugin_client import PluginClient, load_plugin
+    client = PluginClient(load_plugin(sys.argv[1]))
+    assert client.get("value:up").value.get_secret_value() == "up"
+    print(client.health().pid, flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("which", ["python_plugin", "c_echo"])
+def test_sigkilled_host_leaves_no_plugin(request: pytest.FixtureRequest, which: str) -> None:
+    plugin = request.getfixturevalue(which)
+    host = run_host(HOST_THAT_WAITS, str(plugin.manifest_path))
+    try:
+        assert host.stdout is not None
+        line = host.stdout.readline()
+        assert line.strip().isdigit(), (line, host.stderr.read() if host.poll() is not None else "")  # type: ignore[union-attr]
+        pid = int(line)
+        assert alive(pid)
+        host.send_signal(signal.SIGKILL)
+        host.wait(10)
+        t0 = time.monotonic()
+        assert wait_gone(pid, 1.0), "the plugin outlived its SIGKILLed host by more than 1 s"
+        print(f"\n{which}: gone {1e3 * (time.monotonic() - t0):.0f} ms after its host was SIGKILLed")
+    finally:
+        if host.poll() is None:  # pragma: no cover - only if an assertion failed early
+            host.kill()
+            host.wait(10)
+        host.stdout.close()  # type: ignore[union-attr]
+        host.stderr.close()  # type: ignore[union-attr]
+
+
+def test_sigkilled_host_with_several_plugins_and_a_busy_one(c_echo: Any, python_plugin: Any) -> None:
+    """Three plugins, one of them in the middle of a request that floods stderr when
+    the host dies: each exits within 1 s (EOF on stdin, or EPIPE on stdout/stderr)."""
+    script = """
+        import sys, threading, time
+        from plugin_client import PluginClient, LifetimePolicy, load_plugin
+        a = PluginClient(load_plugin(sys.argv[1]))
+        b = PluginClient(load_plugin(sys.argv[2]))
+        busy = PluginClient(load_plugin(sys.argv[1]), policy=LifetimePolicy(request_timeout=60))
+        for c in (a, b, busy):
+            c.get("value:up")
+        print(a.health().pid, b.health().pid, busy.health().pid, flush=True)
+        threading.Thread(target=busy.get, args=("stderr:1000000000000:100",), daemon=True).start()
+        time.sleep(120)
+    """
+    host = run_host(script, str(c_echo.manifest_path), str(python_plugin.manifest_path))
+    try:
+        pids = [int(p) for p in host.stdout.readline().split()]  # type: ignore[union-attr]
+        assert len(pids) == 3 and all(alive(p) for p in pids)
+        time.sleep(0.2)  # the busy one is flooding now
+        host.send_signal(signal.SIGKILL)
+        host.wait(10)
+        assert all(wait_gone(p, 1.0) for p in pids), [p for p in pids if alive(p)]
+    finally:
+        if host.poll() is None:  # pragma: no cover
+            host.kill()
+            host.wait(10)
+        host.stdout.close()  # type: ignore[union-attr]
+        host.stderr.close()  # type: ignore[union-attr]
+
+
+# --- fork -------------------------------------------------------------------------------
+
+
+def fork() -> int:
+    # Python 3.12+ warns about fork() in a process with threads (the stderr pump
+    # is one); the suite turns warnings into errors, and the child here only
+    # uses what the library resets after a fork.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
+def in_child(fn: Any) -> None:  # pragma: no cover - runs in the forked child
+    code = 1
+    try:
+        code = 0 if fn() else 2
+    except BaseException:
+        code = 3
+    finally:
+        os._exit(code)
+
+
+@pytest.fixture
+def client(c_echo: Any) -> Iterator[PluginClient]:
+    c = PluginClient(c_echo, policy=FAST)
+    yield c
+    c.shutdown()
+
+
+def test_forked_child_gets_its_own_plugin_and_parent_keeps_its_own(client: PluginClient) -> None:
+    assert client.get("value:parent").value.get_secret_value() == "parent"
+    parent_plugin = client.health().pid
+    spawns = client.health().spawn_count
+    r, w = os.pipe()
+    child = fork()
+    if child == 0:  # pragma: no cover - the forked child
+
+        def work() -> bool:
+            os.close(r)
+            assert client.health().pid is None  # the parent's process is forgotten
+            got = [client.get(f"value:child-{i}").value.get_secret_value() for i in range(50)]
+            mine = client.health().pid
+            assert mine is not None and mine != parent_plugin
+            assert got == [f"child-{i}" for i in range(50)]
+            assert alive(parent_plugin)  # type: ignore[arg-type]
+            client.shutdown()
+            assert not alive(mine)
+            assert alive(parent_plugin)  # type: ignore[arg-type]
+            os.write(w, f"{mine}\n".encode())
+            return True
+
+        in_child(work)
+    os.close(w)
+    with os.fdopen(r) as f:
+        report = f.read()
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    child_plugin = int(report)
+    assert child_plugin != parent_plugin and not alive(child_plugin)
+    # The parent's plugin: same pid, still answering, never restarted.
+    assert alive(parent_plugin)  # type: ignore[arg-type]
+    assert client.get("value:parent-again").value.get_secret_value() == "parent-again"
+    h = client.health()
+    assert h.pid == parent_plugin and h.spawn_count == spawns and h.crashes_in_window == 0
+    assert zombies() == []
+
+
+def test_fork_while_another_thread_holds_the_client(tmp_path: Path) -> None:
+    """A thread of the parent is inside a slow request when the host forks: the child's
+    copy of the request lock is held by a thread that does not exist there. The child
+    must still be able to use the client (a fresh lock, a fresh plugin) at once."""
+    plugin = make_plugin(tmp_path / "slow")  # the Python echo plugin has slow:<ms>
+    c = PluginClient(plugin, policy=FAST)
+    try:
+        c.get("value:warm")
+        parent_plugin = c.health().pid
+        out: List[str] = []
+        t = threading.Thread(target=lambda: out.append(c.get("slow:800").value.get_secret_value()))
+        t.start()
+        time.sleep(0.2)  # the thread now holds the lock and waits for the plugin
+        r, w = os.pipe()
+        child = fork()
+        if child == 0:  # pragma: no cover - the forked child
+
+            def work() -> bool:
+                os.close(r)
+                t0 = time.monotonic()
+                ok = c.get("value:from-child").value.get_secret_value() == "from-child"
+                fast = time.monotonic() - t0 < 3.0
+                c.shutdown()
+                os.write(w, b"1" if ok and fast else b"0")
+                return ok
+
+            in_child(work)
+        os.close(w)
+        got = os.read(r, 1)
+        os.close(r)
+        _, status = os.waitpid(child, 0)
+        assert got == b"1" and os.waitstatus_to_exitcode(status) == 0
+        t.join(10)
+        assert out == ["slow"]
+        assert c.health().pid == parent_plugin
+        assert c.get("value:after").value.get_secret_value() == "after"
+    finally:
+        c.shutdown()
+    assert zombies() == []
+
+
+def test_forked_child_exiting_normally_does_not_touch_the_parent_plugin(c_echo: Any) -> None:
+    """In a real host: the child uses the client, then exits through the interpreter's
+    normal shutdown (at-exit hooks and finalizers run). The parent's plugin survives
+    with the same pid and still answers; the child's own plugin is gone."""
+    script = """
+        import os, sys, time
+        from plugin_client import PluginClient, load_plugin
+        client = PluginClient(load_plugin(sys.argv[1]))
+        client.get("value:up")
+        parent_plugin = client.health().pid
+        child = os.fork()
+        if child == 0:
+            client.get("value:in-child")
+            print("child-plugin", client.health().pid, flush=True)
+            sys.exit(0)  # no shutdown(): the at-exit finalizer ends the child's plugin
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        time.sleep(0.1)
+        assert client.health().pid == parent_plugin
+        os.kill(parent_plugin, 0)
+        assert client.get("value:after").value.get_secret_value() == "after"
+        assert client.health().pid == parent_plugin and client.health().spawn_count == 1
+        print("parent-plugin", parent_plugin, flush=True)
+    """
+    host = run_host(script, str(c_echo.manifest_path))
+    out, err = host.communicate(timeout=30)
+    assert host.returncode == 0, err
+    lines = dict(line.split() for line in out.splitlines())
+    child_plugin, parent_plugin = int(lines["child-plugin"]), int(lines["parent-plugin"])
+    assert child_plugin != parent_plugin
+    # The parent host exited normally too: its at-exit hook ended its plugin.
+    assert wait_gone(child_plugin, 2.0) and wait_gone(parent_plugin, 2.0)
