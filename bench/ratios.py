@@ -61,6 +61,9 @@ TARGETS: List[Target] = [
     ("list_decode", "ours", "naive", "(info) decode only, no pipe", lambda r: True),
     ("frames_small", "c", "py", ">= 3x the twin on small frames", lambda r: r <= 1 / 3),
     ("frames_huge", "c", "py", "(info) one huge frame, 4 KiB reads", lambda r: True),
+    ("aio_warm_get", "async-c", "sync-c", "(info) AsyncPluginClient vs PluginClient", lambda r: True),
+    ("aio_warm_get", "async-c", "asyncio-naive", "(info) vs create_subprocess_exec+readline+json", lambda r: True),
+    ("aio_warm_get", "async-c", "async-py", "(info) asyncio client, compiled core vs the twin", lambda r: True),
 ]
 
 

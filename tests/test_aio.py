@@ -12,6 +12,7 @@ import gc
 import importlib.util
 import os
 import random
+import signal
 import threading
 import time
 from pathlib import Path
@@ -534,5 +535,110 @@ def test_timed_lock_acquire_never_leaks_the_lock(helper: str) -> None:
         lock.release()
         await asyncio.sleep(0.001)
         assert not lock.locked()
+
+    run(main())
+
+
+def test_epipe_with_sigpipe_restored_is_a_crash_not_a_dead_host(tmp_path: Path) -> None:
+    body = (
+        "import sys, json, os, time\n"
+        "r = json.loads(sys.stdin.readline())\n"
+        "print(json.dumps({'jsonrpc': '2.0', 'id': r['id'], 'result': {'source_name': r['params']['source_name'],"
+        " 'capabilities_bits': 1, 'plugin_version': '1'}}), flush=True)\n"
+        "os.close(0)\n"
+        "time.sleep(3600)\n"
+    )
+    plugin = make_plugin(tmp_path / "p", "closer", python_script(body))
+
+    async def main() -> None:
+        async with AsyncPluginClient(plugin, policy=FAST) as c:
+            await c.start()
+            await asyncio.sleep(0.05)  # let it close its stdin
+            with pytest.raises(errors.PluginCrashed):
+                await c.get("x")
+            assert c.health().crashes_in_window == 1
+
+    old = signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        run(main())
+    finally:
+        signal.signal(signal.SIGPIPE, old)
+    assert signal.SIGPIPE not in signal.sigpending()
+
+
+def test_exit_wait_without_a_pidfd_polls_with_a_short_backoff() -> None:
+    from plugin_client._impl import spawn
+
+    class NoPidfd:
+        """A child as a kernel without pidfds shows it."""
+
+        def __init__(self, child: Any) -> None:
+            self._child = child
+            self.pidfd = -1
+
+        def wait(self, timeout: Optional[float] = None, *, reap: bool = True) -> Optional[int]:
+            return self._child.wait(timeout, reap=reap)  # type: ignore[no-any-return]
+
+    child = spawn([b"/bin/sh", b"-c", b"sleep 0.2; exit 3"], {})
+    try:
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            ticker = Ticker()
+            ticker.start()
+            assert await aio._ExitWait(loop, NoPidfd(child), 0.05).wait() is None  # type: ignore[arg-type]
+            t0 = time.monotonic()
+            rc = await aio._ExitWait(loop, NoPidfd(child), 5.0).wait()  # type: ignore[arg-type]
+            assert rc == 3 and time.monotonic() - t0 < 0.5
+            await ticker.stop()
+            assert max(ticker.gaps) < 0.05
+
+        run(main())
+    finally:
+        child.kill()
+        child.wait(5)
+        child.close()
+
+
+EARLY = (
+    "import json, os, re, sys\n"
+    "buf = b''\n"
+    "def fill(cond):\n"
+    "    global buf\n"
+    "    while not cond():\n"
+    "        chunk = os.read(0, 65536)\n"
+    "        if not chunk:\n"
+    "            sys.exit(0)\n"
+    "        buf += chunk\n"
+    "def send(obj):\n"
+    "    os.write(1, (json.dumps(obj) + '\\n').encode())\n"
+    "while True:\n"
+    "    fill(lambda: len(buf) >= 200 or b'\\n' in buf)\n"
+    "    rid = int(re.search(rb'\"id\":\\s*(\\d+)', buf[:200]).group(1))\n"
+    "    method = re.search(rb'\"method\":\\s*\"([^\"]+)\"', buf[:200]).group(1).decode()\n"
+    "    if method.endswith('put'):\n"
+    "        send({'jsonrpc': '2.0', 'id': rid, 'result': {'replaced': False}})  # before the rest\n"
+    "    fill(lambda: b'\\n' in buf)\n"
+    "    line, _, buf = buf.partition(b'\\n')\n"
+    "    req = json.loads(line)\n"
+    "    if method.endswith('init'):\n"
+    "        send({'jsonrpc': '2.0', 'id': rid, 'result': {'source_name': req['params']['source_name'],"
+    " 'capabilities_bits': 511, 'plugin_version': '1'}})\n"
+    "    elif method.endswith('get'):\n"
+    "        send({'jsonrpc': '2.0', 'id': rid, 'result': {'value': req['params']['reference']}})\n"
+)
+
+
+def test_reply_before_the_whole_request_was_written(tmp_path: Path) -> None:
+    """A plugin may answer before it read all of a long request: the rest of the
+    line is still written before the next request, as by the blocking client."""
+    plugin = make_plugin(tmp_path / "p", "early", python_script(EARLY))
+
+    async def main() -> None:
+        async with AsyncPluginClient(plugin, policy=FAST) as c:
+            for i in range(3):
+                assert (await c.put("k", "x" * 1_000_000)).replaced is False
+                assert value(await c.get(f"after-{i}")) == f"after-{i}"
+            assert c.health().spawn_count == 1 and c.health().crashes_in_window == 0
 
     run(main())

@@ -34,7 +34,7 @@ KiB = 1024
 READ_CHUNK = 64 * KiB
 SLACK = 0.5  # how late a deadline may fire on a loaded 2-core CI machine
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 def model(stream: bytes, limit: int) -> Tuple[List[bytes], str]:
@@ -175,7 +175,7 @@ def test_cores_give_the_same_frames_through_a_pipe(schedule: Any, stall: bool) -
     assert read_all(py, chunks, pauses, limit, stall) == read_all(c, chunks, pauses, limit, stall)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(
     prefix=st.binary(max_size=300).filter(lambda b: b"\n" not in b[-1:]),
     limit=limits,

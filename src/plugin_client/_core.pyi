@@ -66,6 +66,11 @@ class FrameReader:
     def exchange(self, fd: int, data: _Bytes, deadline: Optional[float] = None) -> bytes:
         """One request and its reply: :func:`write_all` ``data`` to ``fd``, then
         :meth:`read_frame`, both within ``deadline``, in one call."""
+    def exchange_if_idle(
+        self, fd: int, data: _Bytes, deadline: Optional[float] = None, pidfd: int = -1
+    ) -> Optional[bytes]:
+        """:meth:`idle_state` first: unless it is ``0``, return ``None`` and write
+        nothing; else :meth:`exchange`. A warm request in one call."""
     def idle_state(self, pidfd: int = -1) -> int:
         """What came while no request was in flight, with one ``poll`` that never waits.
 

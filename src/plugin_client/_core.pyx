@@ -590,6 +590,15 @@ cdef class FrameReader:
         _write_all(fd, data, deadline)
         return self._read_frame(deadline)
 
+    def exchange_if_idle(self, int fd, data, deadline=None, int pidfd=-1):
+        """:meth:`idle_state` first: unless it is ``0``, return ``None`` and write
+        nothing; else :meth:`exchange`. A warm request in one call."""
+        self._idle()
+        if self._idle_state(pidfd) != 0:
+            return None
+        _write_all(fd, data, deadline)
+        return self._read_frame(deadline)
+
     def idle_state(self, int pidfd=-1):
         """What came while no request was in flight, with one ``poll`` that never waits.
 
@@ -597,9 +606,12 @@ cdef class FrameReader:
         ``1``: ``fd`` hung up, or ``pidfd`` (when >= 0) is readable: the process
         exited or closed its stdout. ``0``: nothing.
         """
+        self._idle()
+        return self._idle_state(pidfd)
+
+    cdef int _idle_state(self, int pidfd) except -1:
         cdef pollfd fds[2]
         cdef int r, err
-        self._idle()
         if self._end > self._start:
             return 2
         fds[0].fd = self._fd
@@ -644,12 +656,12 @@ cdef class FrameReader:
         if frame is not None:
             return frame
         has_dl = _deadline(deadline, &dl)
-        if has_dl:
-            start = _now()
         self._busy = True
         try:
             while True:
                 if self._poll_first and has_dl:
+                    if start == 0.0:
+                        start = _now()
                     _wait_fd(fd, POLLIN, has_dl, dl, start, OP_READ)
                 # _pop did not raise, so at most max bytes are held: with one
                 # more read the buffer stays under max + CHUNK.
@@ -682,6 +694,8 @@ cdef class FrameReader:
                 elif n == 0:
                     raise StreamEOF(self._end - self._start)
                 elif err == EAGAIN:  # == EWOULDBLOCK on Linux
+                    if start == 0.0:
+                        start = waited_from  # the clock is read only once a wait begins
                     _wait_fd(fd, POLLIN, has_dl, dl, start, OP_READ)
                 elif err == EINTR:
                     PyErr_CheckSignals()
@@ -700,6 +714,8 @@ cdef class FrameReader:
                 self._spin = min(SPIN_MAX, max(SPIN_MIN, 2.0 * waited))
             else:
                 self._spin = 0.0
+        if SPIN_MAX <= 0.0:
+            self._spin = 0.0
 
     def feed(self, data):
         """Append bytes read elsewhere. Never raises for size: the limit is
@@ -755,8 +771,6 @@ cdef int _write_all(int fd, object data, object deadline) except -1:
         if view.len == 0:
             return 0
         has_dl = _deadline(deadline, &dl)
-        if has_dl:
-            start = _now()
         # Python ignores SIGPIPE, but a host may have restored SIG_DFL, and
         # then one EPIPE would kill it. Asked every call (one cheap syscall):
         # the disposition can change at any time.
@@ -778,6 +792,8 @@ cdef int _write_all(int fd, object data, object deadline) except -1:
                 p += n
                 left -= n
             elif n == 0 or err == EAGAIN:  # == EWOULDBLOCK on Linux
+                if start == 0.0:
+                    start = _now()  # read only once a wait begins
                 _wait_fd(fd, POLLOUT, has_dl, dl, start, OP_WRITE)
             elif err == EINTR:
                 PyErr_CheckSignals()
@@ -893,6 +909,19 @@ cdef class RestartWindow:
 
 
 # --- spawning -----------------------------------------------------------------
+
+def _spin_limit(limit=None):
+    """Private, for benchmarks and tests: the longest adaptive spin of a
+    FrameReader, in seconds (``0``: never spin); sets it when ``limit`` is
+    given. Returns the value in force before the call."""
+    global SPIN_MAX
+    cdef double old = SPIN_MAX
+    if limit is not None:
+        if not limit >= 0.0:
+            raise ValueError(f"limit must be >= 0, not {limit!r}")
+        SPIN_MAX = limit
+    return old
+
 
 def _force_spawn_fallback(bint flag):
     """Private, for tests: make :func:`spawn` use the ``vfork`` fallback even

@@ -261,6 +261,15 @@ class FrameReader:
         write_all(fd, data, deadline)
         return self.read_frame(deadline)
 
+    def exchange_if_idle(
+        self, fd: int, data: _Bytes, deadline: Optional[float] = None, pidfd: int = -1
+    ) -> Optional[bytes]:
+        """:meth:`idle_state` first: unless it is ``0``, return ``None`` and write
+        nothing; else :meth:`exchange`. A warm request in one call."""
+        if self.idle_state(pidfd) != 0:
+            return None
+        return self.exchange(fd, data, deadline)
+
     def idle_state(self, pidfd: int = -1) -> int:
         """What came while no request was in flight, with one ``poll`` that never waits.
 

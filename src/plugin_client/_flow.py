@@ -9,8 +9,10 @@ spawn plus ``init`` within ``start_timeout``, the capability gate, an error
 followed by kill and crash accounting, every message a host sees) happens here,
 between the yields, with no I/O of its own but non-blocking checks.
 
-:class:`PluginClient` drives a flow with blocking calls (:func:`run_sync`);
-:class:`AsyncPluginClient` awaits the same operations on its event loop. The
+:class:`PluginClient` drives a flow with blocking calls (:func:`run_sync`),
+and for a warm process skips the generator: :meth:`Flow.warm_process`, one
+exchange, then the same error steps; :class:`AsyncPluginClient` awaits the same
+operations on its event loop. The
 caller of a flow method holds the client's request lock (a ``threading.Lock``
 or an ``asyncio.Lock``): the flow assumes one request at a time per process.
 The bookkeeping behind ``health()`` is :class:`~plugin_client._lifecycle.Lifecycle`.
@@ -42,20 +44,37 @@ from .errors import (
     SpawnError,
     UnsupportedCapability,
 )
-from .health import ExitInfo, PluginHealth
+from .health import ExitInfo, PluginHealth, PluginState
 from .manifest import PluginManifest, VerifiedExecutable, verify_executable
 from .policy import LifetimePolicy
 from .protocol import MAX_REQUEST_ID, Call, InitCall, InitResult, Result, decode_reply, encode_request
 
-__all__ = ("Flow", "Slot", "finalize_slot", "FlowSteps")
+__all__ = ("Flow", "Slot", "finalize_slot", "FlowSteps", "EXCHANGE_ERRORS")
 
 _log = logging.getLogger("plugin_client")
 
 _PathLike = Union[str, "os.PathLike[str]"]
 FlowSteps = Generator[Op, Any, Any]
 
+# What an Exchange raises when the plugin failed it (handled by exchange_failed_steps).
+EXCHANGE_ERRORS = (DeadlineExceeded, StreamEOF, PipeClosed, FrameTooLargeError)
+
 
 _NEED_BITS: Dict[type, int] = {}
+
+# This process's pid, kept by an at-fork hook: the warm path's fork check
+# without a getpid() system call (ready_steps still asks the kernel).
+_PID = os.getpid()
+_DISABLED = PluginState.DISABLED
+
+
+def _after_fork_in_child() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _need_bits(call_type: type) -> int:
@@ -161,6 +180,35 @@ class Flow:
         if not (self.caps_bits & _need_bits(type(call))):
             raise self.unsupported(call)
 
+    def allows(self, call_type: type) -> bool:
+        """The gate's test on a call type (for a caller that has not built the call)."""
+        return bool(self.caps_bits & _need_bits(call_type))
+
+    def warm_process(self, now: Optional[float] = None, check_idle: bool = True) -> Optional[PluginProcess]:
+        """The live process, if a request can be written to it at once: the checks
+        of :meth:`ready_steps` when they find nothing to do (not closed, not forked,
+        not disabled, not idle too long, and an idle check that saw nothing: one
+        ``poll(0)`` in the core). ``None``: ``ready_steps`` has work to do.
+
+        A plain call, not a generator: the warm path of a request stays a few
+        calls and one poll, which is most of what a request costs beyond its
+        write, read and decode. ``now``: ``monotonic()``, if the caller has it.
+        ``check_idle=False``: the caller makes the idle check itself, in the
+        core call that writes its request (``FrameReader.exchange_if_idle``).
+        """
+        proc = self.slot.proc
+        if proc is None or self.closed or self._pid != _PID:
+            return None
+        life = self.life
+        if now is None:
+            now = monotonic()
+        if life.state is _DISABLED or now - life.last_used_mono > self.policy.idle_timeout:
+            return None
+        # proc.idle_check(), minus a Python frame.
+        if check_idle and proc.reader.idle_state(proc.child.pidfd) != IDLE_OK:
+            return None
+        return proc
+
     def health(self) -> PluginHealth:
         """A snapshot; never waits behind a request in flight."""
         proc = self.slot.proc
@@ -195,7 +243,9 @@ class Flow:
     def request_steps(self, call: Call) -> FlowSteps:
         """Ready a process (reap, respawn, init as needed), then one request. Returns
         the typed result; raises the public errors."""
-        proc = yield from self.ready_steps()
+        proc = self.warm_process()
+        if proc is None:
+            proc = yield from self.ready_steps()
         if not (self.caps_bits & _need_bits(type(call))):
             raise self.unsupported(call)
         rid = self._take_id()
@@ -203,37 +253,49 @@ class Flow:
         deadline = monotonic() + self.policy.request_timeout
         try:
             frame = yield Exchange(proc, line, deadline, True)
-        except DeadlineExceeded as exc:
-            msg = yield from self._fail_steps(
-                proc,
-                f"Plugin {self.name!r} did not answer {type(call).method.value!r} within "
-                f"request_timeout={self.policy.request_timeout:g} s; it was killed and will be restarted.",
-            )
-            raise RequestTimeout(msg, plugin=self.name) from exc
-        except (StreamEOF, PipeClosed) as exc:
-            msg = yield from self._fail_steps(
-                proc, f"Plugin {self.name!r} exited while answering {type(call).method.value!r}", dead=True
-            )
-            raise PluginCrashed(msg, plugin=self.name) from exc
-        except FrameTooLargeError as exc:
-            msg = yield from self._fail_steps(
-                proc,
-                f"Plugin {self.name!r} sent a reply line longer than max_frame_bytes={exc.limit}; "
-                "it was killed. Raise max_frame_bytes in the LifetimePolicy if such replies are legitimate.",
-            )
-            raise FrameTooLarge(msg, plugin=self.name) from exc
+        except EXCHANGE_ERRORS as exc:
+            yield from self.exchange_failed_steps(proc, type(call), exc)
+            raise  # pragma: no cover - the steps always raise
         try:
             result = decode_reply(frame, call, rid, plugin=self.name)
         except PluginError:
             self.life.on_used()
             raise
         except ProtocolError as exc:
-            # Same exception object, so its type and fields (expected/got ids) survive.
-            msg = yield from self._fail_steps(proc, exc.message + " The plugin was killed and will be restarted.")
-            exc.args = (msg,)
+            yield from self.bad_reply_steps(proc, exc)
             raise
         self.life.on_used()
         return result
+
+    def exchange_failed_steps(self, proc: PluginProcess, call_type: Any, exc: BaseException) -> FlowSteps:
+        """An exchange failed with one of ``EXCHANGE_ERRORS``: end ``proc``, count the
+        crash and raise the public error, chained to ``exc``."""
+        method = call_type.method.value
+        if isinstance(exc, DeadlineExceeded):
+            msg = yield from self._fail_steps(
+                proc,
+                f"Plugin {self.name!r} did not answer {method!r} within "
+                f"request_timeout={self.policy.request_timeout:g} s; it was killed and will be restarted.",
+            )
+            raise RequestTimeout(msg, plugin=self.name) from exc
+        if isinstance(exc, (StreamEOF, PipeClosed)):
+            msg = yield from self._fail_steps(proc, f"Plugin {self.name!r} exited while answering {method!r}", dead=True)
+            raise PluginCrashed(msg, plugin=self.name) from exc
+        if isinstance(exc, FrameTooLargeError):
+            msg = yield from self._fail_steps(
+                proc,
+                f"Plugin {self.name!r} sent a reply line longer than max_frame_bytes={exc.limit}; "
+                "it was killed. Raise max_frame_bytes in the LifetimePolicy if such replies are legitimate.",
+            )
+            raise FrameTooLarge(msg, plugin=self.name) from exc
+        raise exc
+
+    def bad_reply_steps(self, proc: PluginProcess, exc: ProtocolError) -> FlowSteps:
+        """A reply broke the protocol: end ``proc`` and count the crash. The caller
+        re-raises ``exc`` itself (its type and fields, such as the expected and
+        received ids, survive); its message gets the outcome."""
+        msg = yield from self._fail_steps(proc, exc.message + " The plugin was killed and will be restarted.")
+        exc.args = (msg,)
 
     def start_steps(self) -> FlowSteps:
         """Spawn and init now if there is no live process; returns the ``InitResult``."""
@@ -374,7 +436,7 @@ class Flow:
             raise
         self.init = init
         self.life.on_ready(init)
-        self.caps_bits = int(init.capabilities)
+        self.caps_bits = init.capabilities_bits  # int(init.capabilities), without building the IntFlag
         return proc
 
     def _init_error(self, exc: BaseException, how: str) -> PluginClientError:

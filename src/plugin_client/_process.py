@@ -35,6 +35,10 @@ IDLE_OUTPUT = 2  # it wrote to stdout with no request in flight
 # before it counts as a hostile "closed stdout but stays alive" and is killed.
 _EOF_EXIT_WAIT = 0.1
 
+# How long a cooperative exit may take before the stderr pump watches the
+# process again (see stop_steps).
+_QUIET_EXIT = 0.002
+
 _StrOrBytes = Union[str, bytes]
 
 
@@ -159,9 +163,20 @@ class PluginProcess:
         """Graceful stop: close stdin, wait; SIGTERM the group, wait ``grace``; SIGKILL.
         Returns the :class:`ExitInfo`."""
         child = self.child
+        # A quick cooperative exit wakes no other thread: the stderr pump lets
+        # go of this process for the first _QUIET_EXIT seconds (what it writes
+        # meanwhile stays in the pipe and is drained at the end) and takes it
+        # back if the exit takes longer, so a plugin that logs a lot while it
+        # shuts down is held up for that long at most.
+        paused = PUMP.pause(self.tail)
         child.close_stdin()
         stage = ExitStage.STDIN_CLOSE
-        rc = yield WaitExit(self, exit_wait)
+        first = min(exit_wait, _QUIET_EXIT) if paused else exit_wait
+        rc = yield WaitExit(self, first)
+        if rc is None and paused:
+            PUMP.resume(self.tail)
+            if exit_wait > first:
+                rc = yield WaitExit(self, exit_wait - first)
         if rc is None:
             stage = ExitStage.SIGTERM
             _signal_all(child, signal.SIGTERM)
@@ -169,7 +184,7 @@ class PluginProcess:
         if rc is None:
             stage = ExitStage.SIGKILL
             _signal_all(child, signal.SIGKILL)
-        return (yield from self._finish_steps(stage))
+        return (yield from self._finish_steps(stage, rc))
 
     def kill_steps(self) -> Steps:
         """End it now, after a timeout or a protocol error."""
@@ -178,17 +193,19 @@ class PluginProcess:
 
     def reap_dead_steps(self) -> Steps:
         """It hit EOF or exited on its own: collect it, killing it if it lingers."""
-        if (yield WaitExit(self, _EOF_EXIT_WAIT)) is None:
+        rc = yield WaitExit(self, _EOF_EXIT_WAIT)
+        if rc is None:
             _signal_all(self.child, signal.SIGKILL)
             return (yield from self._finish_steps(ExitStage.KILLED_AFTER_ERROR))
-        return (yield from self._finish_steps(ExitStage.CRASH))
+        return (yield from self._finish_steps(ExitStage.CRASH, rc))
 
-    def _finish_steps(self, stage: ExitStage) -> Steps:
+    def _finish_steps(self, stage: ExitStage, exited: Optional[int] = None) -> Steps:
         child = self.child
         # The leader is dead or dying but not yet reaped, so its pid (the group
         # id) cannot be reused: SIGKILL whatever else is left in the group, then
         # reap the leader last (a zombie by now: that wait does not block).
-        yield WaitExit(self, None)
+        if exited is None:  # not seen exiting yet (a wait already returned its status otherwise)
+            yield WaitExit(self, None)
         child.kill()
         rc = child.wait(None)
         PUMP.unregister(self.tail)

@@ -119,6 +119,32 @@ class StderrPump:
             self._epoll.register(fd, select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR)
         return tail
 
+    def pause(self, tail: StderrTail) -> bool:
+        """Stop watching ``tail.fd`` for now; what the plugin writes stays in the pipe.
+        True if it was being watched. :meth:`resume` or :meth:`unregister` follows.
+
+        For a cooperative exit: the exit hangs up stderr, and a watched fd would
+        wake this thread to take the GIL just when the stopping thread wakes.
+        """
+        with self._lock:
+            if self._tails.get(tail.fd) is not tail:
+                return False
+            del self._tails[tail.fd]
+            if self._epoll is not None:
+                try:
+                    self._epoll.unregister(tail.fd)
+                except OSError:
+                    pass
+        return True
+
+    def resume(self, tail: StderrTail) -> None:
+        """Watch ``tail.fd`` again after :meth:`pause`, unless it has reached its end."""
+        with self._lock:
+            if tail.closed or self._epoll is None or tail.fd in self._tails:
+                return
+            self._tails[tail.fd] = tail
+            self._epoll.register(tail.fd, select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR)
+
     def unregister(self, tail: StderrTail) -> None:
         """Stop watching ``tail.fd`` and read what is left; the caller closes the fd afterwards."""
         with self._lock:

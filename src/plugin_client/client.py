@@ -24,8 +24,10 @@ import threading
 import weakref
 from typing import Any, Mapping, Optional, Union, overload
 
-from ._flow import Flow, finalize_slot
+from ._flow import EXCHANGE_ERRORS, Flow, _need_bits, finalize_slot
+from ._impl import monotonic
 from ._process import run_sync
+from .errors import PluginError, ProtocolError
 from .health import PluginHealth
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
@@ -48,6 +50,9 @@ from .protocol import (
     Result,
     ValidateCall,
     ValidateResult,
+    _get_line,
+    decode_reply,
+    encode_request,
 )
 
 __all__ = ("PluginClient",)
@@ -146,22 +151,16 @@ class PluginClient:
         Raises :class:`PluginError` for the plugin's own error replies (the process
         stays up) and another :class:`PluginClientError` for everything else.
         """
-        flow = self._flow
-        flow.gate(call)
-        lock = self._lock
-        if not lock.acquire(timeout=self._lock_timeout):
-            raise flow.lock_timeout_error()
-        try:
-            result: Result = run_sync(flow.request_steps(call))
-            return result
-        finally:
-            lock.release()
+        return self._call(type(call), call, "")
 
     def is_available(self) -> IsAvailableResult:
         return self.request(IsAvailableCall())
 
     def get(self, reference: str) -> GetResult:
-        return self.request(GetCall(reference=reference))
+        if reference.__class__ is not str:
+            return self.request(GetCall(reference=reference))  # GetCall validates it
+        # No GetCall model on the warm path: the line is formatted from the reference.
+        return self._call(GetCall, None, reference)  # type: ignore[return-value]
 
     def list(self) -> ListResult:
         return self.request(ListCall())
@@ -212,6 +211,58 @@ class PluginClient:
         _LIVE.discard(self)
 
     close = shutdown
+
+    # --- the request path -----------------------------------------------------------
+
+    def _call(self, call_type: Any, call: Optional[Call], reference: str) -> Result:
+        """One request: ``call``, or (``call`` None) a ``GetCall`` for ``reference``.
+
+        A warm process (``Flow.warm_process``: nothing to reap, restart or
+        report) gets ``Flow.request_steps`` without its generator: one core
+        call makes the idle check (one ``poll(0)``), writes the line and reads
+        the reply; one pydantic pass decodes it; the error paths are the flow's
+        own steps. Anything else runs the shared flow with blocking calls.
+        """
+        flow = self._flow
+        need = _need_bits(call_type)
+        if not (flow.caps_bits & need):
+            raise flow.unsupported(call if call is not None else GetCall(reference=reference))
+        lock = self._lock
+        if not lock.acquire(False) and not lock.acquire(timeout=self._lock_timeout):
+            raise flow.lock_timeout_error()
+        try:
+            now = monotonic()
+            proc = flow.warm_process(now, check_idle=False)
+            # (The gate again: another thread's request may have restarted the plugin.)
+            if proc is not None and flow.caps_bits & need:
+                rid = flow._take_id()
+                line = encode_request(call, rid) if call is not None else _get_line(reference, rid)
+                child = proc.child
+                try:
+                    frame = proc.reader.exchange_if_idle(
+                        child.stdin_fd, line, now + flow.policy.request_timeout, child.pidfd
+                    )
+                except EXCHANGE_ERRORS as exc:
+                    run_sync(flow.exchange_failed_steps(proc, call_type, exc))
+                    raise  # pragma: no cover - the steps always raise
+                if frame is not None:  # None: output or an exit while idle; nothing was sent
+                    try:
+                        result: Result = decode_reply(frame, call_type, rid, plugin=flow.name)
+                    except PluginError:
+                        flow.life.on_used()
+                        raise
+                    except ProtocolError as exc:
+                        run_sync(flow.bad_reply_steps(proc, exc))
+                        raise
+                    flow.life.on_used()
+                    return result
+            # Spawn, init, reap, recover, refuse: the shared flow, with blocking calls.
+            if call is None:
+                call = GetCall(reference=reference)
+            result = run_sync(flow.request_steps(call))
+            return result
+        finally:
+            lock.release()
 
     def _forget_after_fork(self) -> None:
         """In a forked child: drop the parent's process without signalling it."""

@@ -338,6 +338,8 @@ class InitCall(Call):
     @field_validator("config")
     @classmethod
     def _config_is_json(cls, value: Dict[str, Any]) -> Dict[str, Any]:
+        if not value:
+            return value  # {} is JSON: the common case costs no encoding
         try:
             _dumps(value)
         except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
@@ -438,9 +440,14 @@ _to_json = pydantic_core.to_json
 _from_json = pydantic_core.from_json
 
 
+# One encoder for every call: json.dumps() with non-default options builds a
+# new JSONEncoder each time, which costs more than encoding a small object.
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def _dumps(obj: Any) -> bytes:
     """Compact UTF-8 JSON, as strict as serde_json: no NaN/infinity, no lone surrogates."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return _ENCODER.encode(obj).encode("utf-8")
 
 
 def _json_str(text: str, what: str) -> bytes:
@@ -531,6 +538,17 @@ def _enc_is_available(call: Any, rid: int) -> bytes:
 
 def _enc_get(call: Any, rid: int) -> bytes:
     return _T_GET % (rid, _json_str(call.reference, "GetCall.reference"))
+
+
+def _get_line(reference: str, request_id: int) -> bytes:
+    """``encode_request(GetCall(reference=reference), request_id)`` without building
+    the model: ``PluginClient.get``'s warm path. ``reference`` must be a ``str``
+    (the caller checks; anything else goes through ``GetCall``'s validation)."""
+    try:
+        return _T_GET % (request_id, _to_json(reference))
+    except pydantic_core.PydanticSerializationError:
+        pass
+    return _T_GET % (request_id, _json_str(reference, "GetCall.reference"))  # raises the ValueError
 
 
 def _enc_list(call: Any, rid: int) -> bytes:

@@ -21,8 +21,8 @@
  *     garbage          an invalid-UTF-8, non-JSON line
  *     garbage-sleep    binary junk with no newline, then sleep
  *     partial          half a frame, then sleep  hang            never reply
- *     badid            reply with id + 1000      dup             reply twice
- *     prereply         reply, then at once a reply to the *next* id
+ *     badid            reply with id + 1000      dup             reply twice (one write)
+ *     prereply         reply, and with it a reply to the *next* id (one write)
  *     close-stdout     close stdout, stay alive
  *     term-fork:<n>    ignore SIGTERM and the end of stdin, fork n children
  *                      that ignore SIGTERM too (they keep stdout and stderr
@@ -92,6 +92,17 @@ static void reply_value(unsigned long long id, const char *value, size_t vlen) {
 }
 
 static void reply_str(unsigned long long id, const char *value) { reply_value(id, value, strlen(value)); }
+
+/* Two replies in one write(), so they reach the host together: the second is
+ * then always in the pipe (or the host's buffer) before the next request. */
+static void reply_twice(unsigned long long id1, const char *v1, unsigned long long id2, const char *v2) {
+    char buf[1200];
+    int n = snprintf(buf, sizeof buf,
+                     "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"result\":{\"value\":\"%s\"}}\n"
+                     "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"result\":{\"value\":\"%s\"}}\n",
+                     id1, v1, id2, v2);
+    write_all(1, buf, (size_t)n);
+}
 
 static void reply_raw(unsigned long long id, const char *result_json) {
     char buf[512];
@@ -186,8 +197,7 @@ static void secret_reply(unsigned long long id, const char *secret, const char *
     } else if (!strcmp(how, "badid")) {
         reply_str(id + 7, secret);
     } else if (!strcmp(how, "dup")) {
-        reply_str(id, secret);
-        reply_str(id, secret);
+        reply_twice(id, secret, id, secret);
     } else if (!strcmp(how, "huge")) {
         for (int i = 0; i < 2000; i++) puts_fd(1, secret);
         sleep_forever();
@@ -256,14 +266,8 @@ static void do_ref(unsigned long long id, const char *ref) {
     }
     if (!strcmp(ref, "hang")) sleep_forever();
     if (!strcmp(ref, "badid")) return reply_str(id + 1000, "wrong");
-    if (!strcmp(ref, "dup")) {
-        reply_str(id, "one");
-        return reply_str(id, "two");
-    }
-    if (!strcmp(ref, "prereply")) {
-        reply_str(id, "now");
-        return reply_str(id + 1, "before-you-asked");
-    }
+    if (!strcmp(ref, "dup")) return reply_twice(id, "one", id, "two");
+    if (!strcmp(ref, "prereply")) return reply_twice(id, "now", id + 1, "before-you-asked");
     if (!strcmp(ref, "close-stdout")) {
         close(1);
         sleep_forever();
