@@ -10,13 +10,62 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Set
 
 BENCH = Path(__file__).parent
 
 # A fresh file is "racy" for manifest.RACY_WINDOW_NS (3 s): every spawn re-hashes
 # it until then. Cold-start benchmarks wait that out so they time the steady state.
 _RACY_S = 3.2
+
+
+def _set_affinity_all_threads(cpus: Set[int]) -> Dict[int, Set[int]]:
+    """Set every thread's affinity (the stderr pump's too); return the old masks."""
+    old: Dict[int, Set[int]] = {}
+    for tid in (int(t) for t in os.listdir("/proc/self/task")):
+        try:
+            old[tid] = os.sched_getaffinity(tid)
+            os.sched_setaffinity(tid, cpus)
+        except OSError:  # the thread ended meanwhile
+            pass
+    return old
+
+
+class Placement(str):
+    """A placement's name, and where host and plugin run: ``pinned`` (one CPU
+    for both), ``unpinned`` (the scheduler's choice) or ``split`` (host threads on
+    ``host_cpu``, plugins spawned inside :meth:`spawning` on ``plugin_cpu``)."""
+
+    host_cpu: Optional[int]
+    plugin_cpu: Optional[int]
+
+    def __new__(cls, name: str, host_cpu: Optional[int] = None, plugin_cpu: Optional[int] = None) -> "Placement":
+        self = super().__new__(cls, name)
+        self.host_cpu = host_cpu
+        self.plugin_cpu = plugin_cpu
+        return self
+
+    @contextmanager
+    def spawning(self) -> Iterator[None]:
+        """Children spawned by this thread inside the block run on ``plugin_cpu``."""
+        if self.plugin_cpu is None:
+            yield
+            return
+        os.sched_setaffinity(0, {self.plugin_cpu})
+        try:
+            yield
+        finally:
+            # Back to the host CPU, for every thread (one may have started meanwhile).
+            assert self.host_cpu is not None
+            _set_affinity_all_threads({self.host_cpu})
+
+    def env(self) -> Dict[str, str]:
+        """The C host's environment for this placement."""
+        env = dict(os.environ)
+        if self.plugin_cpu is not None:
+            env["C_HOST_PLUGIN_CPU"] = str(self.plugin_cpu)
+        return env
 
 
 @dataclass
@@ -67,7 +116,8 @@ def tag(benchmark: Any, case: str, variant: str, placement: str, **extra: Any) -
     benchmark.extra_info.update(case=case, variant=variant, placement=placement, **extra)
 
 
-def c_host(benchmark: Any, bench_bin: BenchBin, mode: str, plugin: Path, n: int, n_disabled: int = 3) -> Dict[str, Any]:
+def c_host(benchmark: Any, bench_bin: BenchBin, mode: str, plugin: Path, n: int, n_disabled: int = 3,
+           placement: Optional[Placement] = None, spin: bool = False) -> Dict[str, Any]:
     """Run ``c_host MODE PLUGIN N`` once, in the current placement (it inherits
     the affinity). The C host times each of its N iterations itself; those
     samples replace pytest-benchmark's timing of the whole run, so the table
@@ -75,10 +125,14 @@ def c_host(benchmark: Any, bench_bin: BenchBin, mode: str, plugin: Path, n: int,
     in ``extra_info["median_s"]``, which ``ratios.py`` prefers."""
     count = n_disabled if benchmark.disabled else n
     report: Dict[str, Any] = {}
+    env = placement.env() if placement is not None else dict(os.environ)
+    if spin:
+        env["C_HOST_SPIN"] = "1"
 
     def run() -> None:
         out = subprocess.run(
-            [str(bench_bin.c_host), mode, str(plugin), str(count)], check=True, capture_output=True, text=True
+            [str(bench_bin.c_host), mode, str(plugin), str(count)], check=True, capture_output=True, text=True,
+            env=env,
         ).stdout
         report.update(json.loads(out))
 

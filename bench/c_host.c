@@ -11,9 +11,16 @@
  * with three pipes (stdin, stdout, stderr) and nothing else: no fd closing,
  * no signal reset, no process group. Reads block; there is no deadline. That
  * is what "the limit" means.
+ *
+ * C_HOST_PLUGIN_CPU=N in the environment starts the plugin on CPU N (the host
+ * stays where it is): the "split" placement of the benchmarks. C_HOST_SPIN=1
+ * makes the reads non-blocking and busy-waits on them (a host that burns its
+ * CPU to catch a reply sooner, for comparison with the client's bounded spin).
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdint.h>
@@ -33,6 +40,8 @@ typedef struct {
     size_t start, end;
 } plugin_t;
 
+static int spin_reads;
+
 static uint64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -48,6 +57,14 @@ static void spawn_plugin(plugin_t *p, const char *path, const char *arg) {
     int in[2], out[2], err[2];
     posix_spawn_file_actions_t fa;
     char *argv[3] = {(char *)path, (char *)arg, NULL};
+    const char *cpu = getenv("C_HOST_PLUGIN_CPU");
+    cpu_set_t mine, theirs;
+    if (cpu != NULL) {  /* the child inherits the affinity it is spawned with */
+        sched_getaffinity(0, sizeof mine, &mine);
+        CPU_ZERO(&theirs);
+        CPU_SET(atoi(cpu), &theirs);
+        sched_setaffinity(0, sizeof theirs, &theirs);
+    }
     if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC))
         die("pipe2");
     posix_spawn_file_actions_init(&fa);
@@ -56,6 +73,8 @@ static void spawn_plugin(plugin_t *p, const char *path, const char *arg) {
     posix_spawn_file_actions_adddup2(&fa, err[1], 2);
     if (posix_spawn(&p->pid, path, &fa, NULL, argv, environ) != 0)
         die("posix_spawn");
+    if (cpu != NULL)
+        sched_setaffinity(0, sizeof mine, &mine);
     posix_spawn_file_actions_destroy(&fa);
     close(in[0]);
     close(out[1]);
@@ -64,6 +83,8 @@ static void spawn_plugin(plugin_t *p, const char *path, const char *arg) {
     p->out = out[0];
     p->err = err[0];
     p->start = p->end = 0;
+    if (spin_reads)
+        fcntl(p->out, F_SETFL, fcntl(p->out, F_GETFL) | O_NONBLOCK);
 }
 
 static void send_line(plugin_t *p, const char *line, size_t n) {
@@ -91,6 +112,8 @@ static size_t read_line(plugin_t *p) {
             p->start = p->end = 0;
         }
         ssize_t r = read(p->out, p->buf + p->end, sizeof p->buf - p->end);
+        if (r < 0 && spin_reads && errno == EAGAIN)
+            continue;
         if (r <= 0)
             die("read");
         p->end += (size_t)r;
@@ -154,6 +177,7 @@ int main(int argc, char **argv) {
         return 2;
     s = calloc((size_t)n, sizeof *s);
     signal(SIGPIPE, SIG_IGN);
+    spin_reads = getenv("C_HOST_SPIN") != NULL && strcmp(getenv("C_HOST_SPIN"), "1") == 0;
 
     if (strcmp(mode, "rtt") == 0) {
         spawn_plugin(&p, path, NULL);

@@ -14,7 +14,8 @@
   checksummed manifests: ``cecho`` (exits on stdin EOF) and ``cecho-sigterm``
   (ignores EOF, exits 2 ms after SIGTERM). No ``cc``: those benchmarks skip.
 * ``placement``: ``pinned`` (every thread of this process on one CPU; children
-  inherit it at spawn, so host and plugin share the core) or ``unpinned``.
+  inherit it at spawn, so host and plugin share the core) or ``unpinned``;
+  ``rt_placement`` adds ``split`` (host on one CPU, plugin on another).
 * ``_bench.tag`` labels a result for ``bench/ratios.py``; ``_bench.c_host`` runs the
   C host, which times itself, and records its median as the result.
 """
@@ -33,7 +34,7 @@ from typing import Dict
 
 import pytest
 
-from _bench import BENCH, BenchBin, compiler, install
+from _bench import BENCH, BenchBin, Placement, _set_affinity_all_threads, compiler, install
 
 _NO_EXT_ENV = os.environ.get("PLUGIN_CLIENT_NO_EXTENSIONS", "") not in ("", "0")
 
@@ -113,35 +114,36 @@ def bench_bin(tmp_path_factory: pytest.TempPathFactory) -> BenchBin:
 # --- placement ---------------------------------------------------------------------
 
 
-def _set_affinity_all_threads(cpus: "set[int]") -> Dict[int, "set[int]"]:
-    """Set every thread's affinity (the stderr pump's too); return the old masks."""
-    old: Dict[int, "set[int]"] = {}
-    for tid in (int(t) for t in os.listdir("/proc/self/task")):
-        try:
-            old[tid] = os.sched_getaffinity(tid)
-            os.sched_setaffinity(tid, cpus)
-        except OSError:  # the thread ended meanwhile
-            pass
-    return old
-
-
-@pytest.fixture(params=["pinned", "unpinned"])
-def placement(request: pytest.FixtureRequest) -> Iterator[str]:
-    """``pinned``: this process (and every child spawned meanwhile) on one CPU."""
-    if request.param == "unpinned" or not hasattr(os, "sched_setaffinity"):
-        if request.param == "pinned":
-            pytest.skip("no sched_setaffinity here")
-        yield "unpinned"
+def _place(request: pytest.FixtureRequest, name: str) -> Iterator[Placement]:
+    if name == "unpinned":
+        yield Placement("unpinned")
         return
-    cpu = min(os.sched_getaffinity(0))
-    old = _set_affinity_all_threads({cpu})
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no sched_setaffinity here")
+    cpus = sorted(os.sched_getaffinity(0))
+    if name == "split" and len(cpus) < 2:
+        pytest.skip("the split placement needs two CPUs")
+    old = _set_affinity_all_threads({cpus[0]})
     try:
-        yield "pinned"
+        yield Placement(name, host_cpu=cpus[0], plugin_cpu=cpus[1] if name == "split" else None)
     finally:
-        for tid, cpus in old.items():
+        for tid, mask in old.items():
             try:
-                os.sched_setaffinity(tid, cpus)
+                os.sched_setaffinity(tid, mask)
             except OSError:
                 pass
 
 
+@pytest.fixture(params=["pinned", "unpinned"])
+def placement(request: pytest.FixtureRequest) -> Iterator[Placement]:
+    """``pinned``: this process (and every child spawned meanwhile) on one CPU;
+    ``unpinned``: wherever the scheduler puts them."""
+    yield from _place(request, request.param)
+
+
+@pytest.fixture(params=["pinned", "unpinned", "split"])
+def rt_placement(request: pytest.FixtureRequest) -> Iterator[Placement]:
+    """``placement``, plus ``split``: this process on one CPU, the plugin on
+    another (spawn inside ``with rt_placement.spawning():``): the case the core's
+    adaptive spin is for."""
+    yield from _place(request, request.param)

@@ -142,3 +142,21 @@ def test_a_deadline_already_past_still_reads_what_is_there(core: types.ModuleTyp
     while reader.idle_state() != 2 and time.monotonic() < deadline:
         time.sleep(0.001)
     assert reader.exchange(child.stdin_fd, b"next\n", core.monotonic() - 1) == b"ready"
+
+
+def test_spin_can_be_turned_off_for_benchmarks(core: types.ModuleType, spawner: Any) -> None:
+    limit = getattr(core, "_spin_limit", None)
+    if limit is None:
+        pytest.skip("the twin never spins")
+    old = limit(0.0)
+    try:
+        assert limit() == 0.0
+        child = spawner(core, [CAT])
+        reader = core.FrameReader(child.stdout_fd)
+        for i in range(100):
+            assert reader.exchange(child.stdin_fd, b"%d\n" % i, core.monotonic() + 5) == b"%d" % i
+        with pytest.raises(ValueError):
+            limit(-1.0)
+    finally:
+        limit(old)
+    assert limit() == old > 0

@@ -58,10 +58,13 @@ class FrameReader:
         frame) at end of stream, :class:`FrameTooLargeError` past the limit,
         and ``OSError`` for other read errors.
 
-        The compiled core may spin briefly on ``read`` (the GIL released)
-        before it sleeps in ``poll``, when recent replies on this reader came
-        within tens of microseconds and this thread may run on more than one
-        CPU; the deadline bounds the spin too. The twin never spins.
+        The compiled core spins on ``read`` for up to 50 us (the GIL
+        released) before it sleeps in ``poll``, so a reply from a plugin on
+        another CPU lands on a running CPU; after 3 spins in a row ran out it
+        blocks at once for the next 64 waits. Never past the deadline, never
+        on a blocking fd, never when this thread may run on one CPU only (its
+        plugin, which inherited that, would wait for the spin). The twin
+        never spins.
         """
     def exchange(self, fd: int, data: _Bytes, deadline: Optional[float] = None) -> bytes:
         """One request and its reply: :func:`write_all` ``data`` to ``fd``, then
@@ -165,7 +168,10 @@ class Child:
         """Wait up to ``timeout`` seconds for the child to exit; ``None`` on timeout.
 
         Returns as soon as the child exits: ``poll`` on the pidfd where there is
-        one, else ``waitpid(WNOHANG)`` with a backoff capped at 1 ms. With
+        one (timeouts kept to the nanosecond; the compiled core first spins on
+        it for up to 100 us, yielding the CPU between tries, when this thread
+        may run on more than one CPU), else ``waitpid(WNOHANG)`` with a
+        backoff capped at 1 ms. With
         ``reap=False`` the exited child is left a zombie (its pid, and so its
         process-group id, cannot be reused yet) and the would-be return code is
         returned while ``returncode`` stays ``None``.

@@ -5,7 +5,7 @@ It implements ``_core.pyi`` exactly, as its pure-Python twin ``_core_py`` does:
 * :class:`FrameReader` splits newline-delimited frames out of a ``malloc``'d
   buffer with ``memchr``. Reading it never holds more than ``max_frame_bytes``
   plus one 64 KiB read; ``read`` comes first and ``poll`` only on ``EAGAIN``,
-  after an adaptive spin when recent replies came within 50 us.
+  after a bounded, adaptive spin (see ``_read_frame``).
   ``exchange`` is a write and its reply in one call, ``idle_state`` the
   one-``poll`` check for output or an exit while no request is in flight.
 * :func:`write_all` writes with the GIL released and turns EPIPE into
@@ -108,7 +108,10 @@ cdef extern from *:
 
     /* The adaptive spin of FrameReader: re-read a non-blocking fd until it
        gives data, EOF or an error other than EAGAIN, or CLOCK_MONOTONIC
-       passes `until` (then -1 with *err = EAGAIN). Returns read()'s result. */
+       passes `until` (then -1 with *err = EAGAIN). Returns read()'s result.
+       Each empty read is followed by sched_yield(): a plugin waiting for this
+       very CPU runs at once (the spin never starves it), and with nobody
+       else runnable here the yield returns at once and the spin goes on. */
     static ssize_t pc_spin_read(int fd, char *dst, size_t cap, double until, int *err) {
         struct timespec ts;
         for (;;) {
@@ -119,6 +122,7 @@ cdef extern from *:
                 *err = errno;
                 return -1;
             }
+            sched_yield();
             clock_gettime(CLOCK_MONOTONIC, &ts);
             if ((double)((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec) / 1e9 >= until) {
                 *err = EAGAIN;
@@ -127,11 +131,38 @@ cdef extern from *:
         }
     }
 
-    /* Spinning only helps if this thread may run on another CPU than the
-       plugin: with one CPU allowed, it would only delay the plugin. */
+    /* Child.wait's spin: poll(fd, 0) with sched_yield() between tries, until
+       fd is readable (1), CLOCK_MONOTONIC passes `until` (0) or poll fails (-1). */
+    static int pc_spin_poll(int fd, double until) {
+        struct pollfd pfd;
+        struct timespec ts;
+        for (;;) {
+            int r;
+            pfd.fd = fd;
+            pfd.events = POLLIN;
+            pfd.revents = 0;
+            r = poll(&pfd, 1, 0);
+            if (r != 0)
+                return r > 0 ? 1 : (errno == EINTR ? 0 : -1);
+            sched_yield();
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            if ((double)((long long)ts.tv_sec * 1000000000LL + ts.tv_nsec) / 1e9 >= until)
+                return 0;
+        }
+    }
+
+    /* Spinning only helps if the plugin can run on another CPU meanwhile.
+       Not on a machine with one CPU online, and not when this thread may run
+       on one CPU only: a plugin inherits its host's affinity at spawn, so it
+       is most likely on that very CPU, waiting for the spin to end. */
     static int pc_can_spin(void) {
+        static int cpus = 0;
         cpu_set_t set;
-        if (sched_getaffinity(0, sizeof set, &set) != 0)
+        if (cpus == 0) {
+            long n = sysconf(_SC_NPROCESSORS_ONLN);
+            cpus = n > 0 ? (int)n : 1;
+        }
+        if (cpus < 2 || sched_getaffinity(0, sizeof set, &set) != 0)
             return 0;
         return CPU_COUNT(&set) > 1;
     }
@@ -322,6 +353,7 @@ cdef extern from *:
     int pc_poll_for(pollfd *fds, nfds_t n, double seconds) nogil
     ssize_t pc_spin_read(int fd, char *dst, size_t cap, double until, int *err) nogil
     int pc_can_spin() nogil
+    int pc_spin_poll(int fd, double until) nogil
     void pc_resolve()
     bint pc_have_closefrom() nogil
     bint pc_have_addchdir() nogil
@@ -352,12 +384,15 @@ cdef enum:
 
 cdef Py_ssize_t SSIZE_MAX_ = <Py_ssize_t>(<size_t>-1 >> 1)
 
-# The adaptive spin of FrameReader (see _read_frame): a reply that took at most
-# SPIN_MAX seconds after the first EAGAIN is worth spinning for next time, for
-# twice as long as it took (at least SPIN_MIN). A spin that runs out turns
-# spinning off for SPIN_SKIP waits.
+# The adaptive spin of FrameReader (see _read_frame): spin up to SPIN_MAX
+# seconds for a reply that is not there yet; after SPIN_FAILS spins in a row
+# ran out, block at once for the next SPIN_SKIP waits, then try again.
 cdef double SPIN_MAX = 50e-6
-cdef double SPIN_MIN = 5e-6
+# Child.wait spins this long on the pidfd before it sleeps: the waits are for
+# an exit that is under way (stdin closed, a signal sent), typically tens of
+# microseconds away, and a sleeping waiter adds its own wake-up to that.
+cdef double SPIN_EXIT = 100e-6
+cdef int SPIN_FAILS = 3
 cdef int SPIN_SKIP = 64
 
 pc_resolve()
@@ -450,9 +485,12 @@ cdef class FrameReader:
     cdef Py_ssize_t _max, _limit
     cdef int _fd
     cdef bint _poll_first
+    cdef bint _nonblocking  # fd is O_NONBLOCK: a read never blocks, so it keeps the GIL
     cdef bint _busy
-    cdef double _spin     # seconds to spin on the next EAGAIN; 0: block at once
-    cdef int _spin_skip   # waits left before spinning may be learnt again
+    cdef int _spin_fails  # spins in a row that ran out
+    cdef int _spin_skip   # waits left to block at once, without spinning
+    cdef int _spin_ok     # pc_can_spin(), asked again every SPIN_SKIP waits
+    cdef int _spin_asked  # waits left before asking pc_can_spin() again
 
     def __cinit__(self, *args, **kwargs):
         self._buf = NULL
@@ -480,6 +518,11 @@ cdef class FrameReader:
         self._poll_first = (
             flags >= 0 and (flags & O_NONBLOCK) == 0 and (flags & O_ACCMODE) != O_WRONLY
         )
+        self._nonblocking = flags >= 0 and (flags & O_NONBLOCK) != 0
+        # No spin for the first wait: a process that is still starting up
+        # answers in milliseconds, and may need this very CPU to do it.
+        self._spin_fails = 0
+        self._spin_skip = 1
         self._drop()
 
     cdef void _drop(self) noexcept:
@@ -637,18 +680,20 @@ cdef class FrameReader:
 
     cdef object _read_frame(self, object deadline):
         # The fd is read first and polled only on EAGAIN: a reply that is
-        # already there costs one read(). When it is not there yet, a reader
-        # whose recent replies came within SPIN_MAX spins on read() for a
-        # while (GIL released) before it sleeps in poll: the reply then lands
-        # on a running CPU instead of waking an idle one. It learns:
-        #   - a blocked wait that lasted w <= SPIN_MAX: spin 2w next time;
-        #   - a spin that got the reply after w: spin 2w (>= SPIN_MIN) next time;
-        #   - a spin that ran out: no spinning for the next SPIN_SKIP waits;
-        # and never spins on a blocking fd, past the deadline, or when this
-        # thread may run on one CPU only (the plugin would wait for the spin).
-        cdef double dl = 0.0, start = 0.0, waited_from = 0.0, until, waited
-        cdef bint has_dl
-        cdef int wait = 0  # 0: none yet, 1: blocked, 2: spun and got data, 3: spun out
+        # already there costs one read(). When it is not there yet, the reader
+        # spins on read() for up to SPIN_MAX (GIL released) before it sleeps
+        # in poll: a plugin on another CPU then answers a running CPU instead
+        # of waking an idle one, which on a VM costs tens of microseconds per
+        # wake-up, twice per round trip. After SPIN_FAILS spins in a row ran
+        # out (a slow plugin, or one that shares this CPU and so cannot run
+        # while we spin) it blocks at once for the next SPIN_SKIP waits, then
+        # tries again: a slow plugin costs at most SPIN_FAILS * SPIN_MAX of
+        # CPU per SPIN_SKIP requests. Never for a reader's first wait (the
+        # process may still be starting), never past the deadline, never on
+        # a blocking fd, never when this thread may only run on one CPU (nor
+        # on a one-CPU machine): see pc_can_spin.
+        cdef double dl = 0.0, start = 0.0, waited_from = 0.0, until
+        cdef bint has_dl, waited = False
         cdef ssize_t n
         cdef int err, fd = self._fd
         cdef char *dst
@@ -667,26 +712,39 @@ cdef class FrameReader:
                 # more read the buffer stays under max + CHUNK.
                 self._room(CHUNK, True)
                 dst = self._buf + self._end
-                with nogil:
+                if self._nonblocking:
+                    # Returns at once, with data or EAGAIN: dropping and taking
+                    # back the GIL would cost more than the read.
                     n = read(fd, dst, CHUNK)
                     err = errno
-                if n < 0 and err == EAGAIN and wait == 0:
+                else:
+                    with nogil:
+                        n = read(fd, dst, CHUNK)
+                        err = errno
+                if n < 0 and err == EAGAIN and not waited:
+                    waited = True  # spin once per frame, on its first EAGAIN
                     waited_from = _now()
-                    wait = 1
-                    if self._spin > 0.0 and not self._poll_first and pc_can_spin():
-                        until = waited_from + self._spin
+                    if self._spin_asked <= 0:  # a system call: not on every wait
+                        self._spin_ok = pc_can_spin()
+                        self._spin_asked = SPIN_SKIP
+                    else:
+                        self._spin_asked -= 1
+                    if self._spin_skip > 0:
+                        self._spin_skip -= 1
+                    elif SPIN_MAX > 0.0 and not self._poll_first and self._spin_ok:
+                        until = waited_from + SPIN_MAX
                         if has_dl and until > dl:
                             until = dl
                         with nogil:
                             n = pc_spin_read(fd, dst, CHUNK, until, &err)
-                        wait = 2 if n >= 0 else 3
-                        if wait == 3 and err == EAGAIN:
-                            self._spin = 0.0
-                            self._spin_skip = SPIN_SKIP
+                        if n >= 0:
+                            self._spin_fails = 0
+                        elif err == EAGAIN:
+                            self._spin_fails += 1
+                            if self._spin_fails >= SPIN_FAILS:
+                                self._spin_fails = 0
+                                self._spin_skip = SPIN_SKIP
                 if n > 0:
-                    if wait:
-                        self._learn(_now() - waited_from, wait)
-                        wait = 4  # learnt once per frame
                     self._end += n
                     frame = self._pop()
                     if frame is not None:
@@ -703,19 +761,6 @@ cdef class FrameReader:
                     raise _os_error(err, f"read from fd {fd}")
         finally:
             self._busy = False
-
-    cdef void _learn(self, double waited, int wait) noexcept:
-        if wait == 2:
-            self._spin = min(SPIN_MAX, max(SPIN_MIN, 2.0 * waited))
-        elif wait == 1:
-            if self._spin_skip > 0:
-                self._spin_skip -= 1
-            elif waited <= SPIN_MAX:
-                self._spin = min(SPIN_MAX, max(SPIN_MIN, 2.0 * waited))
-            else:
-                self._spin = 0.0
-        if SPIN_MAX <= 0.0:
-            self._spin = 0.0
 
     def feed(self, data):
         """Append bytes read elsewhere. Never raises for size: the limit is
@@ -912,8 +957,8 @@ cdef class RestartWindow:
 
 def _spin_limit(limit=None):
     """Private, for benchmarks and tests: the longest adaptive spin of a
-    FrameReader, in seconds (``0``: never spin); sets it when ``limit`` is
-    given. Returns the value in force before the call."""
+    FrameReader, in seconds; sets it when ``limit`` is given (``0`` also turns
+    off :meth:`Child.wait`'s spin). Returns the value in force before the call."""
     global SPIN_MAX
     cdef double old = SPIN_MAX
     if limit is not None:
@@ -1242,7 +1287,7 @@ cdef class Child:
         With ``reap=False`` the exited child is left a zombie and the would-be
         return code is returned while ``returncode`` stays ``None``.
         """
-        cdef double dl = 0.0, remaining = -1.0, delay = 50e-6
+        cdef double dl = 0.0, remaining = -1.0, delay = 50e-6, until
         cdef bint has_dl = False, use_pidfd
         cdef pollfd pfd
         cdef timespec ts
@@ -1254,6 +1299,16 @@ cdef class Child:
             has_dl = _deadline(timeout, &dl)
             dl = _now() + max(0.0, dl)
         use_pidfd = self._pidfd >= 0
+        if use_pidfd and SPIN_MAX > 0.0 and pc_can_spin():
+            until = _now() + SPIN_EXIT
+            if has_dl and until > dl:
+                until = dl
+            with nogil:
+                r = pc_spin_poll(self._pidfd, until)
+            if r > 0:
+                rc = self._check(reap)
+                if rc is not None:
+                    return rc
         while True:
             if has_dl:
                 remaining = dl - _now()

@@ -105,9 +105,14 @@ class StderrPump:
         self._tails: Dict[int, StderrTail] = {}
         self._epoll: Optional[select.epoll] = None
         self._thread: Optional[threading.Thread] = None
+        # Loggers live for ever anyway; a spawn should not take logging's lock to find one.
+        self._loggers: Dict[str, logging.Logger] = {}
 
     def register(self, fd: int, plugin_name: str, max_lines: int) -> StderrTail:
-        tail = StderrTail(fd, logging.getLogger(f"plugin_client.plugin.{plugin_name}"), max_lines)
+        logger = self._loggers.get(plugin_name)
+        if logger is None:
+            logger = self._loggers[plugin_name] = logging.getLogger(f"plugin_client.plugin.{plugin_name}")
+        tail = StderrTail(fd, logger, max_lines)
         with self._lock:
             if self._epoll is None:
                 self._epoll = select.epoll()

@@ -232,7 +232,7 @@ class PluginClient:
             raise flow.lock_timeout_error()
         try:
             now = monotonic()
-            proc = flow.warm_process(now, check_idle=False)
+            proc = flow.warm_process(now, False)  # the idle check is in exchange_if_idle
             # (The gate again: another thread's request may have restarted the plugin.)
             if proc is not None and flow.caps_bits & need:
                 rid = flow._take_id()

@@ -519,10 +519,20 @@ _T_DELETE: Final = _template(Method.DELETE, b'{"reference":%b}')
 _T_KEY_MATERIAL: Final = _template(Method.KEY_MATERIAL, b'{"purpose":%b}')
 
 
+# What json.dumps(ensure_ascii=False) does to a str, without building an encoder.
+_encode_str: Final[Callable[[str], str]] = json.encoder.encode_basestring
+
+
 def _enc_init(call: Any, rid: int) -> bytes:
-    params = {"source_name": call.source_name, "config": call.config, "protocol_version": call.protocol_version}
+    # The bytes of _dumps({"source_name": ..., "config": ..., "protocol_version": ...}),
+    # built in parts: an empty config (the common case) needs no encoder at all.
+    config = call.config
     try:
-        body = _dumps(params)
+        body = b'{"source_name":%b,"config":%b,"protocol_version":%b}' % (
+            _encode_str(call.source_name).encode("utf-8"),
+            _dumps(config) if config else b"{}",
+            _encode_str(call.protocol_version).encode("utf-8"),
+        )
     except (TypeError, ValueError) as exc:
         problem: Optional[str] = type(exc).__name__
     else:
