@@ -49,7 +49,7 @@ from .manifest import PluginManifest, VerifiedExecutable, verify_executable
 from .policy import LifetimePolicy
 from .protocol import MAX_REQUEST_ID, Call, InitCall, InitResult, Result, decode_reply, encode_request
 
-__all__ = ("Flow", "Slot", "finalize_slot", "FlowSteps", "EXCHANGE_ERRORS")
+__all__ = ("Flow", "FlowHandle", "Slot", "finalize_slot", "FlowSteps", "EXCHANGE_ERRORS")
 
 _log = logging.getLogger("plugin_client")
 
@@ -485,3 +485,29 @@ class Flow:
         self._remember_tail(proc)
         self.life.on_stopped(info)
         return info
+
+
+class FlowHandle:
+    """What the sync and the asyncio client share around their flow: names, health, repr."""
+
+    _flow: Flow
+
+    @property
+    def name(self) -> str:
+        return self._flow.name
+
+    @property
+    def manifest(self) -> PluginManifest:
+        return self._flow.manifest
+
+    @property
+    def policy(self) -> LifetimePolicy:
+        return self._flow.policy
+
+    def health(self) -> PluginHealth:
+        """A snapshot; never waits behind a request in flight, from any thread."""
+        return self._flow.health()
+
+    def __repr__(self) -> str:
+        life = self._flow.life
+        return f"<{type(self).__name__} {self.name!r} state={life.state.value} pid={life.pid}>"

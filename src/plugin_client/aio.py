@@ -52,10 +52,9 @@ import weakref
 from typing import Any, Coroutine, Mapping, Optional, Set, Union, cast, overload
 
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, StreamEOF
-from ._flow import Flow, FlowSteps, finalize_slot
+from ._flow import Flow, FlowHandle, FlowSteps, finalize_slot
 from ._impl import Child, FrameReader, monotonic
 from ._process import Exchange, PluginProcess, WaitExit
-from .health import PluginHealth
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
 from .protocol import (
@@ -417,7 +416,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class AsyncPluginClient:
+class AsyncPluginClient(FlowHandle):
     """An asyncio host's handle on one plugin. Does not spawn until the first request.
 
     Takes exactly the arguments of :class:`~plugin_client.PluginClient`.
@@ -452,22 +451,6 @@ class AsyncPluginClient:
         _LIVE.add(self)
 
     # --- public API -------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self._flow.name
-
-    @property
-    def manifest(self) -> PluginManifest:
-        return self._flow.manifest
-
-    @property
-    def policy(self) -> LifetimePolicy:
-        return self._flow.policy
-
-    def __repr__(self) -> str:
-        life = self._flow.life
-        return f"<AsyncPluginClient {self.name!r} state={life.state.value} pid={life.pid}>"
 
     async def __aenter__(self) -> AsyncPluginClient:
         return self
@@ -538,10 +521,6 @@ class AsyncPluginClient:
         """Spawn and init now, instead of at the first request (for ``doctor``, warm-ups)."""
         init: InitResult = await self._run(self._flow.start_steps(), timed=False)
         return init
-
-    def health(self) -> PluginHealth:
-        """A snapshot; never waits, and may be called from any thread."""
-        return self._flow.health()
 
     async def clear_disabled(self) -> None:
         """Re-enable a disabled plugin: clear the crash window and any leftover process."""

@@ -24,11 +24,10 @@ import threading
 import weakref
 from typing import Any, Mapping, Optional, Union, overload
 
-from ._flow import EXCHANGE_ERRORS, Flow, _need_bits, finalize_slot
+from ._flow import EXCHANGE_ERRORS, Flow, FlowHandle, _need_bits, finalize_slot
 from ._impl import monotonic
 from ._process import run_sync
 from .errors import PluginError, ProtocolError
-from .health import PluginHealth
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
 from .protocol import (
@@ -71,7 +70,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class PluginClient:
+class PluginClient(FlowHandle):
     """A host's handle on one plugin. Does not spawn until the first request.
 
     ``manifest`` is a :class:`PluginManifest` (its executable is verified
@@ -103,22 +102,6 @@ class PluginClient:
         _LIVE.add(self)
 
     # --- public API -------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self._flow.name
-
-    @property
-    def manifest(self) -> PluginManifest:
-        return self._flow.manifest
-
-    @property
-    def policy(self) -> LifetimePolicy:
-        return self._flow.policy
-
-    def __repr__(self) -> str:
-        life = self._flow.life
-        return f"<PluginClient {self.name!r} state={life.state.value} pid={life.pid}>"
 
     def __enter__(self) -> PluginClient:
         return self
@@ -183,10 +166,6 @@ class PluginClient:
         with self._lock:
             init: InitResult = run_sync(self._flow.start_steps())
             return init
-
-    def health(self) -> PluginHealth:
-        """A snapshot; never waits behind a request in flight."""
-        return self._flow.health()
 
     def clear_disabled(self) -> None:
         """Re-enable a disabled plugin: clear the crash window and any leftover process."""
