@@ -274,6 +274,23 @@ def test_send_signal_reaches_the_leader_only(core: types.ModuleType, spawner: Sp
     assert child.wait(10) == -signal.SIGKILL
 
 
+def test_finish_kills_the_group_reaps_the_leader_and_closes_fds(core: types.ModuleType, spawner: Spawner) -> None:
+    """The end of every stop: the leader exited by itself; a grandchild it left
+    behind in the group is killed, the leader reaped (its own status kept), the fds closed."""
+    child, grandchild = _spawn_with_grandchild(core, spawner)
+    fds = [child.stdin_fd, child.stdout_fd, child.stderr_fd] + ([child.pidfd] if child.pidfd >= 0 else [])
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(10, reap=False) == -signal.SIGTERM
+    assert not is_dead(grandchild)
+    assert child.finish() == -signal.SIGTERM
+    assert child.returncode == -signal.SIGTERM
+    assert wait_until(lambda: is_dead(grandchild), 10), proc_stat(grandchild)
+    assert (child.stdin_fd, child.stdout_fd, child.stderr_fd, child.pidfd) == (-1, -1, -1, -1)
+    assert not set(fds) & open_fds()
+    # Once reaped, finish() signals nobody (the group id may be someone else's now).
+    assert child.finish() == -signal.SIGTERM
+
+
 def test_signals_after_reaping_are_noops(core: types.ModuleType, spawner: Spawner) -> None:
     child = spawner(core, [TRUE], {})
     assert child.wait(10) == 0

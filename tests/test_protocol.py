@@ -232,6 +232,23 @@ def test_request_with_lone_surrogate_is_refused_without_showing_it() -> None:
         encode_request(GetCall(reference="\udc80"), 1)
 
 
+def test_get_line_matches_encode_request_and_stays_bounded() -> None:
+    """PluginClient.get's warm path formats the line itself, from a bounded cache of
+    encoded references: same bytes as encode_request, same refusal of what JSON cannot hold."""
+    from plugin_client import protocol
+
+    for ref in ("db/password", 'quo"te\\', "ünï/☃", "db/password"):
+        for rid in (1, 2**64 - 1):
+            assert protocol._get_line(ref, rid) == encode_request(GetCall(reference=ref), rid)
+    with pytest.raises(ValueError) as info:
+        protocol._get_line("\udc80", 1)
+    assert info.value.__context__ is None and info.value.__cause__ is None
+    for i in range(protocol._REF_JSON_MAX * 3):
+        protocol._get_line(f"ref/{i}", 1)
+    assert 0 < len(protocol._REF_JSON) <= protocol._REF_JSON_MAX
+    assert protocol._get_line("ref/7", 9) == encode_request(GetCall(reference="ref/7"), 9)
+
+
 def test_encode_request_rejects_non_calls() -> None:
     with pytest.raises(TypeError):
         encode_request("secret_source.get", 1)  # type: ignore[arg-type]

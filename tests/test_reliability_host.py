@@ -267,3 +267,43 @@ def test_forked_child_exiting_normally_does_not_touch_the_parent_plugin(c_echo: 
     assert child_plugin != parent_plugin
     # The parent host exited normally too: its at-exit hook ended its plugin.
     assert wait_gone(child_plugin, 2.0) and wait_gone(parent_plugin, 2.0)
+
+
+# Answers init and get; at stdin EOF it does not exit but waits to be signalled.
+_LINGERING = '''
+import json, sys, time
+for line in sys.stdin:
+    req = json.loads(line)
+    if req["method"] == "secret_source.init":
+        result = {"source_name": req["params"]["source_name"], "capabilities_bits": 1, "plugin_version": "1"}
+    else:
+        result = {"value": "v"}
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": req["id"], "result": result}) + "\\n")
+    sys.stdout.flush()
+time.sleep(60)
+'''
+
+
+def test_host_exiting_without_shutdown_stops_a_plugin_that_ignores_eof(tmp_path: Path) -> None:
+    """The at-exit hook, not the plugin's own EOF handling, ends the plugin: one that
+    ignores stdin EOF is SIGTERMed after exit_wait, for clients of both kinds."""
+    from plugin_factory import python_script
+
+    plugin = make_plugin(tmp_path, "linger", python_script(_LINGERING))
+    script = """
+        import asyncio, sys
+        from plugin_client import AsyncPluginClient, LifetimePolicy, PluginClient, load_plugin
+        policy = LifetimePolicy(exit_wait=0.1, shutdown_grace=2.0)
+        sync_client = PluginClient(load_plugin(sys.argv[1]), policy=policy)
+        sync_client.get("x")
+        async_client = AsyncPluginClient(load_plugin(sys.argv[1]), policy=policy)
+        asyncio.run(async_client.get("x"))
+        print(sync_client.health().pid, async_client.health().pid, flush=True)
+        # no shutdown(): the interpreter's exit must end both plugins
+    """
+    host = run_host(script, str(plugin.manifest_path))
+    out, err = host.communicate(timeout=30)
+    assert host.returncode == 0, err
+    pids = [int(p) for p in out.split()]
+    assert len(pids) == 2 and all(p > 0 for p in pids)
+    assert all(wait_gone(p, 3.0) for p in pids), [alive(p) for p in pids]

@@ -189,3 +189,6 @@ class Child:
         """Close the parent's end of the child's stdin (the protocol's exit signal). Idempotent."""
     def close(self) -> None:
         """Close every fd the parent holds for this child (pipes and pidfd). Does not reap. Idempotent."""
+    def finish(self) -> Optional[int]:
+        """``kill()``, a blocking ``wait()`` (the leader has exited or is dying) and
+        ``close()``, in one call: the end of every stop. Returns ``returncode``."""

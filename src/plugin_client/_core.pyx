@@ -486,6 +486,8 @@ cdef class FrameReader:
     cdef int _fd
     cdef bint _poll_first
     cdef bint _nonblocking  # fd is O_NONBLOCK: a read never blocks, so it keeps the GIL
+    cdef int _wfd           # the last fd exchange() wrote to, and whether it is O_NONBLOCK
+    cdef bint _wfd_nonblocking
     cdef bint _busy
     cdef int _spin_fails  # spins in a row that ran out
     cdef int _spin_skip   # waits left to block at once, without spinning
@@ -495,6 +497,7 @@ cdef class FrameReader:
     def __cinit__(self, *args, **kwargs):
         self._buf = NULL
         self._fd = -1
+        self._wfd = -1
 
     def __dealloc__(self):
         free(self._buf)
@@ -509,6 +512,7 @@ cdef class FrameReader:
         if max_frame_bytes < 1:
             raise ValueError(f"max_frame_bytes must be at least 1, not {max_frame_bytes!r}")
         self._fd = fd
+        self._wfd = -1
         self._max = max_frame_bytes
         self._limit = self._max + CHUNK if self._max <= SSIZE_MAX_ - CHUNK else SSIZE_MAX_
         # On a blocking fd read() would ignore the deadline, so poll first
@@ -628,9 +632,13 @@ cdef class FrameReader:
 
     def exchange(self, int fd, data, deadline=None):
         """One request and its reply: :func:`write_all` ``data`` to ``fd``, then
-        :meth:`read_frame`, both within ``deadline``, in one call."""
+        :meth:`read_frame`, both within ``deadline``, in one call.
+
+        ``fd``'s ``O_NONBLOCK`` flag is looked up when the reader first writes
+        to that fd number: a non-blocking fd is written with the GIL held (the
+        write never waits; EAGAIN polls with the GIL released), as reads are."""
         self._idle()
-        _write_all(fd, data, deadline)
+        _write_all(fd, data, deadline, self._write_keeps_gil(fd))
         return self._read_frame(deadline)
 
     def exchange_if_idle(self, int fd, data, deadline=None, int pidfd=-1):
@@ -639,8 +647,16 @@ cdef class FrameReader:
         self._idle()
         if self._idle_state(pidfd) != 0:
             return None
-        _write_all(fd, data, deadline)
+        _write_all(fd, data, deadline, self._write_keeps_gil(fd))
         return self._read_frame(deadline)
+
+    cdef bint _write_keeps_gil(self, int fd):
+        cdef int flags
+        if fd != self._wfd:
+            flags = fcntl(fd, F_GETFL)
+            self._wfd = fd
+            self._wfd_nonblocking = flags >= 0 and (flags & O_NONBLOCK) != 0
+        return self._wfd_nonblocking
 
     def idle_state(self, int pidfd=-1):
         """What came while no request was in flight, with one ``poll`` that never waits.
@@ -797,10 +813,10 @@ def write_all(int fd, data, deadline=None):
     the host has restored SIGPIPE's default disposition. Raises
     :class:`DeadlineExceeded` if the pipe stays full past ``deadline``.
     """
-    _write_all(fd, data, deadline)
+    _write_all(fd, data, deadline, False)
 
 
-cdef int _write_all(int fd, object data, object deadline) except -1:
+cdef int _write_all(int fd, object data, object deadline, bint keep_gil) except -1:
     cdef Py_buffer view
     cdef const char *p
     cdef Py_ssize_t left
@@ -830,9 +846,13 @@ cdef int _write_all(int fd, object data, object deadline) except -1:
         p = <const char *>view.buf
         left = view.len
         while left > 0:
-            with nogil:
+            if keep_gil:  # a non-blocking fd: returns at once (see FrameReader.exchange)
                 n = write(fd, p, <size_t>left)
                 err = errno
+            else:
+                with nogil:
+                    n = write(fd, p, <size_t>left)
+                    err = errno
             if n > 0:
                 p += n
                 left -= n
@@ -1386,3 +1406,13 @@ cdef class Child:
     def close(self):
         """Close every fd the parent holds for this child (pipes and pidfd). Does not reap."""
         self._close_all()
+
+    def finish(self):
+        """The end of every stop, in one call: ``kill()`` (SIGKILL to whatever is
+        left of the group), ``wait()`` (blocking: the leader has exited or is
+        dying) and ``close()``. Returns ``returncode``."""
+        if self._returncode is None and killpg(self._pid, SIGKILL) < 0 and errno != ESRCH:
+            raise _os_error(errno, f"killpg({SIGKILL}) to process group {self._pid}")
+        rc = self.wait(None)
+        self._close_all()
+        return rc

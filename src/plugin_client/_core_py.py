@@ -910,6 +910,15 @@ class Child:
         for fd in fds:
             _close_quietly(fd)
 
+    def finish(self) -> Optional[int]:
+        """The end of every stop, in one call: ``kill()`` (SIGKILL to whatever is
+        left of the group), ``wait()`` (blocking: the leader has exited or is
+        dying) and ``close()``. Returns ``returncode``."""
+        self.signal_group(signal.SIGKILL)
+        rc = self.wait(None)
+        self.close()
+        return rc
+
     def __del__(self) -> None:
         # Closes fds only: signalling or reaping from a finalizer could hit an
         # unrelated process or block the garbage collector.

@@ -31,7 +31,9 @@ from typing import Any, Dict, Generator, List, Mapping, Optional, Union
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, SpawnFailed, StreamEOF
 from ._impl import monotonic
 from ._lifecycle import Lifecycle
-from ._process import IDLE_EXITED, IDLE_OK, Exchange, Op, PluginProcess
+from ._live import Slot
+from ._process import IDLE_EXITED, IDLE_OK, Exchange, ExitRecord, Op, PluginProcess
+from ._stderr import StderrTail
 from .errors import (
     ClientClosed,
     FrameTooLarge,
@@ -44,12 +46,12 @@ from .errors import (
     SpawnError,
     UnsupportedCapability,
 )
-from .health import ExitInfo, PluginHealth, PluginState
+from .health import PluginHealth, PluginState
 from .manifest import PluginManifest, VerifiedExecutable, verify_executable
 from .policy import LifetimePolicy
 from .protocol import MAX_REQUEST_ID, Call, InitCall, InitResult, Result, decode_reply, encode_request
 
-__all__ = ("Flow", "FlowHandle", "Slot", "finalize_slot", "FlowSteps", "EXCHANGE_ERRORS")
+__all__ = ("Flow", "FlowHandle", "FlowSteps", "EXCHANGE_ERRORS")
 
 _log = logging.getLogger("plugin_client")
 
@@ -87,28 +89,6 @@ def _need_bits(call_type: type) -> int:
         return bits
 
 
-class Slot:
-    """Holds the live process. Shared with the finalizer, which must not hold the client."""
-
-    __slots__ = ("proc", "exit_wait", "grace", "__weakref__")
-
-    def __init__(self, exit_wait: float, grace: float) -> None:
-        self.proc: Optional[PluginProcess] = None
-        self.exit_wait = exit_wait
-        self.grace = grace
-
-
-def finalize_slot(slot: Slot, name: str) -> None:
-    """The ``weakref.finalize`` callback of both clients: a blocking graceful stop."""
-    proc, slot.proc = slot.proc, None
-    if proc is not None:
-        _log.debug("Plugin %r: client collected or interpreter exiting; shutting its process down", name)
-        try:
-            proc.stop(slot.exit_wait, slot.grace)
-        except Exception:  # pragma: no cover - a finalizer must never raise
-            _log.exception("Plugin %r: error while shutting down from a finalizer", name)
-
-
 class Flow:
     """One client's state (the process slot, the books, the request ids) and its
     decision flow. Methods ending in ``_steps`` are generators to be driven."""
@@ -139,13 +119,14 @@ class Flow:
             executable if isinstance(executable, VerifiedExecutable) else None
         )
         self.life = Lifecycle(self.name, self.source_name, policy)
-        self.slot = Slot(policy.exit_wait, policy.shutdown_grace)
+        self.slot = Slot(self.name, policy.exit_wait, policy.shutdown_grace)
         self.closed = False
         self.init: Optional[InitResult] = None
         # life.capabilities as a plain int (-1 until an init told them: no gate yet);
         # IntFlag arithmetic would cost more than the rest of the gate.
         self.caps_bits = -1
-        self.last_tail: List[str] = []
+        # The last process's stderr tail, kept as is (copied only if health() asks).
+        self.last_tail: Optional[StderrTail] = None
         self._next_id = 1
         self._pid = os.getpid()
 
@@ -212,7 +193,8 @@ class Flow:
     def health(self) -> PluginHealth:
         """A snapshot; never waits behind a request in flight."""
         proc = self.slot.proc
-        tail = proc.tail.lines() if proc is not None else list(self.last_tail)
+        last = proc.tail if proc is not None else self.last_tail
+        tail = last.lines() if last is not None else []
         return self.life.snapshot(tail)
 
     def forked(self) -> bool:
@@ -236,7 +218,7 @@ class Flow:
         return rid
 
     def _remember_tail(self, proc: PluginProcess) -> None:
-        self.last_tail = proc.tail.lines()
+        self.last_tail = proc.tail
 
     # --- flows (generators; the caller holds the request lock) -----------------
 
@@ -348,7 +330,7 @@ class Flow:
         return proc
 
     def stop_steps(self, proc: PluginProcess) -> FlowSteps:
-        """Graceful stop of ``proc`` (already taken out of the slot); returns its ``ExitInfo``."""
+        """Graceful stop of ``proc`` (already taken out of the slot); returns its ``ExitRecord``."""
         info = yield from proc.stop_steps(self.policy.exit_wait, self.policy.shutdown_grace)
         self._remember_tail(proc)
         return info
@@ -358,6 +340,15 @@ class Flow:
         proc = self.take_process()
         if proc is not None:
             self.life.on_stopped((yield from self.stop_steps(proc)))
+
+    def shutdown_blocking(self) -> None:
+        """:meth:`shutdown_steps` with blocking calls (``PluginProcess.stop``, whose
+        common case drives no generator): the sync client's shutdown."""
+        proc = self.take_process()
+        if proc is not None:
+            info = proc.stop(self.policy.exit_wait, self.policy.shutdown_grace)
+            self._remember_tail(proc)
+            self.life.on_stopped(info)
 
     def clear_disabled_steps(self) -> FlowSteps:
         """Stop any leftover process and clear the crash window."""
@@ -459,7 +450,7 @@ class Flow:
     def _fail_steps(self, proc: PluginProcess, msg: str, *, dead: bool = False) -> FlowSteps:
         """End ``proc`` after an error, count the crash, and return the message to raise."""
         self.slot.proc = None
-        info: ExitInfo = yield from (proc.reap_dead_steps() if dead else proc.kill_steps())
+        info: ExitRecord = yield from (proc.reap_dead_steps() if dead else proc.kill_steps())
         self._remember_tail(proc)
         if dead:
             msg += (
@@ -473,7 +464,7 @@ class Flow:
             )
         return msg
 
-    def abandon(self, proc: Optional[PluginProcess] = None) -> Optional[ExitInfo]:
+    def abandon(self, proc: Optional[PluginProcess] = None) -> Optional[ExitRecord]:
         """Last resort when a flow cannot be finished (its driver is going away): kill
         the live process, blocking briefly, and book it as stopped, not as a crash."""
         proc = proc if proc is not None else self.take_process()

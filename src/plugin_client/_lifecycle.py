@@ -15,13 +15,16 @@ from __future__ import annotations
 import math
 import threading
 from datetime import datetime, timezone
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from ._impl import IMPLEMENTATION, RestartWindow, monotonic
 from .errors import PluginDisabled
-from .health import ExitInfo, PluginHealth, PluginState
+from .health import PluginHealth, PluginState
 from .policy import LifetimePolicy
 from .protocol import Capability, InitResult
+
+if TYPE_CHECKING:
+    from ._process import ExitRecord
 
 __all__ = ("Lifecycle",)
 
@@ -46,7 +49,7 @@ class Lifecycle:
         self.last_used_mono = -math.inf
         self.last_crash: Optional[datetime] = None
         self.last_error: Optional[str] = None
-        self.last_exit: Optional[ExitInfo] = None
+        self.last_exit: Optional[ExitRecord] = None
 
     # --- rules ---------------------------------------------------------------
 
@@ -85,7 +88,7 @@ class Lifecycle:
         # Only a float on the hot path; snapshot() derives the wall time.
         self.last_used_mono = monotonic()
 
-    def on_stopped(self, info: ExitInfo) -> None:
+    def on_stopped(self, info: ExitRecord) -> None:
         """A process ended without a crash (idle reap, shutdown)."""
         with self._meta:
             self.last_exit = info
@@ -93,7 +96,7 @@ class Lifecycle:
             if self.state is not PluginState.DISABLED:
                 self.state = PluginState.IDLE
 
-    def on_crash(self, error: str, info: Optional[ExitInfo] = None) -> bool:
+    def on_crash(self, error: str, info: Optional[ExitRecord] = None) -> bool:
         """Record a crash (``info`` is None if no process was started). True if now disabled."""
         with self._meta:
             if info is not None:
@@ -130,6 +133,7 @@ class Lifecycle:
     def snapshot(self, stderr_tail: List[str]) -> PluginHealth:
         with self._meta:
             caps = self.capabilities
+            last_exit = self.last_exit
             used_mono = self.last_used_mono
             last_used: Optional[datetime] = None
             if used_mono != -math.inf and self.spawn_count:
@@ -154,7 +158,7 @@ class Lifecycle:
                 plugin_version=self.plugin_version,
                 capabilities=[c.name for c in Capability if caps is not None and c in caps and c.name],
                 capabilities_bits=None if caps is None else int(caps),
-                last_exit=self.last_exit,
+                last_exit=last_exit.info() if last_exit is not None else None,
                 stderr_tail=stderr_tail,
                 implementation=IMPLEMENTATION,
             )

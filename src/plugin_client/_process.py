@@ -18,14 +18,15 @@ event loop. ``stop()``, ``kill()`` and ``reap_dead()`` are the blocking forms.
 from __future__ import annotations
 
 import signal
+import time
 from datetime import datetime, timezone
-from typing import Any, Generator, Mapping, Optional, Sequence, Union, cast
+from typing import Any, Generator, Mapping, Optional, Sequence, Tuple, Union, cast
 
 from ._impl import Child, FrameReader, spawn
 from ._stderr import PUMP, StderrTail
 from .health import ExitInfo, ExitStage
 
-__all__ = ("PluginProcess", "IDLE_OK", "IDLE_EXITED", "IDLE_OUTPUT", "Exchange", "WaitExit", "Steps", "run_sync")
+__all__ = ("PluginProcess", "ExitRecord", "IDLE_OK", "IDLE_EXITED", "IDLE_OUTPUT", "Exchange", "WaitExit", "Steps", "run_sync")
 
 IDLE_OK = 0
 IDLE_EXITED = 1  # the leader exited, or closed its stdout
@@ -49,6 +50,44 @@ def _signal_name(returncode: Optional[int]) -> Optional[str]:
         return signal.Signals(-returncode).name
     except ValueError:
         return f"signal {-returncode}"
+
+
+class ExitRecord:
+    """How a process ended, as the stop sequences record it.
+
+    Plain attributes, no validation: a shutdown ends right after the plugin's
+    exit, when the caches are cold and every object built costs several times
+    its usual price, so the public, validated :class:`ExitInfo` is made only
+    when asked for (:meth:`info`, by ``health()``)."""
+
+    __slots__ = ("pid", "stage", "returncode", "wall", "_info")
+
+    def __init__(self, pid: int, stage: ExitStage, returncode: Optional[int]) -> None:
+        self.pid = pid
+        self.stage = stage
+        self.returncode = returncode
+        self.wall = time.time()
+        self._info: Optional[ExitInfo] = None
+
+    @property
+    def signal(self) -> Optional[str]:
+        """The signal's name, if a signal ended it."""
+        return _signal_name(self.returncode)
+
+    def info(self) -> ExitInfo:
+        info = self._info
+        if info is None:
+            info = self._info = ExitInfo(
+                pid=self.pid,
+                stage=self.stage,
+                returncode=self.returncode,
+                signal=self.signal,
+                at=datetime.fromtimestamp(self.wall, timezone.utc),
+            )
+        return info
+
+    def __repr__(self) -> str:
+        return f"<ExitRecord pid={self.pid} {self.stage.value} returncode={self.returncode}>"
 
 
 class Exchange:
@@ -161,18 +200,27 @@ class PluginProcess:
 
     def stop_steps(self, exit_wait: float, grace: float) -> Steps:
         """Graceful stop: close stdin, wait; SIGTERM the group, wait ``grace``; SIGKILL.
-        Returns the :class:`ExitInfo`."""
-        child = self.child
+        Returns its :class:`ExitRecord`."""
+        paused, first = self._begin_stop(exit_wait)
+        rc = yield WaitExit(self, first)
+        return (yield from self._stop_rest_steps(rc, paused, first, exit_wait, grace))
+
+    def _begin_stop(self, exit_wait: float) -> Tuple[bool, float]:
+        """Close stdin. Returns whether the stderr pump let go of the process, and
+        how long to wait for its exit before anything else."""
         # A quick cooperative exit wakes no other thread: the stderr pump lets
         # go of this process for the first _QUIET_EXIT seconds (what it writes
         # meanwhile stays in the pipe and is drained at the end) and takes it
         # back if the exit takes longer, so a plugin that logs a lot while it
         # shuts down is held up for that long at most.
         paused = PUMP.pause(self.tail)
-        child.close_stdin()
+        self.child.close_stdin()
+        return paused, (min(exit_wait, _QUIET_EXIT) if paused else exit_wait)
+
+    def _stop_rest_steps(self, rc: Optional[int], paused: bool, first: float, exit_wait: float, grace: float) -> Steps:
+        """The stop once the first wait returned ``rc``."""
+        child = self.child
         stage = ExitStage.STDIN_CLOSE
-        first = min(exit_wait, _QUIET_EXIT) if paused else exit_wait
-        rc = yield WaitExit(self, first)
         if rc is None and paused:
             PUMP.resume(self.tail)
             if exit_wait > first:
@@ -200,44 +248,47 @@ class PluginProcess:
         return (yield from self._finish_steps(ExitStage.CRASH, rc))
 
     def _finish_steps(self, stage: ExitStage, exited: Optional[int] = None) -> Steps:
-        child = self.child
-        # The leader is dead or dying but not yet reaped, so its pid (the group
-        # id) cannot be reused: SIGKILL whatever else is left in the group, then
-        # reap the leader last (a zombie by now: that wait does not block).
         if exited is None:  # not seen exiting yet (a wait already returned its status otherwise)
             yield WaitExit(self, None)
-        child.kill()
-        rc = child.wait(None)
+        return self._finish(stage)
+
+    def _finish(self, stage: ExitStage) -> ExitRecord:
+        """The end of every stop, once the leader has exited or was sent SIGKILL."""
+        # The leader's last words first (it has exited: they are all in the pipe).
         PUMP.unregister(self.tail)
         self.release_io()
-        child.close()
+        # The leader is dead or dying but not yet reaped, so its pid (the group
+        # id) cannot be reused: SIGKILL whatever else is left in the group, then
+        # reap the leader last (a zombie by now: that wait does not block), and
+        # close the fds; one core call.
+        rc = self.child.finish()
         self.reader.clear()
-        return ExitInfo(
-            pid=self.pid,
-            stage=stage,
-            returncode=rc,
-            signal=_signal_name(rc),
-            at=datetime.now(timezone.utc),
-        )
+        return ExitRecord(self.pid, stage, rc)
 
     def release_io(self) -> None:
         io, self.io = self.io, None
         if io is not None:
             io.release()
 
-    def stop(self, exit_wait: float, grace: float) -> ExitInfo:
-        """:meth:`stop_steps`, blocking."""
-        info: ExitInfo = run_sync(self.stop_steps(exit_wait, grace))
+    def stop(self, exit_wait: float, grace: float) -> ExitRecord:
+        """:meth:`stop_steps`, blocking. The common case, an exit within the first
+        wait, runs as plain calls: the end of a stop comes right after the plugin's
+        exit, when the caches are cold and every generator resumed is dear."""
+        paused, first = self._begin_stop(exit_wait)
+        rc = self.child.wait(first, reap=False)
+        if rc is not None:
+            return self._finish(ExitStage.STDIN_CLOSE)
+        info: ExitRecord = run_sync(self._stop_rest_steps(rc, paused, first, exit_wait, grace))
         return info
 
-    def kill(self) -> ExitInfo:
+    def kill(self) -> ExitRecord:
         """:meth:`kill_steps`, blocking."""
-        info: ExitInfo = run_sync(self.kill_steps())
+        info: ExitRecord = run_sync(self.kill_steps())
         return info
 
-    def reap_dead(self) -> ExitInfo:
+    def reap_dead(self) -> ExitRecord:
         """:meth:`reap_dead_steps`, blocking."""
-        info: ExitInfo = run_sync(self.reap_dead_steps())
+        info: ExitRecord = run_sync(self.reap_dead_steps())
         return info
 
     def forget(self) -> None:

@@ -131,15 +131,17 @@ class StderrPump:
         For a cooperative exit: the exit hangs up stderr, and a watched fd would
         wake this thread to take the GIL just when the stopping thread wakes.
         """
-        with self._lock:
-            if self._tails.get(tail.fd) is not tail:
-                return False
-            del self._tails[tail.fd]
-            if self._epoll is not None:
-                try:
-                    self._epoll.unregister(tail.fd)
-                except OSError:
-                    pass
+        # No lock: the dict's pop is atomic, no other thread registers this fd
+        # (it is open) or resumes this tail, and the pump thread only unregisters
+        # a tail it still finds in the dict.
+        fd = tail.fd
+        if self._tails.pop(fd, None) is not tail:
+            return False
+        if self._epoll is not None:
+            try:
+                self._epoll.unregister(fd)
+            except OSError:
+                pass
         return True
 
     def resume(self, tail: StderrTail) -> None:
@@ -152,17 +154,18 @@ class StderrPump:
 
     def unregister(self, tail: StderrTail) -> None:
         """Stop watching ``tail.fd`` and read what is left; the caller closes the fd afterwards."""
-        with self._lock:
-            if self._tails.get(tail.fd) is tail:
-                del self._tails[tail.fd]
-                if self._epoll is not None:
-                    try:
-                        self._epoll.unregister(tail.fd)
-                    except OSError:
-                        pass
-        tail.drain()
-        with tail._lock:
-            tail.closed = True
+        if self._tails.get(tail.fd) is tail:  # (not after pause(): the lock is not needed then)
+            with self._lock:
+                if self._tails.get(tail.fd) is tail:
+                    del self._tails[tail.fd]
+                    if self._epoll is not None:
+                        try:
+                            self._epoll.unregister(tail.fd)
+                        except OSError:
+                            pass
+        if tail.drain():  # not at its end (a grandchild holds it): done anyway
+            with tail._lock:
+                tail.closed = True
 
     def _run(self, ep: select.epoll) -> None:
         while True:

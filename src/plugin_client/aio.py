@@ -48,11 +48,11 @@ import logging
 import os
 import signal
 import sys
-import weakref
 from typing import Any, Coroutine, Mapping, Optional, Set, Union, cast, overload
 
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, StreamEOF
-from ._flow import Flow, FlowHandle, FlowSteps, finalize_slot
+from ._flow import Flow, FlowHandle, FlowSteps
+from ._live import unwatch, watch
 from ._impl import Child, FrameReader, monotonic
 from ._process import Exchange, PluginProcess, WaitExit
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
@@ -404,16 +404,6 @@ else:  # pragma: no cover - Python < 3.11
 # Tasks finishing the flows of cancelled callers: the loop keeps only weak references.
 _FINISHING: Set["asyncio.Task[None]"] = set()
 
-_LIVE: "weakref.WeakSet[AsyncPluginClient]" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for client in list(_LIVE):
-        client._forget_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class AsyncPluginClient(FlowHandle):
@@ -447,8 +437,7 @@ class AsyncPluginClient(FlowHandle):
         # Made at first use, in the loop: before Python 3.10 a Lock binds to a loop when made.
         self._lock: Optional[asyncio.Lock] = None
         self._lock_timeout = flow.lock_timeout()
-        self._finalizer = weakref.finalize(self, finalize_slot, flow.slot, flow.name)
-        _LIVE.add(self)
+        watch(self, flow.slot)  # stops the process if this client is collected first
 
     # --- public API -------------------------------------------------------------
 
@@ -543,8 +532,7 @@ class AsyncPluginClient(FlowHandle):
         else:
             await lock.acquire()
         await self._run(flow.shutdown_steps(), locked=True)
-        self._finalizer.detach()
-        _LIVE.discard(self)
+        unwatch(self._flow.slot)
 
     close = shutdown
 

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 from typing import Any, Mapping, Optional, Union, overload
 
-from ._flow import EXCHANGE_ERRORS, Flow, FlowHandle, _need_bits, finalize_slot
+from ._flow import EXCHANGE_ERRORS, Flow, FlowHandle, _need_bits
 from ._impl import monotonic
+from ._live import unwatch, watch
 from ._process import run_sync
 from .errors import PluginError, ProtocolError
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
@@ -58,16 +58,8 @@ __all__ = ("PluginClient",)
 
 _PathLike = Union[str, "os.PathLike[str]"]
 
-_LIVE: "weakref.WeakSet[PluginClient]" = weakref.WeakSet()
+_GET_NEED = _need_bits(GetCall)
 
-
-def _after_fork_in_child() -> None:
-    for client in list(_LIVE):
-        client._forget_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class PluginClient(FlowHandle):
@@ -97,9 +89,7 @@ class PluginClient(FlowHandle):
         )
         self._lock = threading.Lock()
         self._lock_timeout = flow.lock_timeout()
-        # The finalizer holds the process slot, not the client.
-        self._finalizer = weakref.finalize(self, finalize_slot, flow.slot, flow.name)
-        _LIVE.add(self)
+        watch(self, flow.slot)  # stops the process if this client is collected first
 
     # --- public API -------------------------------------------------------------
 
@@ -134,7 +124,8 @@ class PluginClient(FlowHandle):
         Raises :class:`PluginError` for the plugin's own error replies (the process
         stays up) and another :class:`PluginClientError` for everything else.
         """
-        return self._call(type(call), call, "")
+        call_type = type(call)
+        return self._call(call_type, _need_bits(call_type), call, "")
 
     def is_available(self) -> IsAvailableResult:
         return self.request(IsAvailableCall())
@@ -143,7 +134,7 @@ class PluginClient(FlowHandle):
         if reference.__class__ is not str:
             return self.request(GetCall(reference=reference))  # GetCall validates it
         # No GetCall model on the warm path: the line is formatted from the reference.
-        return self._call(GetCall, None, reference)  # type: ignore[return-value]
+        return self._call(GetCall, _GET_NEED, None, reference)  # type: ignore[return-value]
 
     def list(self) -> ListResult:
         return self.request(ListCall())
@@ -177,24 +168,26 @@ class PluginClient(FlowHandle):
         The client cannot be used afterwards."""
         flow = self._flow
         flow.closed = True
-        if not self._lock.acquire(timeout=self._lock_timeout):
+        if not self._lock.acquire(False) and not self._lock.acquire(timeout=self._lock_timeout):
             proc = flow.slot.proc
             if proc is not None:  # a request is stuck: end its process from here
                 proc.child.kill()
             self._lock.acquire()
+        # The process leaves the slot first thing below, so the finalizer would
+        # find nothing: let it go now, while that is cheap (before the exit).
+        unwatch(self._flow.slot)
         try:
-            run_sync(flow.shutdown_steps())
+            flow.shutdown_blocking()
         finally:
             self._lock.release()
-        self._finalizer.detach()
-        _LIVE.discard(self)
 
     close = shutdown
 
     # --- the request path -----------------------------------------------------------
 
-    def _call(self, call_type: Any, call: Optional[Call], reference: str) -> Result:
+    def _call(self, call_type: Any, need: int, call: Optional[Call], reference: str) -> Result:
         """One request: ``call``, or (``call`` None) a ``GetCall`` for ``reference``.
+        ``need``: ``_need_bits(call_type)``.
 
         A warm process (``Flow.warm_process``: nothing to reap, restart or
         report) gets ``Flow.request_steps`` without its generator: one core
@@ -203,7 +196,6 @@ class PluginClient(FlowHandle):
         own steps. Anything else runs the shared flow with blocking calls.
         """
         flow = self._flow
-        need = _need_bits(call_type)
         if not (flow.caps_bits & need):
             raise flow.unsupported(call if call is not None else GetCall(reference=reference))
         lock = self._lock

@@ -550,15 +550,29 @@ def _enc_get(call: Any, rid: int) -> bytes:
     return _T_GET % (rid, _json_str(call.reference, "GetCall.reference"))
 
 
+# References as JSON, for _get_line: a host asks for the same few references
+# again and again. References name secrets, they are not secrets. Bounded: a
+# host that makes up references as it goes empties it now and then.
+_REF_JSON: Dict[str, bytes] = {}
+_REF_JSON_MAX: Final = 512
+
+
 def _get_line(reference: str, request_id: int) -> bytes:
     """``encode_request(GetCall(reference=reference), request_id)`` without building
     the model: ``PluginClient.get``'s warm path. ``reference`` must be a ``str``
     (the caller checks; anything else goes through ``GetCall``'s validation)."""
-    try:
-        return _T_GET % (request_id, _to_json(reference))
-    except pydantic_core.PydanticSerializationError:
-        pass
-    return _T_GET % (request_id, _json_str(reference, "GetCall.reference"))  # raises the ValueError
+    encoded = _REF_JSON.get(reference)
+    if encoded is None:
+        try:
+            encoded = _to_json(reference)
+        except pydantic_core.PydanticSerializationError:
+            encoded = None
+        if encoded is None:  # raised outside the except block: no chained error
+            encoded = _json_str(reference, "GetCall.reference")  # raises the ValueError
+        if len(_REF_JSON) >= _REF_JSON_MAX:
+            _REF_JSON.clear()
+        _REF_JSON[reference] = encoded
+    return _T_GET % (request_id, encoded)
 
 
 def _enc_list(call: Any, rid: int) -> bytes:

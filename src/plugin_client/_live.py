@@ -1,0 +1,96 @@
+"""The live clients of this interpreter, and what ends their processes when nobody else does.
+
+Both clients register here instead of each keeping a ``weakref.finalize`` and
+a ``WeakSet``: registering costs one weak reference and one dict entry (a
+client's construction is part of every cold start), unregistering one
+``dict.pop`` (part of every shutdown).
+
+* A client collected without ``shutdown()``: the callback of its weak
+  reference stops its process (a blocking graceful stop).
+* At interpreter exit: every process still live is stopped, newest first.
+* In a forked child: every client forgets its parent's process without
+  signalling it (its ``_forget_after_fork()``).
+
+Deliberately not here: how a process is stopped (``PluginProcess.stop``) or
+forgotten (the clients and :class:`plugin_client._flow.Flow`). The registry
+holds the :class:`Slot`, never the client, so it keeps no client alive.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import weakref
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+if TYPE_CHECKING:
+    from ._process import PluginProcess
+
+__all__ = ("Slot", "watch", "unwatch", "stop_slot")
+
+_log = logging.getLogger("plugin_client")
+
+
+class Slot:
+    """Holds a client's live process, and what stopping it needs, apart from the client."""
+
+    __slots__ = ("proc", "exit_wait", "grace", "name", "ref", "__weakref__")
+
+    def __init__(self, name: str, exit_wait: float, grace: float) -> None:
+        self.proc: Optional[PluginProcess] = None
+        self.name = name
+        self.exit_wait = exit_wait
+        self.grace = grace
+        self.ref: Optional[weakref.ref[Any]] = None
+
+    def _collected(self, _ref: Any) -> None:
+        if _LIVE.pop(self, None) is not None:
+            stop_slot(self)
+
+
+# Insertion-ordered: the exit hook stops the newest first, as weakref.finalize did.
+_LIVE: Dict[Slot, bool] = {}
+
+
+def watch(client: Any, slot: Slot) -> None:
+    """Stop ``slot``'s process if ``client`` is collected or the interpreter exits first;
+    call ``client._forget_after_fork()`` in a forked child."""
+    slot.ref = weakref.ref(client, slot._collected)
+    _LIVE[slot] = True
+
+
+def unwatch(slot: Slot) -> None:
+    """The client shut down by itself: nothing is left to do for it."""
+    _LIVE.pop(slot, None)
+    slot.ref = None  # a weak reference that is gone never calls back
+
+
+def stop_slot(slot: Slot) -> None:
+    """A blocking graceful stop of the slot's process, if any; never raises."""
+    proc, slot.proc = slot.proc, None
+    if proc is not None:
+        _log.debug("Plugin %r: client collected or interpreter exiting; shutting its process down", slot.name)
+        try:
+            proc.stop(slot.exit_wait, slot.grace)
+        except Exception:  # pragma: no cover - a finalizer must never raise
+            _log.exception("Plugin %r: error while shutting down from a finalizer", slot.name)
+
+
+@atexit.register
+def _at_exit() -> None:
+    while _LIVE:
+        slot = next(reversed(_LIVE))
+        del _LIVE[slot]
+        stop_slot(slot)
+
+
+def _after_fork_in_child() -> None:
+    for slot in list(_LIVE):
+        client = slot.ref() if slot.ref is not None else None
+        if client is not None:
+            client._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
