@@ -26,7 +26,9 @@ from ._impl import Child, FrameReader, spawn
 from ._stderr import PUMP, StderrTail
 from .health import ExitInfo, ExitStage
 
-__all__ = ("PluginProcess", "ExitRecord", "IDLE_OK", "IDLE_EXITED", "IDLE_OUTPUT", "Exchange", "WaitExit", "Steps", "run_sync")
+__all__ = (
+    "PluginProcess", "ExitRecord", "IDLE_OK", "IDLE_EXITED", "IDLE_OUTPUT", "Exchange", "WaitExit", "Steps", "run_sync",
+)
 
 IDLE_OK = 0
 IDLE_EXITED = 1  # the leader exited, or closed its stdout
