@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -109,9 +109,9 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
     return True
 
 
-def children_of(ppid: int) -> Dict[int, str]:
-    """``{pid: state}`` of every process whose parent is ``ppid``."""
-    out: Dict[int, str] = {}
+def proc_stats() -> Iterator[Tuple[int, List[bytes]]]:
+    """``(pid, fields)`` of every process: ``/proc/<pid>/stat`` after the command
+    name, so ``fields[0]`` is the state, ``[1]`` the parent, ``[2]`` the group."""
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -120,10 +120,17 @@ def children_of(ppid: int) -> Dict[int, str]:
                 raw = f.read()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        rest = raw[raw.rindex(b")") + 2 :].split()
-        if int(rest[1]) == ppid:
-            out[int(name)] = rest[0].decode()
-    return out
+        yield int(name), raw[raw.rindex(b")") + 2 :].split()
+
+
+def children_of(ppid: int) -> Dict[int, str]:
+    """``{pid: state}`` of every process whose parent is ``ppid``."""
+    return {pid: rest[0].decode() for pid, rest in proc_stats() if int(rest[1]) == ppid}
+
+
+def group_members(pgid: int) -> List[int]:
+    """Live processes whose process group is ``pgid``."""
+    return [pid for pid, rest in proc_stats() if int(rest[2]) == pgid and rest[0] not in (b"Z", b"X")]
 
 
 def zombies() -> List[int]:

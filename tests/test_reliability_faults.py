@@ -35,6 +35,7 @@ from _reliability import (
     c_plugins,  # noqa: F401  (fixture)
     children_of,
     fd_count,
+    group_members,
     peak_rss_bytes,
     reset_peak_rss,
     rss_bytes,
@@ -67,23 +68,6 @@ def make_client(hostile: Any) -> Iterator[Callable[..., PluginClient]]:
     yield make
     for c in made:
         c.shutdown()
-
-
-def group_members(pgid: int) -> List[int]:
-    """Live processes whose process group is ``pgid``."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                raw = f.read()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        rest = raw[raw.rindex(b")") + 2 :].split()
-        if int(rest[2]) == pgid and rest[0] not in (b"Z", b"X"):
-            out.append(int(name))
-    return out
 
 
 def kill_quietly(pid: int) -> None:

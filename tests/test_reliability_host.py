@@ -285,25 +285,44 @@ time.sleep(60)
 
 
 def test_host_exiting_without_shutdown_stops_a_plugin_that_ignores_eof(tmp_path: Path) -> None:
-    """The at-exit hook, not the plugin's own EOF handling, ends the plugin: one that
-    ignores stdin EOF is SIGTERMed after exit_wait, for clients of both kinds."""
+    """The at-exit hook ends the plugins of clients still alive at interpreter exit, for
+    both client kinds: a plugin that ignores stdin EOF is SIGTERMed after exit_wait. A
+    hook registered before the library's runs after it (at-exit hooks run last-in,
+    first-out), while the clients are still referenced, and finds both plugins reaped."""
     from plugin_factory import python_script
 
     plugin = make_plugin(tmp_path, "linger", python_script(_LINGERING))
     script = """
-        import asyncio, sys
+        import atexit, os, sys
+        PIDS = []
+
+        @atexit.register
+        def check_after_the_library():
+            for pid in PIDS:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    continue
+                print("alive-at-exit", pid, flush=True)
+                return
+            print("gone-at-exit", flush=True)
+
+        import asyncio
         from plugin_client import AsyncPluginClient, LifetimePolicy, PluginClient, load_plugin
         policy = LifetimePolicy(exit_wait=0.1, shutdown_grace=2.0)
         sync_client = PluginClient(load_plugin(sys.argv[1]), policy=policy)
         sync_client.get("x")
         async_client = AsyncPluginClient(load_plugin(sys.argv[1]), policy=policy)
         asyncio.run(async_client.get("x"))
-        print(sync_client.health().pid, async_client.health().pid, flush=True)
+        PIDS[:] = [sync_client.health().pid, async_client.health().pid]
+        print(*PIDS, flush=True)
         # no shutdown(): the interpreter's exit must end both plugins
     """
     host = run_host(script, str(plugin.manifest_path))
     out, err = host.communicate(timeout=30)
     assert host.returncode == 0, err
-    pids = [int(p) for p in out.split()]
+    first, verdict = out.splitlines()
+    pids = [int(p) for p in first.split()]
     assert len(pids) == 2 and all(p > 0 for p in pids)
+    assert verdict == "gone-at-exit", out
     assert all(wait_gone(p, 3.0) for p in pids), [alive(p) for p in pids]

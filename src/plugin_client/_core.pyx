@@ -1383,10 +1383,14 @@ cdef class Child:
 
     def signal_group(self, int sig):
         """Signal the whole process group. No-op once the leader is reaped; ``ESRCH`` is ignored."""
+        self._signal_group(sig)
+
+    cdef int _signal_group(self, int sig) except -1:
         if self._returncode is not None:
-            return  # the group id could name someone else's group now
+            return 0  # the group id could name someone else's group now
         if killpg(self._pid, sig) < 0 and errno != ESRCH:
             raise _os_error(errno, f"killpg({sig}) to process group {self._pid}")
+        return 0
 
     def terminate(self):
         """``signal_group(SIGTERM)``."""
@@ -1411,8 +1415,7 @@ cdef class Child:
         """The end of every stop, in one call: ``kill()`` (SIGKILL to whatever is
         left of the group), ``wait()`` (blocking: the leader has exited or is
         dying) and ``close()``. Returns ``returncode``."""
-        if self._returncode is None and killpg(self._pid, SIGKILL) < 0 and errno != ESRCH:
-            raise _os_error(errno, f"killpg({SIGKILL}) to process group {self._pid}")
+        self._signal_group(SIGKILL)
         rc = self.wait(None)
         self._close_all()
         return rc

@@ -300,7 +300,7 @@ class Flow:
             if self.life.idle_expired(monotonic()):
                 _log.debug("Plugin %r: idle for more than %g s; restarting it", self.name, self.policy.idle_timeout)
                 self.slot.proc = None
-                self.life.on_stopped((yield from self.stop_steps(proc)))
+                yield from self.stop_steps(proc)
                 proc = None
             else:
                 status = proc.idle_check()
@@ -329,32 +329,33 @@ class Flow:
             proc = yield from self._spawn_steps()
         return proc
 
-    def stop_steps(self, proc: PluginProcess) -> FlowSteps:
-        """Graceful stop of ``proc`` (already taken out of the slot); returns its ``ExitRecord``."""
-        info = yield from proc.stop_steps(self.policy.exit_wait, self.policy.shutdown_grace)
+    def _stopped(self, proc: PluginProcess, info: ExitRecord) -> None:
+        """Book an end that was not a crash (idle reap, shutdown, abandon)."""
         self._remember_tail(proc)
-        return info
+        self.life.on_stopped(info)
+
+    def stop_steps(self, proc: PluginProcess) -> FlowSteps:
+        """Graceful stop of ``proc`` (already taken out of the slot), booked as stopped."""
+        self._stopped(proc, (yield from proc.stop_steps(self.policy.exit_wait, self.policy.shutdown_grace)))
 
     def shutdown_steps(self) -> FlowSteps:
         """Stop the live process, if any (the caller set ``closed``)."""
         proc = self.take_process()
         if proc is not None:
-            self.life.on_stopped((yield from self.stop_steps(proc)))
+            yield from self.stop_steps(proc)
 
     def shutdown_blocking(self) -> None:
         """:meth:`shutdown_steps` with blocking calls (``PluginProcess.stop``, whose
         common case drives no generator): the sync client's shutdown."""
         proc = self.take_process()
         if proc is not None:
-            info = proc.stop(self.policy.exit_wait, self.policy.shutdown_grace)
-            self._remember_tail(proc)
-            self.life.on_stopped(info)
+            self._stopped(proc, proc.stop(self.policy.exit_wait, self.policy.shutdown_grace))
 
     def clear_disabled_steps(self) -> FlowSteps:
         """Stop any leftover process and clear the crash window."""
         proc = self.take_process()
         if proc is not None:
-            self.life.on_stopped((yield from self.stop_steps(proc)))
+            yield from self.stop_steps(proc)
         self.life.clear_disabled()
 
     def _executable(self) -> VerifiedExecutable:
@@ -473,8 +474,7 @@ class Flow:
         if proc is None or proc.child.returncode is not None:
             return None
         info = proc.kill()
-        self._remember_tail(proc)
-        self.life.on_stopped(info)
+        self._stopped(proc, info)
         return info
 
 
