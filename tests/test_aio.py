@@ -28,6 +28,7 @@ from plugin_client.manifest import LoadedPlugin
 from plugin_client.policy import LifetimePolicy
 
 from _helpers import is_dead, wait_until
+from _reliability import c_plugin, c_plugins  # noqa: F401  (fixture)
 from plugin_factory import make_plugin, python_script
 
 FAST = LifetimePolicy(request_timeout=2.0, start_timeout=5.0, shutdown_grace=1.0, exit_wait=0.5)
@@ -640,5 +641,30 @@ def test_reply_before_the_whole_request_was_written(tmp_path: Path) -> None:
                 assert (await c.put("k", "x" * 1_000_000)).replaced is False
                 assert value(await c.get(f"after-{i}")) == f"after-{i}"
             assert c.health().spawn_count == 1 and c.health().crashes_in_window == 0
+
+    run(main())
+
+
+def test_crash_while_descendants_hold_stdout_is_prompt(c_plugins: Any, tmp_path: Path) -> None:
+    """No EOF comes while the plugin's children keep its stdout: the pidfd the loop
+    watches settles the request as a crash at once, and the children die with the group."""
+    hostile = c_plugin(c_plugins, tmp_path / "hostile")
+
+    async def main() -> None:
+        async with AsyncPluginClient(hostile, policy=FAST) as c:
+            kids = [int(p) for p in value(await c.get("term-fork:2")).split(",")]
+            try:
+                t0 = time.monotonic()
+                with pytest.raises(errors.PluginCrashed, match="exited while answering"):
+                    await c.get("crash")
+                assert time.monotonic() - t0 < FAST.request_timeout / 2
+                assert all(wait_until(lambda k=k: is_dead(k), 2.0) for k in kids)
+                assert value(await c.get("value:after")) == "after"
+            finally:
+                for k in kids:
+                    try:
+                        os.kill(k, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
 
     run(main())

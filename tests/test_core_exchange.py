@@ -13,12 +13,17 @@ from typing import Any
 
 import pytest
 
-from plugin_client._core_errors import DeadlineExceeded, PipeClosed, StreamEOF
+from plugin_client._core_errors import DeadlineExceeded, PipeClosed, ProcessExited, StreamEOF
 from plugin_client._process import IDLE_EXITED, IDLE_OK, IDLE_OUTPUT
 
 from _helpers import make_pipe, spawner  # noqa: F401  (fixtures)
 
 CAT = shutil.which("cat") or "/bin/cat"
+SH = shutil.which("sh") or "/bin/sh"
+
+# Reads one line, leaves a descendant holding stdout (so no EOF can come),
+# writes what $1 says (nothing, half a frame, or a whole one), then exits.
+_EXIT_KEEPING_STDOUT = 'read line; sleep 30 & printf "$1"; exit 3'
 
 
 def test_idle_state_values_are_the_process_constants() -> None:
@@ -160,3 +165,47 @@ def test_spin_can_be_turned_off_for_benchmarks(core: types.ModuleType, spawner: 
     finally:
         limit(old)
     assert limit() == old > 0
+
+
+@pytest.mark.parametrize("wrote, pending", [("", 0), ("half a fr", 9)])
+def test_exit_while_a_descendant_holds_stdout(core: types.ModuleType, spawner: Any, wrote: str, pending: int) -> None:
+    """No EOF can come (the background sleep holds stdout): a reader that knows the
+    pidfd reports the exit well before the deadline, with the pending bytes."""
+    child = spawner(core, [SH, "-c", _EXIT_KEEPING_STDOUT, "sh", wrote])
+    if child.pidfd < 0:
+        pytest.skip("no pidfd on this kernel")
+    reader = core.FrameReader(child.stdout_fd, exit_fd=child.pidfd)
+    assert reader.exit_fd == child.pidfd
+    start = time.monotonic()
+    with pytest.raises(ProcessExited) as info:
+        reader.exchange(child.stdin_fd, b"go\n", core.monotonic() + 20)
+    assert time.monotonic() - start < 5
+    assert isinstance(info.value, StreamEOF) and info.value.pending == pending
+    assert child.wait(5, reap=False) == 3
+    child.signal_group(9)  # the sleep (the group outlives its unreaped leader)
+
+
+def test_a_reply_written_before_the_exit_is_kept(core: types.ModuleType, spawner: Any) -> None:
+    child = spawner(core, [SH, "-c", _EXIT_KEEPING_STDOUT, "sh", "the reply\\n"])
+    reader = core.FrameReader(child.stdout_fd, exit_fd=child.pidfd)
+    assert reader.exchange(child.stdin_fd, b"go\n", core.monotonic() + 20) == b"the reply"
+    assert child.wait(5, reap=False) == 3
+    child.signal_group(9)
+
+
+def test_without_exit_fd_only_the_deadline_ends_the_wait(core: types.ModuleType, spawner: Any) -> None:
+    child = spawner(core, [SH, "-c", _EXIT_KEEPING_STDOUT, "sh", ""])
+    reader = core.FrameReader(child.stdout_fd)
+    assert reader.exit_fd == -1
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        reader.exchange(child.stdin_fd, b"go\n", core.monotonic() + 0.3)
+    assert time.monotonic() - start >= 0.29
+    child.signal_group(9)
+
+
+def test_exit_fd_is_checked(core: types.ModuleType) -> None:
+    with pytest.raises(ValueError):
+        core.FrameReader(-1, exit_fd=-2)
+    with pytest.raises(TypeError):
+        core.FrameReader(-1, exit_fd="3")

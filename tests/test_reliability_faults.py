@@ -337,6 +337,28 @@ def test_sigterm_proof_tree_is_gone_by_grace_plus_slack(make_client: Callable[..
             kill_quietly(k)
 
 
+def test_crash_while_descendants_hold_stdout_is_prompt(make_client: Callable[..., PluginClient]) -> None:
+    """Children that keep the plugin's stdout mean no EOF when it crashes: the crash
+    is found through the pidfd, well before request_timeout, and the children die
+    with the group."""
+    c = make_client(FAST)
+    kids = [int(p) for p in c.get("term-fork:2").value.get_secret_value().split(",")]
+    leader = c.health().pid
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(errors.PluginCrashed, match="exited while answering") as info:
+            c.get("crash")
+        assert time.monotonic() - t0 < FAST.request_timeout / 2
+        assert "status 7" in str(info.value)
+        assert leader is not None and not alive(leader)
+        assert all(wait_gone(k, 1.0) for k in kids)
+        assert zombies() == []
+        assert c.get("value:after").value.get_secret_value() == "after"
+    finally:
+        for k in kids:
+            kill_quietly(k)
+
+
 @pytest.mark.parametrize("how", ["timeout", "idle-reap", "clear_disabled"])
 def test_sigterm_proof_tree_is_gone_on_every_recycle_path(
     make_client: Callable[..., PluginClient], how: str
@@ -381,12 +403,11 @@ def test_setsid_daemon_what_we_promise(make_client: Callable[..., PluginClient])
         # Out of our session and group, so no killpg of ours reaches it.
         assert os.getsid(daemon) != os.getsid(leader) and os.getpgid(daemon) != leader
         assert c.get("value:still").value.get_secret_value() == "still"
-        # A crash while the daemon holds stdout gives no EOF: it is found at the
-        # request deadline, not at once (RELIABILITY.md, future work).
+        # A crash while the daemon holds stdout gives no EOF; the pidfd tells at once.
         t0 = time.monotonic()
-        with pytest.raises((errors.RequestTimeout, errors.PluginCrashed)):
+        with pytest.raises(errors.PluginCrashed, match="exited while answering"):
             c.get("crash")
-        assert time.monotonic() - t0 < policy.request_timeout + PROMPT
+        assert time.monotonic() - t0 < policy.request_timeout / 2
         assert not alive(leader) and zombies() == []
         assert fd_count() == fds - FDS_PER_PROCESS
         # A fresh process, with a fresh daemon, and a graceful shutdown.

@@ -38,11 +38,20 @@ class FrameReader:
     returned as ``b""`` (the façade decides that it is an error).
     """
 
-    def __init__(self, fd: int, max_frame_bytes: int = ...) -> None:
+    def __init__(self, fd: int, max_frame_bytes: int = ..., exit_fd: int = -1) -> None:
         """``fd`` is a readable pipe end; it should be non-blocking. ``-1``
-        makes a reader that is only fed (``feed``/``next_frame``)."""
+        makes a reader that is only fed (``feed``/``next_frame``).
+
+        ``exit_fd`` (a pidfd, or -1) is the process writing to ``fd``. A read
+        that has waited 5 ms for its frame watches it too, and raises
+        :class:`ProcessExited` if that process exits while ``fd`` stays open
+        (a descendant holds it, so no EOF would come before the deadline).
+        Not from the start: a second fd in every wait would slow each fast
+        round trip."""
     @property
     def fd(self) -> int: ...
+    @property
+    def exit_fd(self) -> int: ...
     @property
     def max_frame_bytes(self) -> int: ...
     @property
@@ -55,7 +64,8 @@ class FrameReader:
         it reads (retrying on EINTR, waiting with ``poll`` on EAGAIN) until a
         frame is complete. Raises :class:`DeadlineExceeded` when ``deadline``
         passes, :class:`StreamEOF` (with ``pending`` bytes of an unfinished
-        frame) at end of stream, :class:`FrameTooLargeError` past the limit,
+        frame) at end of stream or, as its subclass :class:`ProcessExited`,
+        when ``exit_fd`` shows the writer's exit first, :class:`FrameTooLargeError` past the limit,
         and ``OSError`` for other read errors.
 
         The compiled core spins on ``read`` for up to 50 us (the GIL

@@ -49,6 +49,7 @@ from ._core_errors import (
     DeadlineExceeded,
     FrameTooLargeError,
     PipeClosed,
+    ProcessExited,
     SpawnFailed,
     StreamEOF,
 )
@@ -394,6 +395,11 @@ cdef double SPIN_MAX = 50e-6
 cdef double SPIN_EXIT = 100e-6
 cdef int SPIN_FAILS = 3
 cdef int SPIN_SKIP = 64
+# A reader with an exit fd (the process's pidfd) watches it too once a reply
+# has kept it waiting this long: a process that died while a descendant
+# holds its stdout gives no EOF. Not from the start: a second fd in every
+# wait costs each fast round trip a quarter of a microsecond.
+cdef double EXIT_WATCH = 5e-3
 
 pc_resolve()
 # close_range(~0U, ~0U) closes nothing; it only tells whether the call exists.
@@ -433,30 +439,39 @@ cdef enum:
     OP_READ = 0
     OP_WRITE = 1
 
+cdef int _poll_until(pollfd *fds, int n, bint has_dl, double until) except -1:
+    """ppoll() ``fds`` with the GIL released: 1 when one is ready, 0 once ``until``
+    has passed (never, without ``has_dl``)."""
+    cdef int r, err
+    cdef double remaining = -1.0
+    while True:
+        if has_dl:
+            remaining = until - _now()
+            if remaining <= 0.0:
+                return 0
+        with nogil:
+            r = pc_poll_for(fds, <nfds_t>n, remaining)
+            err = errno
+        if r > 0:
+            return 1  # ready, hung up or invalid: the read/write itself tells which
+        if r < 0:
+            if err != EINTR:
+                raise _os_error(err, f"poll on fd {fds[0].fd}")
+            PyErr_CheckSignals()  # so Ctrl-C interrupts a long wait
+
+
 cdef int _wait_fd(int fd, short events, bint has_dl, double dl, double start, int op) except -1:
     """poll() one fd with the GIL released until it is ready, or raise DeadlineExceeded."""
     cdef pollfd pfd
-    cdef int r, err
-    cdef double remaining = -1.0
     pfd.fd = fd
     pfd.events = events
-    while True:
-        if has_dl:
-            remaining = dl - _now()
-            if remaining <= 0.0:
-                raise DeadlineExceeded(
-                    "read a frame" if op == OP_READ else f"write to fd {fd}",
-                    max(0.0, dl - start),
-                )
-        with nogil:
-            r = pc_poll_for(&pfd, 1, remaining)
-            err = errno
-        if r > 0:
-            return 0  # ready, hung up or invalid: the read/write itself tells which
-        if r < 0:
-            if err != EINTR:
-                raise _os_error(err, f"poll on fd {fd}")
-            PyErr_CheckSignals()  # so Ctrl-C interrupts a long wait
+    pfd.revents = 0
+    if not _poll_until(&pfd, 1, has_dl, dl):
+        raise DeadlineExceeded(
+            "read a frame" if op == OP_READ else f"write to fd {fd}",
+            max(0.0, dl - start),
+        )
+    return 0
 
 
 cdef object _as_int(object value, str name):
@@ -476,6 +491,10 @@ cdef class FrameReader:
     exceeds ``max_frame_bytes`` raises :class:`FrameTooLargeError` as soon as
     that many bytes are seen. Complete frames before an oversized one are
     returned first. An empty line is returned as ``b""``.
+
+    ``exit_fd`` (a pidfd, or -1) is the process behind ``fd``: a read that has
+    waited 5 ms for its frame also watches it, and raises
+    :class:`ProcessExited` if the process exits while its stdout stays open.
     """
 
     # _buf[_start:_end] is held; _buf[_start:_scan] is known to hold no b"\n",
@@ -484,6 +503,7 @@ cdef class FrameReader:
     cdef Py_ssize_t _cap, _start, _scan, _end
     cdef Py_ssize_t _max, _limit
     cdef int _fd
+    cdef int _exit_fd       # the process's pidfd, watched in long waits; -1: none
     cdef bint _poll_first
     cdef bint _nonblocking  # fd is O_NONBLOCK: a read never blocks, so it keeps the GIL
     cdef int _wfd           # the last fd exchange() wrote to, and whether it is O_NONBLOCK
@@ -497,21 +517,26 @@ cdef class FrameReader:
     def __cinit__(self, *args, **kwargs):
         self._buf = NULL
         self._fd = -1
+        self._exit_fd = -1
         self._wfd = -1
 
     def __dealloc__(self):
         free(self._buf)
 
-    def __init__(self, fd, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
+    def __init__(self, fd, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES, exit_fd=-1):
         cdef int flags
         self._idle()  # re-running __init__ frees the buffer
         fd = _as_int(fd, "fd")
         max_frame_bytes = _as_int(max_frame_bytes, "max_frame_bytes")
+        exit_fd = _as_int(exit_fd, "exit_fd")
         if fd < -1:
             raise ValueError(f"fd must be a file descriptor or -1, not {fd!r}")
+        if exit_fd < -1:
+            raise ValueError(f"exit_fd must be a file descriptor or -1, not {exit_fd!r}")
         if max_frame_bytes < 1:
             raise ValueError(f"max_frame_bytes must be at least 1, not {max_frame_bytes!r}")
         self._fd = fd
+        self._exit_fd = exit_fd
         self._wfd = -1
         self._max = max_frame_bytes
         self._limit = self._max + CHUNK if self._max <= SSIZE_MAX_ - CHUNK else SSIZE_MAX_
@@ -537,6 +562,10 @@ cdef class FrameReader:
     @property
     def fd(self):
         return self._fd
+
+    @property
+    def exit_fd(self):
+        return self._exit_fd
 
     @property
     def max_frame_bytes(self):
@@ -624,7 +653,8 @@ cdef class FrameReader:
         """Return the next frame, reading from ``fd`` as needed.
 
         A frame already buffered is returned with no system call. Raises
-        :class:`DeadlineExceeded`, :class:`StreamEOF` (with ``pending``),
+        :class:`DeadlineExceeded`, :class:`StreamEOF` (with ``pending``; its
+        subclass :class:`ProcessExited` when ``exit_fd`` shows an exit first),
         :class:`FrameTooLargeError` and ``OSError`` for other read errors.
         """
         self._idle()
@@ -694,6 +724,29 @@ cdef class FrameReader:
             return 1
         return 0
 
+    cdef int _wait_reply(self, bint has_dl, double dl, double start) except -1:
+        """Wait until ``fd`` is readable (0), or raise DeadlineExceeded. With an
+        exit fd, a wait that has lasted EXIT_WATCH since ``start`` watches it too,
+        and returns 1 if the process exited while ``fd`` had nothing to read
+        (what it wrote before its exit is in the pipe by then)."""
+        cdef pollfd fds[2]
+        cdef double watch
+        if self._exit_fd < 0:
+            return _wait_fd(self._fd, POLLIN, has_dl, dl, start, OP_READ)
+        fds[0].fd = self._fd
+        fds[0].events = POLLIN
+        fds[0].revents = 0
+        watch = start + EXIT_WATCH
+        if not has_dl or watch < dl:
+            if _poll_until(fds, 1, True, watch):
+                return 0
+        fds[1].fd = self._exit_fd
+        fds[1].events = POLLIN
+        fds[1].revents = 0
+        if not _poll_until(fds, 2, has_dl, dl):
+            raise DeadlineExceeded("read a frame", max(0.0, dl - start))
+        return 1 if fds[0].revents == 0 else 0
+
     cdef object _read_frame(self, object deadline):
         # The fd is read first and polled only on EAGAIN: a reply that is
         # already there costs one read(). When it is not there yet, the reader
@@ -723,7 +776,8 @@ cdef class FrameReader:
                 if self._poll_first and has_dl:
                     if start == 0.0:
                         start = _now()
-                    _wait_fd(fd, POLLIN, has_dl, dl, start, OP_READ)
+                    if self._wait_reply(has_dl, dl, start):
+                        raise ProcessExited(self._end - self._start)
                 # _pop did not raise, so at most max bytes are held: with one
                 # more read the buffer stays under max + CHUNK.
                 self._room(CHUNK, True)
@@ -770,7 +824,8 @@ cdef class FrameReader:
                 elif err == EAGAIN:  # == EWOULDBLOCK on Linux
                     if start == 0.0:
                         start = waited_from  # the clock is read only once a wait begins
-                    _wait_fd(fd, POLLIN, has_dl, dl, start, OP_READ)
+                    if self._wait_reply(has_dl, dl, start):
+                        raise ProcessExited(self._end - self._start)
                 elif err == EINTR:
                     PyErr_CheckSignals()
                 else:

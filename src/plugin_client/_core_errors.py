@@ -14,6 +14,7 @@ __all__ = (
     "FrameTooLargeError",
     "DeadlineExceeded",
     "StreamEOF",
+    "ProcessExited",
     "PipeClosed",
     "SpawnFailed",
 )
@@ -61,6 +62,19 @@ class StreamEOF(CoreError, EOFError):
         else:
             msg = "Stream closed"
         super().__init__(msg)
+
+
+class ProcessExited(StreamEOF):
+    """The process exited while a reply was awaited, and its stdout stays open:
+    a descendant holds it, so no EOF will come. Whatever it wrote before its
+    exit was read first; ``pending`` counts bytes of an unfinished frame."""
+
+    def __init__(self, pending: int = 0) -> None:
+        super().__init__(pending)
+        self.args = (
+            "The process exited before its reply was complete; its stdout is still open "
+            f"(held by a descendant), {pending} bytes pending",
+        )
 
 
 class PipeClosed(CoreError, BrokenPipeError):

@@ -73,6 +73,7 @@ from ._core_errors import (
     DeadlineExceeded,
     FrameTooLargeError,
     PipeClosed,
+    ProcessExited,
     SpawnFailed,
     StreamEOF,
 )
@@ -110,6 +111,9 @@ _COMPACT_MIN = 64 * 1024
 
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
+# A reader with an exit fd watches it too once a reply has kept it waiting
+# this long (see FrameReader); as in the compiled core.
+_EXIT_WATCH = 5e-3
 # poll() takes an int of milliseconds; a far deadline (even inf) waits in steps.
 _MAX_POLL_MS = 2**31 - 1
 
@@ -145,14 +149,22 @@ def _poll_timeout_ms(deadline: Optional[float]) -> Optional[int]:
 def _wait_fd(fd: int, events: int, deadline: Optional[float]) -> bool:
     """Wait until ``fd`` is ready for ``events`` (or has hung up); ``False`` if the
     deadline passed first. ``poll`` itself retries on EINTR (PEP 475)."""
+    return bool(_poll_until(((fd, events),), deadline))
+
+
+def _poll_until(fds: Sequence[Tuple[int, int]], deadline: Optional[float]) -> List[Tuple[int, int]]:
+    """poll() ``(fd, events)`` pairs until one is ready: the ready ones, with their
+    events; ``[]`` once ``deadline`` has passed."""
     poller = select.poll()
-    poller.register(fd, events)
+    for fd, events in fds:
+        poller.register(fd, events)
     while True:
         timeout = _poll_timeout_ms(deadline)
         if timeout == 0:
-            return False
-        if poller.poll(timeout):
-            return True
+            return []
+        ready = poller.poll(timeout)
+        if ready:
+            return ready
         # poll's millisecond clock and CLOCK_MONOTONIC disagree by a hair
         # sometimes; loop until the deadline has really passed.
 
@@ -169,18 +181,26 @@ class FrameReader:
     exceeds ``max_frame_bytes`` raises :class:`FrameTooLargeError` as soon as
     that many bytes are seen. Complete frames before an oversized one are
     returned first. An empty line is returned as ``b""``.
+
+    ``exit_fd`` (a pidfd, or -1) is the process behind ``fd``: a read that has
+    waited 5 ms for its frame also watches it, and raises
+    :class:`ProcessExited` if the process exits while its stdout stays open.
     """
 
-    __slots__ = ("_fd", "_max", "_buf", "_pos", "_scan", "_nonblocking", "_busy")
+    __slots__ = ("_fd", "_exit_fd", "_max", "_buf", "_pos", "_scan", "_nonblocking", "_busy")
 
-    def __init__(self, fd: int, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+    def __init__(self, fd: int, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, exit_fd: int = -1) -> None:
         fd = _as_int(fd, "fd")
         max_frame_bytes = _as_int(max_frame_bytes, "max_frame_bytes")
+        exit_fd = _as_int(exit_fd, "exit_fd")
         if fd < -1:
             raise ValueError(f"fd must be a file descriptor or -1, not {fd!r}")
+        if exit_fd < -1:
+            raise ValueError(f"exit_fd must be a file descriptor or -1, not {exit_fd!r}")
         if max_frame_bytes < 1:
             raise ValueError(f"max_frame_bytes must be at least 1, not {max_frame_bytes!r}")
         self._fd = fd
+        self._exit_fd = exit_fd
         self._max = max_frame_bytes
         self._buf = bytearray()
         # _buf[:_pos] has been returned already; _buf[_pos:_scan] holds no b"\n".
@@ -204,6 +224,10 @@ class FrameReader:
         return self._fd
 
     @property
+    def exit_fd(self) -> int:
+        return self._exit_fd
+
+    @property
     def max_frame_bytes(self) -> int:
         return self._max
 
@@ -222,7 +246,8 @@ class FrameReader:
         """Return the next frame, reading from ``fd`` as needed.
 
         A frame already buffered is returned with no system call. Raises
-        :class:`DeadlineExceeded`, :class:`StreamEOF` (with ``pending``),
+        :class:`DeadlineExceeded`, :class:`StreamEOF` (with ``pending``; its
+        subclass :class:`ProcessExited` when ``exit_fd`` shows an exit first),
         :class:`FrameTooLargeError` and ``OSError`` for other read errors.
         """
         self._idle()
@@ -230,7 +255,7 @@ class FrameReader:
         if frame is not None:
             return frame
         deadline = _check_deadline(deadline)
-        start = time.monotonic() if deadline is not None else 0.0
+        start = time.monotonic()
         self._busy = True
         try:
             while True:
@@ -294,9 +319,24 @@ class FrameReader:
         return state
 
     def _wait_readable(self, deadline: Optional[float], start: float) -> None:
-        if not _wait_fd(self._fd, _POLLIN, deadline):
-            assert deadline is not None
-            raise DeadlineExceeded("read a frame", max(0.0, deadline - start))
+        """Wait until ``fd`` is readable, or raise DeadlineExceeded. With an exit fd,
+        a wait that has lasted _EXIT_WATCH since ``start`` watches it too, and
+        raises ProcessExited if the process exited while ``fd`` had nothing to
+        read (what it wrote before its exit is in the pipe by then)."""
+        exit_fd = self._exit_fd
+        if exit_fd >= 0:
+            watch = start + _EXIT_WATCH
+            if (deadline is None or watch < deadline) and _wait_fd(self._fd, _POLLIN, watch):
+                return
+            ready = _poll_until(((self._fd, _POLLIN), (exit_fd, _POLLIN)), deadline)
+            if ready:
+                if not any(fd == self._fd for fd, _ in ready):
+                    raise ProcessExited(len(self._buf) - self._pos)
+                return
+        elif _wait_fd(self._fd, _POLLIN, deadline):
+            return
+        assert deadline is not None
+        raise DeadlineExceeded("read a frame", max(0.0, deadline - start))
 
     def feed(self, data: _Bytes) -> None:
         """Append bytes read elsewhere. Never raises for size: the limit is

@@ -18,6 +18,10 @@ This module only performs those waits on the running event loop:
   earlier than the one it is set for.
 - **Exit waits**: ``loop.add_reader`` on the child's pidfd, where the kernel
   has one; otherwise ``child.wait(0)`` with an ``asyncio.sleep`` backoff.
+- **Exits during a request**: the pidfd is watched for the process's whole
+  life (it turns readable only at the exit: no cost per request). An exit while
+  a reply is awaited settles it at once, after what the process wrote is read,
+  even if a descendant keeps its stdout open (then no EOF comes).
 
 No executor and no thread per request. Requests to one process are
 serialized in arrival order by an ``asyncio.Lock``.
@@ -50,7 +54,7 @@ import signal
 import sys
 from typing import Any, Coroutine, Mapping, Optional, Set, Union, cast, overload
 
-from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, StreamEOF
+from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, ProcessExited, StreamEOF
 from ._flow import Flow, FlowHandle, FlowSteps
 from ._live import unwatch, watch
 from ._impl import Child, FrameReader, monotonic
@@ -128,7 +132,7 @@ class _Channel:
     """
 
     __slots__ = (
-        "loop", "reader", "fd_in", "fd_out", "reading", "eof", "busy", "settled", "frame", "error",
+        "loop", "reader", "fd_in", "fd_out", "fd_exit", "reading", "eof", "busy", "settled", "frame", "error",
         "waiter", "out", "writing", "early", "deadline", "timer", "armed_for", "released",
     )
 
@@ -152,6 +156,10 @@ class _Channel:
         self.released = False
         loop.add_reader(self.fd_out, self._on_readable)
         self.reading = True
+        # The pidfd, watched until it turns readable (the exit); -1: not watched.
+        self.fd_exit = proc.child.pidfd
+        if self.fd_exit >= 0:
+            loop.add_reader(self.fd_exit, self._on_exit)
 
     def begin(self, line: bytes, deadline: float) -> None:
         """Start one exchange: write ``line`` (the rest from a writer callback), arm the deadline."""
@@ -213,13 +221,14 @@ class _Channel:
             self.reading = False
             self.loop.remove_reader(self.fd_out)
 
-    def _on_readable(self) -> None:
+    def _on_readable(self) -> bool:
+        """Read once. False if there was nothing to read."""
         if self.released:  # a callback queued before release(): the fd may be another's now
-            return
+            return False
         try:
             data = os.read(self.fd_out, _READ)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""
         if not data:
@@ -227,20 +236,20 @@ class _Channel:
             self._stop_reading()
             if self.busy and not self.settled:
                 self._settle(None, StreamEOF(self.reader.buffered))
-            return
+            return True
         self.reader.feed(data)
         if not self.busy or self.settled or self.early is not None:
             # Output no request asked for. Keep it (the idle check before the
             # next request sees it and recycles the process) but read no more:
             # a plugin spewing on stdout cannot make us buffer without bound.
             self._stop_reading()
-            return
+            return True
         try:
             frame = self.reader.next_frame()
         except FrameTooLargeError as exc:
             self._stop_reading()
             self._settle(None, exc)
-            return
+            return True
         if frame is not None:
             if self.writing:
                 # Answered before it read all of its request: the exchange ends
@@ -248,6 +257,28 @@ class _Channel:
                 self.early = frame
             else:
                 self._settle(frame, None)
+        return True
+
+    def _on_exit(self) -> None:
+        """The process exited. A reply still awaited gets what the process wrote
+        before its exit (all in the pipe by now), else ProcessExited: a
+        descendant may hold stdout open, and then no EOF would come."""
+        if self.released:
+            return
+        self._stop_watching_exit()
+        while self.busy and not self.settled and self.early is None and self.reading and self._on_readable():
+            pass
+        if self.busy and not self.settled:
+            early = self.early
+            if early is not None:  # answered, then exited before taking all of its request
+                self._settle(early, None)
+            else:
+                self._settle(None, ProcessExited(self.reader.buffered))
+
+    def _stop_watching_exit(self) -> None:
+        fd, self.fd_exit = self.fd_exit, -1
+        if fd >= 0:
+            self.loop.remove_reader(fd)
 
     def _on_writable(self) -> None:
         out = self.out
@@ -298,6 +329,7 @@ class _Channel:
         loop = self.loop
         if loop.is_closed():
             return
+        self._stop_watching_exit()
         if self.reading:
             self.reading = False
             loop.remove_reader(self.fd_out)
