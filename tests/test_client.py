@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Dict
 
 import pytest
 
@@ -25,6 +25,7 @@ from plugin_client.policy import LifetimePolicy
 from plugin_client.protocol import Capability, GetCall, IsAvailableCall
 
 from client_kinds import client_kind, new_client  # noqa: F401 - fixtures
+from _reliability import children_of
 from plugin_factory import make_plugin, python_script
 
 FAST = LifetimePolicy(request_timeout=2.0, start_timeout=5.0, shutdown_grace=1.0, exit_wait=0.5)
@@ -90,6 +91,26 @@ def test_source_name_and_config_go_into_init(client_factory: Callable[..., Plugi
     c = client_factory(source_name="work-vault", config={"entries": 5})
     assert len(c.list().entries) == 5
     assert c.health().source_name == "work-vault"
+
+
+@pytest.mark.parametrize(
+    "kw, where",
+    [
+        ({"config": {"token": "s3cr3t-cfg", "bad": {1, 2}}}, "config"),
+        ({"config": {"token": "s3cr3t-cfg", "n": float("nan")}}, "config"),
+        ({"source_name": 42}, "source_name"),
+    ],
+)
+def test_init_that_cannot_be_sent_is_refused_by_the_constructor(
+    client_factory: Callable[..., PluginClient], kw: Dict[str, Any], where: str
+) -> None:
+    """Before, the plugin was spawned, the init call failed to build, and the process
+    stayed up un-initialised for the next request. Now nothing is spawned."""
+    before = set(children_of(os.getpid()))
+    with pytest.raises(ValueError, match=f"init call cannot be built .*{where}") as info:
+        client_factory(**kw)
+    assert "s3cr3t-cfg" not in str(info.value) and "s3cr3t-cfg" not in repr(info.value.__cause__)
+    assert set(children_of(os.getpid())) - before == set()
 
 
 def test_init_source_name_must_be_echoed(client_factory: Callable[..., PluginClient]) -> None:

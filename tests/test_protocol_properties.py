@@ -46,6 +46,7 @@ from plugin_client.protocol import (
     encode_request,
     encode_result,
 )
+from plugin_client.protocol import _init_line, _init_params
 
 # Text a JSON line can carry: anything but lone surrogates (which UTF-8 cannot hold).
 text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40)
@@ -210,3 +211,12 @@ def test_no_secret_escapes(value: Any, where: int, cls: Type[Call], cut: int) ->
     else:
         if not isinstance(got, ListResult):  # a list entry's reference is not a secret
             assert SECRET not in repr(got) and SECRET not in str(got)
+
+
+@given(source_name=text, config=st.none() | st.dictionaries(text, json_values, max_size=4), rid=ids)
+def test_init_line_built_once_is_the_encoded_init_call(source_name: str, config: Any, rid: int) -> None:
+    """What a client builds at construction and sends after every spawn is byte for
+    byte ``encode_request(InitCall(...))``."""
+    cfg = config if config is not None else {}
+    expected = encode_request(InitCall(source_name=source_name, config=cfg), rid)
+    assert _init_line(_init_params(source_name, cfg), rid) == expected

@@ -28,6 +28,8 @@ import logging
 import os
 from typing import Any, Dict, Generator, List, Mapping, Optional, Union
 
+from pydantic import ValidationError
+
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, SpawnFailed, StreamEOF
 from ._impl import monotonic
 from ._lifecycle import Lifecycle
@@ -49,7 +51,9 @@ from .errors import (
 from .health import PluginHealth, PluginState
 from .manifest import PluginManifest, VerifiedExecutable, verify_executable
 from .policy import LifetimePolicy
-from .protocol import MAX_REQUEST_ID, Call, InitCall, InitResult, Result, decode_reply, encode_request
+from .protocol import (
+    MAX_REQUEST_ID, Call, InitCall, InitResult, Result, _init_line, _init_params, decode_reply, encode_request,
+)
 
 __all__ = ("Flow", "FlowHandle", "FlowSteps", "EXCHANGE_ERRORS")
 
@@ -79,6 +83,16 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _problems(exc: ValueError) -> str:
+    """What a ValueError from the init params says; a ValidationError's errors
+    without their input (the config may hold credentials)."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors(include_input=False)
+        )
+    return str(exc)
+
+
 def _need_bits(call_type: type) -> int:
     """The capability bits a call needs, as an int; -1 (any process will do) for none."""
     try:
@@ -96,7 +110,7 @@ class Flow:
     __slots__ = (
         "name", "manifest", "policy", "source_name", "config", "life", "slot", "closed",
         "init", "last_tail", "client_type", "caps_bits", "_exe_source", "_verified", "_next_id", "_pid",
-        "__weakref__",
+        "_init_params", "__weakref__",
     )
 
     def __init__(
@@ -114,6 +128,15 @@ class Flow:
         self.policy = policy
         self.source_name = source_name if source_name is not None else manifest.name
         self.config: Dict[str, Any] = dict(config) if config is not None else {}
+        # The init call's params, checked and encoded once: a config that cannot
+        # be sent is the constructor's error, not a spawned plugin's.
+        try:
+            self._init_params = _init_params(self.source_name, self.config)
+        except ValueError as exc:
+            raise ValueError(
+                f"Plugin {self.name!r}: its init call cannot be built ({_problems(exc)}); "
+                "pass a str source_name and a config of JSON values."
+            ) from exc
         self._exe_source = executable
         self._verified: Optional[VerifiedExecutable] = (
             executable if isinstance(executable, VerifiedExecutable) else None
@@ -122,7 +145,7 @@ class Flow:
         self.slot = Slot(self.name, policy.exit_wait, policy.shutdown_grace)
         self.closed = False
         self.init: Optional[InitResult] = None
-        # life.capabilities as a plain int (-1 until an init told them: no gate yet);
+        # life.capabilities_bits as a plain int (-1 until an init told them: no gate yet);
         # IntFlag arithmetic would cost more than the rest of the gate.
         self.caps_bits = -1
         # The last process's stderr tail, kept as is (copied only if health() asks).
@@ -401,11 +424,10 @@ class Flow:
             raise SpawnError(msg, plugin=self.name) from exc
         self.slot.proc = proc
         self.life.on_spawned(proc.pid)
-        call = InitCall(source_name=self.source_name, config=self.config)
         rid = self._take_id()
         try:
-            frame = yield Exchange(proc, encode_request(call, rid), deadline)
-            init = decode_reply(frame, call, rid, plugin=self.name)
+            frame = yield Exchange(proc, _init_line(self._init_params, rid), deadline)
+            init = decode_reply(frame, InitCall, rid, plugin=self.name)
             if init.source_name != self.source_name:
                 raise InitError(
                     f"Plugin {self.name!r} answered init for source {init.source_name!r} instead of "

@@ -44,7 +44,9 @@ class Lifecycle:
         self.disabled_reason: Optional[str] = None
         self.spawn_count = 0
         self.pid: Optional[int] = None
-        self.capabilities: Optional[Capability] = None
+        # As the int init sent: the IntFlag is built only for a snapshot (it is
+        # dear to make, and on_ready is on every cold start's path).
+        self.capabilities_bits: Optional[int] = None
         self.plugin_version: Optional[str] = None
         self.last_used_mono = -math.inf
         self.last_crash: Optional[datetime] = None
@@ -81,7 +83,7 @@ class Lifecycle:
 
     def on_ready(self, init: InitResult) -> None:
         with self._meta:
-            self.capabilities = init.capabilities
+            self.capabilities_bits = init.capabilities_bits
             self.plugin_version = init.plugin_version
 
     def on_used(self) -> None:
@@ -132,7 +134,8 @@ class Lifecycle:
 
     def snapshot(self, stderr_tail: List[str]) -> PluginHealth:
         with self._meta:
-            caps = self.capabilities
+            bits = self.capabilities_bits
+            caps = Capability(bits) if bits is not None else None
             last_exit = self.last_exit
             used_mono = self.last_used_mono
             last_used: Optional[datetime] = None

@@ -524,14 +524,17 @@ _encode_str: Final[Callable[[str], str]] = json.encoder.encode_basestring
 
 
 def _enc_init(call: Any, rid: int) -> bytes:
+    return _T_INIT % (rid, _init_body(call.source_name, call.config, call.protocol_version))
+
+
+def _init_body(source_name: str, config: Mapping[str, Any], protocol_version: str) -> bytes:
     # The bytes of _dumps({"source_name": ..., "config": ..., "protocol_version": ...}),
     # built in parts: an empty config (the common case) needs no encoder at all.
-    config = call.config
     try:
         body = b'{"source_name":%b,"config":%b,"protocol_version":%b}' % (
-            _encode_str(call.source_name).encode("utf-8"),
+            _encode_str(source_name).encode("utf-8"),
             _dumps(config) if config else b"{}",
-            _encode_str(call.protocol_version).encode("utf-8"),
+            _encode_str(protocol_version).encode("utf-8"),
         )
     except (TypeError, ValueError) as exc:
         problem: Optional[str] = type(exc).__name__
@@ -539,7 +542,23 @@ def _enc_init(call: Any, rid: int) -> bytes:
         problem = None
     if problem is not None:
         raise ValueError(f"InitCall cannot be sent: its fields are not all JSON-serialisable ({problem})")
-    return _T_INIT % (rid, body)
+    return body
+
+
+def _init_params(source_name: str, config: Dict[str, Any]) -> bytes:
+    """The ``params`` of ``encode_request(InitCall(source_name=..., config=...), rid)``,
+    checked as ``InitCall`` checks them, for a client to build once and send after
+    every spawn (:func:`_init_line`). Raises :class:`ValueError` (a pydantic
+    ``ValidationError``, which shows no input value) for fields ``InitCall`` refuses."""
+    if source_name.__class__ is str and not config and config.__class__ is dict:
+        return _init_body(source_name, config, PROTOCOL_VERSION)  # no model for the common case
+    call = InitCall(source_name=source_name, config=config)
+    return _init_body(call.source_name, call.config, call.protocol_version)
+
+
+def _init_line(params: bytes, request_id: int) -> bytes:
+    """The ``init`` request line for params from :func:`_init_params`."""
+    return _T_INIT % (request_id, params)
 
 
 def _enc_is_available(call: Any, rid: int) -> bytes:
