@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Set
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 BENCH = Path(__file__).parent
 
@@ -116,25 +116,71 @@ def tag(benchmark: Any, case: str, variant: str, placement: str, **extra: Any) -
     benchmark.extra_info.update(case=case, variant=variant, placement=placement, **extra)
 
 
+def _run_c_host(bench_bin: BenchBin, mode: str, plugin: Path, count: int, env: Dict[str, str]) -> Dict[str, Any]:
+    out = subprocess.run(
+        [str(bench_bin.c_host), mode, str(plugin), str(count)], check=True, capture_output=True, text=True, env=env,
+    ).stdout
+    report: Dict[str, Any] = json.loads(out)
+    return report
+
+
+# C-host samples taken between the rounds of our own benchmark of the same mode and
+# placement (see CHostChunks), by (mode, placement).
+_INTERLEAVED: Dict[Tuple[str, str], List[int]] = {}
+
+
+class CHostChunks:
+    """Runs the C host in short chunks between the rounds of one of our benchmarks
+    (call :meth:`tick` from its untimed setup), so that the baseline is measured on
+    the same machine at the same moments: this VM's speed drifts by tens of percent
+    within a run, and a baseline taken a minute apart gave ratios on either side of
+    a target. :func:`c_host` reports the pooled chunks, when there are any, instead
+    of running on its own. The first iteration of each chunk (a freshly started
+    C host) is dropped, as our benchmarks drop their warm-up rounds."""
+
+    def __init__(self, benchmark: Any, bench_bin: BenchBin, mode: str, plugin: Path, placement: str,
+                 every: int = 10, size: int = 10) -> None:
+        self.enabled = not benchmark.disabled
+        self.bench_bin, self.mode, self.plugin = bench_bin, mode, plugin
+        self.key = (mode, str(placement))
+        self.every, self.size = every, size
+        self.rounds = 0
+
+    def tick(self) -> None:
+        self.rounds += 1
+        if self.enabled and self.rounds % self.every == 0:
+            report = _run_c_host(self.bench_bin, self.mode, self.plugin, self.size + 1, dict(os.environ))
+            _INTERLEAVED.setdefault(self.key, []).extend(report["samples_ns"][1:])
+
+
 def c_host(benchmark: Any, bench_bin: BenchBin, mode: str, plugin: Path, n: int, n_disabled: int = 3,
-           placement: Optional[Placement] = None, spin: bool = False) -> Dict[str, Any]:
+           placement: Optional[Placement] = None, spin: bool = False, interleaved_as: str = "") -> Dict[str, Any]:
     """Run ``c_host MODE PLUGIN N`` once, in the current placement (it inherits
     the affinity). The C host times each of its N iterations itself; those
     samples replace pytest-benchmark's timing of the whole run, so the table
     and the JSON show the C host's own distribution. Its median is also kept
-    in ``extra_info["median_s"]``, which ``ratios.py`` prefers."""
+    in ``extra_info["median_s"]``, which ``ratios.py`` prefers.
+
+    ``interleaved_as``: the placement under which :class:`CHostChunks` may
+    have run this mode already, between our rounds; those samples are then
+    reported instead (``extra_info["interleaved"]``), and nothing is run."""
     count = n_disabled if benchmark.disabled else n
     report: Dict[str, Any] = {}
     env = placement.env() if placement is not None else dict(os.environ)
     if spin:
         env["C_HOST_SPIN"] = "1"
+    pooled = _INTERLEAVED.get((mode, interleaved_as)) if interleaved_as and not benchmark.disabled else None
 
     def run() -> None:
-        out = subprocess.run(
-            [str(bench_bin.c_host), mode, str(plugin), str(count)], check=True, capture_output=True, text=True,
-            env=env,
-        ).stdout
-        report.update(json.loads(out))
+        if pooled:
+            ordered = sorted(pooled)
+            k = len(ordered)
+            report.update(
+                n=k, samples_ns=list(pooled), median_ns=ordered[k // 2] if k % 2 else (ordered[k // 2 - 1] + ordered[k // 2]) / 2,
+                min_ns=ordered[0], p90_ns=ordered[min(k - 1, (k * 9) // 10)],
+            )
+        else:
+            report.update(_run_c_host(bench_bin, mode, plugin, count, env))
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info.update(
@@ -143,6 +189,7 @@ def c_host(benchmark: Any, bench_bin: BenchBin, mode: str, plugin: Path, n: int,
         p90_s=report["p90_ns"] / 1e9,
         samples=report["n"],
         timed_by="c_host",
+        interleaved=bool(pooled),
     )
     _replace_samples(benchmark, [ns / 1e9 for ns in report["samples_ns"]])
     return report
