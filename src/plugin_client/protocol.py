@@ -776,6 +776,23 @@ def decode_reply(
     raise _diagnose_reply(line, issues, cls.method, request_id, plugin) from None
 
 
+def _plain_result(line: bytes, call_type: type, request_id: int) -> Optional[Result]:
+    """The result of a reply that is plainly a success (valid, the expected id, a
+    ``result`` and no ``error``), else ``None``: then :func:`decode_reply` says what
+    the reply is, with its error. The warm path's decode, without decode_reply's
+    look at its arguments. ``call_type``: a :class:`Call` subclass."""
+    if len(line) >= _GC_PAUSE_BYTES:
+        return None  # decode_reply pauses the GC for it
+    try:
+        env = _REPLY_VALIDATORS[call_type](line)
+    except (KeyError, ValidationError):
+        return None
+    if env["id"] == request_id and env.get("error") is None:
+        result: Optional[Result] = env.get("result")
+        return result
+    return None
+
+
 # A large reply (a long list) becomes tens of thousands of new, acyclic objects.
 # A cyclic-GC pass during the decode cannot free any of them but walks them all
 # (and a full pass walks the whole heap): with the GC on, it was half the time
