@@ -16,7 +16,7 @@ import pytest
 from plugin_client._core_errors import DeadlineExceeded, PipeClosed, ProcessExited, StreamEOF
 from plugin_client._process import IDLE_EXITED, IDLE_OK, IDLE_OUTPUT
 
-from _helpers import make_pipe, spawner  # noqa: F401  (fixtures)
+from _helpers import make_pipe, spawner, wait_until  # noqa: F401  (fixtures)
 
 CAT = shutil.which("cat") or "/bin/cat"
 SH = shutil.which("sh") or "/bin/sh"
@@ -121,6 +121,23 @@ def test_exchange_if_idle_with_cat(core: types.ModuleType, spawner: Any) -> None
     child.close_stdin()
     child.wait(5, reap=False)
     assert reader.exchange_if_idle(child.stdin_fd, b"x\n", core.monotonic() + 5, child.pidfd) is None
+
+
+def test_request_is_exchange_if_idle_on_the_childs_own_fds(core: types.ModuleType, spawner: Any) -> None:
+    child = spawner(core, [CAT])
+    reader = core.FrameReader(child.stdout_fd, exit_fd=child.pidfd)
+    for i in range(100):
+        line = b"line %d\n" % i
+        assert reader.request(child, line, core.monotonic() + 5) == line[:-1]
+    os.write(child.stdin_fd, b"stray\n")  # behind the reader's back: output nobody asked for
+    assert wait_until(lambda: reader.idle_state(child.pidfd) == IDLE_OUTPUT, 5)
+    assert reader.request(child, b"x\n", core.monotonic() + 5) is None  # nothing written
+    assert reader.read_frame(core.monotonic() + 5) == b"stray"
+    child.close_stdin()
+    child.wait(5, reap=False)
+    assert reader.request(child, b"x\n", core.monotonic() + 5) is None  # exited
+    with pytest.raises(TypeError):
+        reader.request(child.pidfd, b"x\n", core.monotonic() + 5)
 
 
 def test_spinning_reader_keeps_frames_and_deadlines(core: types.ModuleType, spawner: Any) -> None:

@@ -84,6 +84,10 @@ class FrameReader:
     ) -> Optional[bytes]:
         """:meth:`idle_state` first: unless it is ``0``, return ``None`` and write
         nothing; else :meth:`exchange`. A warm request in one call."""
+    def request(self, child: "Child", data: _Bytes, deadline: Optional[float] = None) -> Optional[bytes]:
+        """:meth:`exchange_if_idle` with ``child``'s ``stdin_fd`` and ``pidfd``,
+        read by the core itself (in C, for the compiled one): the client's warm
+        request in one call, never with a stale copy of an fd."""
     def idle_state(self, pidfd: int = -1) -> int:
         """What came while no request was in flight, with one ``poll`` that never waits.
 

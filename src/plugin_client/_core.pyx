@@ -680,6 +680,15 @@ cdef class FrameReader:
         _write_all(fd, data, deadline, self._write_keeps_gil(fd))
         return self._read_frame(deadline)
 
+    def request(self, Child child, data, deadline=None):
+        """:meth:`exchange_if_idle` on ``child``'s stdin and pidfd, read in C: the
+        client's warm request in one call (the fds are never a stale copy)."""
+        self._idle()
+        if self._idle_state(child._pidfd) != 0:
+            return None
+        _write_all(child._stdin, data, deadline, self._write_keeps_gil(child._stdin))
+        return self._read_frame(deadline)
+
     cdef bint _write_keeps_gil(self, int fd):
         cdef int flags
         if fd != self._wfd:

@@ -295,6 +295,13 @@ class FrameReader:
             return None
         return self.exchange(fd, data, deadline)
 
+    def request(self, child: "Child", data: _Bytes, deadline: Optional[float] = None) -> Optional[bytes]:
+        """:meth:`exchange_if_idle` on ``child``'s stdin and pidfd: the client's warm
+        request in one call."""
+        if not isinstance(child, Child):
+            raise TypeError(f"child must be a Child, not {type(child).__name__}")
+        return self.exchange_if_idle(child.stdin_fd, data, deadline, child.pidfd)
+
     def idle_state(self, pidfd: int = -1) -> int:
         """What came while no request was in flight, with one ``poll`` that never waits.
 

@@ -198,7 +198,7 @@ class Flow:
         calls and one poll, which is most of what a request costs beyond its
         write, read and decode. ``now``: ``monotonic()``, if the caller has it.
         ``check_idle=False``: the caller makes the idle check itself, in the
-        core call that writes its request (``FrameReader.exchange_if_idle``).
+        core call that writes its request (``FrameReader.request``).
         """
         proc = self.slot.proc
         if proc is None or self.closed or self._pid != _PID:

@@ -207,7 +207,7 @@ class PluginClient(FlowHandle):
             raise flow.lock_timeout_error()
         try:
             now = monotonic()
-            proc = flow.warm_process(now, False)  # the idle check is in exchange_if_idle
+            proc = flow.warm_process(now, False)  # the idle check is in FrameReader.request
             # (The gate again: another thread's request may have restarted the plugin.)
             if proc is not None and flow.caps_bits & need:
                 # Flow._take_id(), _get_line()'s cache hit and (below) Lifecycle.on_used(),
@@ -219,11 +219,8 @@ class PluginClient(FlowHandle):
                 else:
                     enc = _REF_JSON.get(reference)
                     line = _T_GET % (rid, enc) if enc is not None else _get_line(reference, rid)
-                child = proc.child
                 try:
-                    frame = proc.reader.exchange_if_idle(
-                        child.stdin_fd, line, now + flow.policy.request_timeout, child.pidfd
-                    )
+                    frame = proc.reader.request(proc.child, line, now + flow.policy.request_timeout)
                 except EXCHANGE_ERRORS as exc:
                     run_sync(flow.exchange_failed_steps(proc, call_type, exc))
                     raise  # pragma: no cover - the steps always raise
