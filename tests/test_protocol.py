@@ -58,6 +58,7 @@ from plugin_client.protocol import (
     Result,
     ValidateCall,
     ValidateResult,
+    _plain_result,
     decode_reply,
     decode_request,
     encode_error,
@@ -835,3 +836,37 @@ def test_encode_error_golden(kind: Any, fields: Dict[str, str], expected: bytes)
 def test_encode_error_checks(kind: str, fields: Dict[str, Any], exc: Type[Exception]) -> None:
     with pytest.raises(exc):
         encode_error(1, kind, **fields)
+
+
+@pytest.mark.parametrize(
+    "line, plain",
+    [
+        (b'{"jsonrpc":"2.0","id":7,"result":{"value":"v","lease_seconds":5}}', True),
+        (b'{"jsonrpc":"2.0","id":7,"result":{"value":"v"},"error":null,"extra":1}', True),
+        (b'{"jsonrpc":"2.0","id":8,"result":{"value":"v"}}', False),  # another id
+        (b'{"jsonrpc":"2.0","id":7,"error":{"kind":"unavailable","detail":"d"}}', False),
+        (b'{"jsonrpc":"2.0","id":7,"result":{"value":"v"},"error":{"kind":"other"}}', False),
+        (b'{"jsonrpc":"2.0","id":7}', False),
+        (b'{"jsonrpc":"1.0","id":7,"result":{"value":"v"}}', False),
+        (b'{"jsonrpc":"2.0","id":7,"result":{"value":3}}', False),
+        (b"not json", False),
+        (b'{"jsonrpc":"2.0","id":7,"result":{"value":"' + b"x" * 70_000 + b'"}}', False),  # decode_reply's (GC pause)
+    ],
+)
+def test_plain_result_takes_only_plain_successes(line: bytes, plain: bool) -> None:
+    """The warm path's decode: a plain success gives what decode_reply gives; anything
+    else is None, and decode_reply then says what the reply is."""
+    result = _plain_result(line, GetCall, 7)
+    if plain:
+        assert result == decode_reply(line, GetCall, 7)
+    else:
+        assert result is None
+        if len(line) >= 65536:
+            assert decode_reply(line, GetCall, 7).value.get_secret_value() == "x" * 70_000
+        else:
+            with pytest.raises(PluginClientError):
+                decode_reply(line, GetCall, 7)
+
+
+def test_plain_result_of_an_unknown_call_type_is_none() -> None:
+    assert _plain_result(b'{"jsonrpc":"2.0","id":1,"result":{}}', int, 1) is None
