@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import time
 from dataclasses import dataclass
@@ -174,10 +175,9 @@ def c_host(benchmark: Any, bench_bin: BenchBin, mode: str, plugin: Path, n: int,
     def run() -> None:
         if pooled:
             ordered = sorted(pooled)
-            k = len(ordered)
             report.update(
-                n=k, samples_ns=list(pooled), median_ns=ordered[k // 2] if k % 2 else (ordered[k // 2 - 1] + ordered[k // 2]) / 2,
-                min_ns=ordered[0], p90_ns=ordered[min(k - 1, (k * 9) // 10)],
+                n=len(ordered), samples_ns=list(pooled), median_ns=statistics.median(ordered),
+                min_ns=ordered[0], p90_ns=ordered[(len(ordered) * 9) // 10],
             )
         else:
             report.update(_run_c_host(bench_bin, mode, plugin, count, env))

@@ -114,7 +114,7 @@ def bench_bin(tmp_path_factory: pytest.TempPathFactory) -> BenchBin:
 # --- placement ---------------------------------------------------------------------
 
 
-def _place(request: pytest.FixtureRequest, name: str) -> Iterator[Placement]:
+def _place(name: str) -> Iterator[Placement]:
     if name == "unpinned":
         yield Placement("unpinned")
         return
@@ -138,7 +138,7 @@ def _place(request: pytest.FixtureRequest, name: str) -> Iterator[Placement]:
 def placement(request: pytest.FixtureRequest) -> Iterator[Placement]:
     """``pinned``: this process (and every child spawned meanwhile) on one CPU;
     ``unpinned``: wherever the scheduler puts them."""
-    yield from _place(request, request.param)
+    yield from _place(request.param)
 
 
 @pytest.fixture(params=["pinned", "unpinned", "split"])
@@ -146,4 +146,4 @@ def rt_placement(request: pytest.FixtureRequest) -> Iterator[Placement]:
     """``placement``, plus ``split``: this process on one CPU, the plugin on
     another (spawn inside ``with rt_placement.spawning():``): the case the core's
     adaptive spin is for."""
-    yield from _place(request, request.param)
+    yield from _place(request.param)

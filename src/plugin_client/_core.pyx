@@ -668,8 +668,7 @@ cdef class FrameReader:
         to that fd number: a non-blocking fd is written with the GIL held (the
         write never waits; EAGAIN polls with the GIL released), as reads are."""
         self._idle()
-        _write_all(fd, data, deadline, self._write_keeps_gil(fd))
-        return self._read_frame(deadline)
+        return self._exchange(fd, data, deadline)
 
     def exchange_if_idle(self, int fd, data, deadline=None, int pidfd=-1):
         """:meth:`idle_state` first: unless it is ``0``, return ``None`` and write
@@ -677,8 +676,7 @@ cdef class FrameReader:
         self._idle()
         if self._idle_state(pidfd) != 0:
             return None
-        _write_all(fd, data, deadline, self._write_keeps_gil(fd))
-        return self._read_frame(deadline)
+        return self._exchange(fd, data, deadline)
 
     def request(self, Child child, data, deadline=None):
         """:meth:`exchange_if_idle` on ``child``'s stdin and pidfd, read in C: the
@@ -686,7 +684,10 @@ cdef class FrameReader:
         self._idle()
         if self._idle_state(child._pidfd) != 0:
             return None
-        _write_all(child._stdin, data, deadline, self._write_keeps_gil(child._stdin))
+        return self._exchange(child._stdin, data, deadline)
+
+    cdef object _exchange(self, int fd, object data, object deadline):
+        _write_all(fd, data, deadline, self._write_keeps_gil(fd))
         return self._read_frame(deadline)
 
     cdef bint _write_keeps_gil(self, int fd):

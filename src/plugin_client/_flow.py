@@ -261,6 +261,12 @@ class Flow:
         except EXCHANGE_ERRORS as exc:
             yield from self.exchange_failed_steps(proc, type(call), exc)
             raise  # pragma: no cover - the steps always raise
+        return (yield from self.reply_steps(proc, frame, call, rid))
+
+    def reply_steps(self, proc: PluginProcess, frame: bytes, call: Any, rid: int) -> FlowSteps:
+        """Decode the reply to ``call`` (the call or its class) and book it. The
+        plugin's own error reply leaves the process up; a reply that breaks the
+        protocol ends it (:meth:`bad_reply_steps`), and its error is re-raised."""
         try:
             result = decode_reply(frame, call, rid, plugin=self.name)
         except PluginError:

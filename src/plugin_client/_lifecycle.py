@@ -160,7 +160,7 @@ class Lifecycle:
                 spawn_count=self.spawn_count,
                 plugin_version=self.plugin_version,
                 capabilities=[c.name for c in Capability if caps is not None and c in caps and c.name],
-                capabilities_bits=None if caps is None else int(caps),
+                capabilities_bits=bits,
                 last_exit=last_exit.info() if last_exit is not None else None,
                 stderr_tail=stderr_tail,
                 implementation=IMPLEMENTATION,

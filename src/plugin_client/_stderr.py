@@ -134,14 +134,9 @@ class StderrPump:
         # No lock: the dict's pop is atomic, no other thread registers this fd
         # (it is open) or resumes this tail, and the pump thread only unregisters
         # a tail it still finds in the dict.
-        fd = tail.fd
-        if self._tails.pop(fd, None) is not tail:
+        if self._tails.pop(tail.fd, None) is not tail:
             return False
-        if self._epoll is not None:
-            try:
-                self._epoll.unregister(fd)
-            except OSError:
-                pass
+        self._unwatch(tail.fd)
         return True
 
     def resume(self, tail: StderrTail) -> None:
@@ -158,14 +153,17 @@ class StderrPump:
             with self._lock:
                 if self._tails.get(tail.fd) is tail:
                     del self._tails[tail.fd]
-                    if self._epoll is not None:
-                        try:
-                            self._epoll.unregister(tail.fd)
-                        except OSError:
-                            pass
+                    self._unwatch(tail.fd)
         if tail.drain():  # not at its end (a grandchild holds it): done anyway
             with tail._lock:
                 tail.closed = True
+
+    def _unwatch(self, fd: int) -> None:
+        if self._epoll is not None:
+            try:
+                self._epoll.unregister(fd)
+            except OSError:  # already gone from the set (the fd hit its end)
+                pass
 
     def _run(self, ep: select.epoll) -> None:
         while True:

@@ -27,7 +27,6 @@ from ._flow import EXCHANGE_ERRORS, Flow, FlowHandle, _need_bits
 from ._impl import monotonic
 from ._live import unwatch, watch
 from ._process import run_sync
-from .errors import PluginError, ProtocolError
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
 from .protocol import (
@@ -54,7 +53,6 @@ from .protocol import (
     _T_GET,
     _get_line,
     _plain_result,
-    decode_reply,
     encode_request,
 )
 
@@ -226,15 +224,9 @@ class PluginClient(FlowHandle):
                     raise  # pragma: no cover - the steps always raise
                 if frame is not None:  # None: output or an exit while idle; nothing was sent
                     result = _plain_result(frame, call_type, rid)
-                    if result is None:  # not plainly a success: decode_reply says what it is
-                        try:
-                            result = decode_reply(frame, call_type, rid, plugin=flow.name)
-                        except PluginError:
-                            flow.life.on_used()
-                            raise
-                        except ProtocolError as exc:
-                            run_sync(flow.bad_reply_steps(proc, exc))
-                            raise
+                    if result is None:  # not plainly a success: the flow's decode says what it is
+                        odd: Result = run_sync(flow.reply_steps(proc, frame, call_type, rid))
+                        return odd
                     flow.life.last_used_mono = monotonic()
                     return result
             # Spawn, init, reap, recover, refuse: the shared flow, with blocking calls.
