@@ -46,7 +46,7 @@ from plugin_client.protocol import (
     encode_request,
     encode_result,
 )
-from plugin_client.protocol import _init_line, _init_params
+from plugin_client.protocol import _init_line, _init_params, _plain_result
 
 # Text a JSON line can carry: anything but lone surrogates (which UTF-8 cannot hold).
 text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40)
@@ -126,6 +126,49 @@ def test_result_round_trip(result: Result, rid: int, crlf: bool) -> None:
     assert type(got) is type(result)
     assert got == result
     assert _secrets(got) == _secrets(result)
+
+
+@given(result=results, rid=ids)
+def test_warm_decode_of_a_result_is_decode_reply(result: Result, rid: int) -> None:
+    """The warm path's decode (the SDK's compact line: the core's split_result
+    head test, then the result alone) gives exactly what decode_reply gives."""
+    frame = encode_result(rid, result)[:-1]
+    got = _plain_result(frame, _CALL_FOR[type(result)], rid)
+    assert type(got) is type(result)
+    assert got == decode_reply(frame, _CALL_FOR[type(result)], rid)
+    assert _secrets(got) == _secrets(result)
+
+
+# What may follow a compact reply's result: nothing, members decode_reply
+# accepts or refuses, and bytes that are not JSON at all.
+tails = st.sampled_from(
+    [b"", b',"error":null', b',"error":{"kind":"other","detail":"d"}', b',"x":1', b",", b"}", b" ", b'"']
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=json_values.map(lambda v: json.dumps(v, separators=(",", ":")).encode()) | results.map(
+        lambda r: encode_result(1, r)[len(b'{"jsonrpc":"2.0","id":1,"result":') : -2]
+    ),
+    tail=tails,
+    cls=st.sampled_from(list(_CALL_FOR.values())),
+    rid=ids,
+    sent=ids,
+)
+def test_warm_decode_never_differs_from_decode_reply(body: bytes, tail: bytes, cls: Type[Call], rid: int, sent: int) -> None:
+    """On compact lines with any result and anything after it, under any id:
+    the warm decode gives decode_reply's result, or None (decode_reply then
+    raises or gives the result)."""
+    line = b'{"jsonrpc":"2.0","id":%d,"result":%b%b}' % (rid, body, tail)
+    try:
+        want: Any = decode_reply(line, cls, sent)
+    except PluginClientError as exc:
+        want = exc
+    got = _plain_result(line, cls, sent)
+    if got is not None:
+        assert not isinstance(want, Exception)
+        assert type(got) is type(want) and got == want and _secrets(got) == _secrets(want)
 
 
 @given(result=results, rid=ids)

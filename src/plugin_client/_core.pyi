@@ -1,8 +1,9 @@
 """Type stub and contract of the core: ``_core`` (Cython) and ``_core_py`` (its twin).
 
 Both modules implement exactly this API, keyword arguments included. The core
-moves bytes, pids and timestamps; it knows nothing about JSON, pydantic or
-plugins. Every blocking wait (``poll``, ``read``, ``write``, ``waitpid``) runs
+moves bytes, pids and timestamps; it parses no JSON and knows nothing of
+pydantic or plugins (:func:`split_result` compares a reply's fixed head, as
+bytes). Every blocking wait (``poll``, ``read``, ``write``, ``waitpid``) runs
 with the GIL released in the compiled core. Deadlines are absolute times on
 ``CLOCK_MONOTONIC`` in float seconds, the clock of :func:`time.monotonic`;
 ``None`` means "wait for ever". Errors are the classes of
@@ -103,6 +104,19 @@ class FrameReader:
         Raises :class:`FrameTooLargeError` when the head line exceeds the limit."""
     def clear(self) -> None:
         """Drop everything buffered."""
+
+def split_result(frame: bytes, request_id: int) -> Optional[bytes]:
+    """The bytes between ``{"jsonrpc":"2.0","id":<request_id>,"result":`` and
+    the frame's last byte, a ``}``; ``None`` for any other frame.
+
+    The one protocol fact the core holds, as bytes (the head of a success
+    reply as this library's SDK and serde_json write it). A fast path, not a
+    decoder: it never looks inside those bytes. Whether they are one JSON
+    value (a ``,"error":...`` after the result makes them invalid JSON) is
+    for the caller's parser to say; a frame written otherwise (spaces,
+    another member order) is the caller's full decode's. ``request_id`` is an
+    unsigned 64-bit integer (else ``OverflowError``).
+    """
 
 def write_all(fd: int, data: _Bytes, deadline: Optional[float] = None) -> None:
     """Write all of ``data`` to ``fd``, handling partial writes and EAGAIN (with ``poll``).

@@ -28,8 +28,10 @@ If something else reaps a child (``SIGCHLD`` ignored, a stray ``waitpid(-1)``)
 its status is lost and ``returncode`` becomes ``0``, as in :mod:`subprocess`
 and the twin.
 
-Deliberately not here: JSON, plugin names, timeout policy, logging, and any
-reaping or signalling from ``__dealloc__``: the client owns a child's lifetime.
+Deliberately not here: JSON parsing (:func:`split_result` only compares the
+fixed head of a success reply, as bytes), plugin names, timeout policy,
+logging, and any reaping or signalling from ``__dealloc__``: the client owns
+a child's lifetime.
 A :class:`FrameReader` is for one thread at a time (a second one gets a
 ``RuntimeError`` rather than a corrupted buffer); a :class:`Child` may be
 signalled from one thread while another waits on it.
@@ -40,8 +42,9 @@ such switch; tests look for it with ``hasattr``.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.number cimport PyNumber_Index
 
 import os
 
@@ -867,6 +870,54 @@ cdef class FrameReader:
         """Drop everything buffered."""
         self._idle()
         self._drop()
+
+
+# --- the head of a success reply ------------------------------------------------
+
+# The one protocol fact the core holds, as bytes: the head of a success reply
+# as this library's SDK and serde_json write it. No JSON is parsed here.
+cdef const char *RESULT_HEAD = b'{"jsonrpc":"2.0","id":'
+cdef const char *RESULT_MID = b',"result":'
+cdef enum:
+    RESULT_HEAD_LEN = 22
+    RESULT_MID_LEN = 10
+
+
+def split_result(frame, request_id):
+    """The bytes between ``{"jsonrpc":"2.0","id":<request_id>,"result":`` and
+    the frame's last byte, a ``}``; ``None`` for any other frame.
+
+    A fast path, not a decoder: it never looks inside those bytes. Whether
+    they are one JSON value (a ``,"error":...`` after the result makes them
+    invalid JSON) is for the caller's parser to say; any frame written
+    otherwise (spaces, another member order) is the caller's full decode's.
+    """
+    cdef const char *p
+    cdef Py_ssize_t n, k, at
+    cdef char digits[24]
+    cdef unsigned long long v
+    if type(frame) is not bytes:  # exactly bytes, as frames are
+        raise TypeError(f"split_result() needs bytes, not {type(frame).__name__}")
+    v = PyNumber_Index(request_id)  # OverflowError outside 0..2**64-1
+    p = PyBytes_AS_STRING(frame)
+    n = PyBytes_GET_SIZE(frame)
+    k = 24
+    while True:  # request_id in decimal, as %d writes it, at digits[k:24]
+        k -= 1
+        digits[k] = <char>(c'0' + <int>(v % 10))
+        v //= 10
+        if v == 0:
+            break
+    at = RESULT_HEAD_LEN + (24 - k) + RESULT_MID_LEN
+    if (
+        n <= at
+        or p[n - 1] != c'}'
+        or memcmp(p, RESULT_HEAD, RESULT_HEAD_LEN) != 0
+        or memcmp(p + RESULT_HEAD_LEN, digits + k, <size_t>(24 - k)) != 0
+        or memcmp(p + RESULT_HEAD_LEN + (24 - k), RESULT_MID, RESULT_MID_LEN) != 0
+    ):
+        return None
+    return PyBytes_FromStringAndSize(p + at, n - 1 - at)
 
 
 # --- writing ------------------------------------------------------------------

@@ -60,6 +60,7 @@ import collections
 import errno
 import fcntl
 import math
+import operator
 import os
 import resource
 import select
@@ -87,6 +88,7 @@ __all__ = (
     "monotonic",
     "spawn",
     "spawn_method",
+    "split_result",
     "write_all",
 )
 
@@ -393,6 +395,32 @@ class FrameReader:
         self._idle()
         self._buf.clear()
         self._pos = self._scan = 0
+
+
+# --- the head of a success reply -----------------------------------------------
+
+_RESULT_HEAD = b'{"jsonrpc":"2.0","id":%d,"result":'
+_MAX_U64 = 2**64 - 1
+
+
+def split_result(frame: bytes, request_id: int) -> Optional[bytes]:
+    """The bytes between ``{"jsonrpc":"2.0","id":<request_id>,"result":`` and
+    the frame's last byte, a ``}``; ``None`` for any other frame.
+
+    A fast path, not a decoder: it never looks inside those bytes. Whether
+    they are one JSON value (a ``,"error":...`` after the result makes them
+    invalid JSON) is for the caller's parser to say; any frame written
+    otherwise (spaces, another member order) is the caller's full decode's.
+    """
+    if type(frame) is not bytes:  # exactly bytes, as frames are
+        raise TypeError(f"split_result() needs bytes, not {type(frame).__name__}")
+    request_id = operator.index(request_id)
+    if not 0 <= request_id <= _MAX_U64:
+        raise OverflowError(f"request_id {request_id} is not an unsigned 64-bit integer")
+    head = _RESULT_HEAD % request_id
+    if len(frame) > len(head) and frame.endswith(b"}") and frame.startswith(head):
+        return frame[len(head) : -1]
+    return None
 
 
 # --- writing ----------------------------------------------------------------

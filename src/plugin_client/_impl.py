@@ -25,6 +25,7 @@ __all__ = (
     "monotonic",
     "spawn",
     "spawn_method",
+    "split_result",
     "write_all",
 )
 
@@ -44,6 +45,7 @@ if TYPE_CHECKING or NO_EXTENSIONS:
         monotonic,
         spawn,
         spawn_method,
+        split_result,
         write_all,
     )
 else:
@@ -57,6 +59,7 @@ else:
             monotonic,
             spawn,
             spawn_method,
+            split_result,
             write_all,
         )
     except ImportError as exc:  # pragma: no cover - exercised by a broken build only
@@ -71,5 +74,6 @@ else:
             monotonic,
             spawn,
             spawn_method,
+            split_result,
             write_all,
         )

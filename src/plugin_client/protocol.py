@@ -81,6 +81,7 @@ from pydantic import (
 )
 from typing_extensions import Annotated, NotRequired, TypedDict
 
+from ._impl import split_result
 from .errors import (
     AmbiguousReply,
     BadJsonRpcVersion,
@@ -682,6 +683,10 @@ def _reply_validator(result_type: Type[Result]) -> _Validate:
 
 
 _REPLY_VALIDATORS: Final[Dict[type, _Validate]] = {c: _reply_validator(c.result_type) for c in _CALL_TYPES}
+# The result alone (for _plain_result): the very schema the envelope nests.
+_RESULT_VALIDATORS: Final[Dict[type, _Validate]] = {
+    c: c.result_type.__pydantic_validator__.validate_json for c in _CALL_TYPES
+}
 
 
 @overload
@@ -780,9 +785,23 @@ def _plain_result(line: bytes, call_type: type, request_id: int) -> Optional[Res
     """The result of a reply that is plainly a success (valid, the expected id, a
     ``result`` and no ``error``), else ``None``: then :func:`decode_reply` says what
     the reply is, with its error. The warm path's decode, without decode_reply's
-    look at its arguments. ``call_type``: a :class:`Call` subclass."""
+    look at its arguments. ``call_type``: a :class:`Call` subclass.
+
+    A reply written as the SDK and serde_json write it (compact, ``jsonrpc``,
+    ``id``, ``result`` in that order) has its head checked as bytes by the
+    core's ``split_result``, and only its ``result`` goes to pydantic: the
+    envelope's validation was a third of the decode. Those bytes are valid
+    only if they are one JSON value; a reply with more after its result (an
+    ``error`` member), and any other reply, gets the envelope's validator."""
     if len(line) >= _GC_PAUSE_BYTES:
         return None  # decode_reply pauses the GC for it
+    body = split_result(line, request_id)
+    if body is not None:
+        try:
+            plain: Result = _RESULT_VALIDATORS[call_type](body)
+            return plain
+        except (KeyError, ValidationError):
+            pass  # more after the result, or not a valid one: the envelope's to say
     try:
         env = _REPLY_VALIDATORS[call_type](line)
     except (KeyError, ValidationError):
