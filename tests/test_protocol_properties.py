@@ -3,6 +3,8 @@
 * every call: ``encode_request`` -> ``decode_request`` gives an equal call;
 * every result: ``encode_result`` -> ``decode_reply`` gives an equal result
   (secrets compared through ``get_secret_value()``);
+* the compact fast path (``split_result``, then the result alone) decodes any
+  compact line, under any id, exactly as the envelope's validation does;
 * every error kind: ``encode_error`` -> ``decode_reply`` raises the same error;
 * ``decode_reply`` on arbitrary bytes or JSON raises only plugin-client errors,
   and none of them shows a secret planted in the reply.
@@ -12,9 +14,10 @@ import json
 import traceback
 from typing import Any, Dict, Type
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import SecretBytes, SecretStr
+from pydantic import SecretBytes, SecretStr, ValidationError
 
 from plugin_client.errors import PluginClientError, PluginError
 from plugin_client.protocol import (
@@ -46,7 +49,7 @@ from plugin_client.protocol import (
     encode_request,
     encode_result,
 )
-from plugin_client.protocol import _init_line, _init_params, _plain_result
+from plugin_client.protocol import _REPLY_VALIDATORS, _init_line, _init_params, _plain_result
 
 # Text a JSON line can carry: anything but lone surrogates (which UTF-8 cannot hold).
 text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40)
@@ -128,15 +131,27 @@ def test_result_round_trip(result: Result, rid: int, crlf: bool) -> None:
     assert _secrets(got) == _secrets(result)
 
 
+def _envelope_decode(line: bytes, cls: Type[Call], sent: int) -> Any:
+    """The reference: the envelope's one-pass validation alone (the decode before
+    the compact fast path), giving the result of a plain success, else None."""
+    try:
+        env = _REPLY_VALIDATORS[cls](line)
+    except ValidationError:
+        return None
+    if env["id"] == sent and env.get("error") is None:
+        return env.get("result")
+    return None
+
+
 @given(result=results, rid=ids)
-def test_warm_decode_of_a_result_is_decode_reply(result: Result, rid: int) -> None:
-    """The warm path's decode (the SDK's compact line: the core's split_result
-    head test, then the result alone) gives exactly what decode_reply gives."""
+def test_compact_decode_round_trip(result: Result, rid: int) -> None:
+    """The SDK's line through the compact fast path (the core's split_result head
+    test, then the result alone) is the result sent, as the envelope decodes it."""
     frame = encode_result(rid, result)[:-1]
-    got = _plain_result(frame, _CALL_FOR[type(result)], rid)
-    assert type(got) is type(result)
-    assert got == decode_reply(frame, _CALL_FOR[type(result)], rid)
-    assert _secrets(got) == _secrets(result)
+    cls = _CALL_FOR[type(result)]
+    got = _plain_result(frame, cls, rid)
+    assert type(got) is type(result) and got == result and _secrets(got) == _secrets(result)
+    assert got == _envelope_decode(frame, cls, rid)
 
 
 # What may follow a compact reply's result: nothing, members decode_reply
@@ -146,29 +161,39 @@ tails = st.sampled_from(
 )
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow])
-@given(
-    body=json_values.map(lambda v: json.dumps(v, separators=(",", ":")).encode()) | results.map(
-        lambda r: encode_result(1, r)[len(b'{"jsonrpc":"2.0","id":1,"result":') : -2]
-    ),
-    tail=tails,
-    cls=st.sampled_from(list(_CALL_FOR.values())),
-    rid=ids,
-    sent=ids,
+_HEAD_1 = len(b'{"jsonrpc":"2.0","id":1,"result":')
+# (result bytes, call class): a result of the class's own type (so the line is
+# often a plain success), or any JSON value under any class.
+bodies = results.map(lambda r: (encode_result(1, r)[_HEAD_1:-2], _CALL_FOR[type(r)])) | st.tuples(
+    json_values.map(lambda v: json.dumps(v, separators=(",", ":")).encode()),
+    st.sampled_from(list(_CALL_FOR.values())),
 )
-def test_warm_decode_never_differs_from_decode_reply(body: bytes, tail: bytes, cls: Type[Call], rid: int, sent: int) -> None:
-    """On compact lines with any result and anything after it, under any id:
-    the warm decode gives decode_reply's result, or None (decode_reply then
-    raises or gives the result)."""
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=300)
+@given(
+    body_cls=bodies,
+    tail=st.just(b"") | tails,
+    rid=ids,
+    sent=st.none() | ids,
+)
+def test_compact_decode_is_the_envelope_decode(body_cls: Any, tail: bytes, rid: int, sent: Any) -> None:
+    """On compact lines with any result and anything after it, under the id sent
+    (``sent`` None) or another, the fast path changes nothing: the warm decode
+    is the envelope's, and decode_reply gives that result (or raises where
+    there is none)."""
+    body, cls = body_cls
+    sent = rid if sent is None else sent
     line = b'{"jsonrpc":"2.0","id":%d,"result":%b%b}' % (rid, body, tail)
-    try:
-        want: Any = decode_reply(line, cls, sent)
-    except PluginClientError as exc:
-        want = exc
+    want = _envelope_decode(line, cls, sent)
     got = _plain_result(line, cls, sent)
-    if got is not None:
-        assert not isinstance(want, Exception)
-        assert type(got) is type(want) and got == want and _secrets(got) == _secrets(want)
+    assert type(got) is type(want) and got == want
+    if want is not None:
+        assert _secrets(got) == _secrets(want)
+        assert decode_reply(line, cls, sent) == want
+    else:
+        with pytest.raises(PluginClientError):
+            decode_reply(line, cls, sent)
 
 
 @given(result=results, rid=ids)

@@ -757,6 +757,10 @@ def decode_reply(
     first error of the list. None of them holds the line or a value from it.
     """
     cls = call if isinstance(call, type) else call.__class__
+    if line.__class__ is bytes and request_id.__class__ is int and 0 <= request_id <= MAX_REQUEST_ID:
+        compact = _compact_result(line, cls, request_id)
+        if compact is not None:
+            return compact
     try:
         validate = _REPLY_VALIDATORS[cls]
     except KeyError:
@@ -785,23 +789,13 @@ def _plain_result(line: bytes, call_type: type, request_id: int) -> Optional[Res
     """The result of a reply that is plainly a success (valid, the expected id, a
     ``result`` and no ``error``), else ``None``: then :func:`decode_reply` says what
     the reply is, with its error. The warm path's decode, without decode_reply's
-    look at its arguments. ``call_type``: a :class:`Call` subclass.
-
-    A reply written as the SDK and serde_json write it (compact, ``jsonrpc``,
-    ``id``, ``result`` in that order) has its head checked as bytes by the
-    core's ``split_result``, and only its ``result`` goes to pydantic: the
-    envelope's validation was a third of the decode. Those bytes are valid
-    only if they are one JSON value; a reply with more after its result (an
-    ``error`` member), and any other reply, gets the envelope's validator."""
+    look at its arguments. ``call_type``: a :class:`Call` subclass. A compact
+    reply is :func:`_compact_result`'s; any other gets the envelope's validator."""
+    compact = _compact_result(line, call_type, request_id)
+    if compact is not None:
+        return compact
     if len(line) >= _GC_PAUSE_BYTES:
         return None  # decode_reply pauses the GC for it
-    body = split_result(line, request_id)
-    if body is not None:
-        try:
-            plain: Result = _RESULT_VALIDATORS[call_type](body)
-            return plain
-        except (KeyError, ValidationError):
-            pass  # more after the result, or not a valid one: the envelope's to say
     try:
         env = _REPLY_VALIDATORS[call_type](line)
     except (KeyError, ValidationError):
@@ -809,6 +803,31 @@ def _plain_result(line: bytes, call_type: type, request_id: int) -> Optional[Res
     if env["id"] == request_id and env.get("error") is None:
         result: Optional[Result] = env.get("result")
         return result
+    return None
+
+
+def _compact_result(line: bytes, call_type: type, request_id: int) -> Optional[Result]:
+    """The result of a success reply written as the SDK and serde_json write it
+    (compact; ``jsonrpc``, ``id``, ``result`` in that order), else ``None``.
+
+    The core's ``split_result`` checks the head and the closing brace as
+    bytes, and only the bytes between go to pydantic: the envelope's
+    validation was a third of a small reply's decode. They are valid only if
+    they are one JSON value, so a reply with more after its result (an
+    ``error`` member) is not taken here; neither is a line long enough for
+    decode_reply's GC pause. ``request_id``: a valid id; ``line``: ``bytes``.
+    """
+    if len(line) >= _GC_PAUSE_BYTES:
+        return None
+    body = split_result(line, request_id)
+    if body is not None:
+        validate = _RESULT_VALIDATORS.get(call_type)
+        if validate is not None:
+            try:
+                result: Result = validate(body)
+                return result
+            except ValidationError:
+                pass  # not a valid result, or more after it: the envelope's to say
     return None
 
 
