@@ -12,6 +12,7 @@ import gc
 import importlib.util
 import os
 import random
+import select
 import signal
 import threading
 import time
@@ -22,10 +23,12 @@ import pytest
 
 import plugin_client
 from plugin_client import aio, errors
+from plugin_client._impl import monotonic
 from plugin_client.aio import AsyncPluginClient
 from plugin_client.health import ExitStage, PluginState
 from plugin_client.manifest import LoadedPlugin
 from plugin_client.policy import LifetimePolicy
+from plugin_client.protocol import GetCall, decode_reply, encode_request
 
 from _helpers import is_dead, wait_until
 from _reliability import c_plugin, c_plugins  # noqa: F401  (fixture)
@@ -115,6 +118,36 @@ def test_concurrent_tasks_get_their_own_replies_in_arrival_order(plugin: LoadedP
     assert wrong == []
     # The lock is FIFO: each round serves every task once, in the order they queued.
     assert done == [(t, i) for i in range(n_req) for t in range(n_tasks)]
+
+
+def test_a_reply_already_there_is_taken_without_a_loop_iteration(plugin: LoadedPlugin) -> None:
+    """The channel's wait() reads a reply that is already in the pipe and hands back
+    a done future, so the task goes on without a loop iteration; every
+    _QUICK_MAX-th exchange in a row goes through the loop, so a task that
+    requests in a tight loop still lets the others run."""
+    n = aio._QUICK_MAX
+
+    async def main() -> None:
+        async with AsyncPluginClient(plugin, policy=FAST) as c:
+            await c.start()
+            proc = c._flow.slot.proc
+            assert proc is not None
+            ch = proc.io
+            assert ch is not None
+            ch.quick = 0
+            done_at_once: List[bool] = []
+            for i in range(2 * n + 2):
+                rid = 10_000 + i
+                ch.begin(encode_request(GetCall(reference=f"value:r{i}"), rid), monotonic() + 5.0)
+                ready, _, _ = select.select([ch.fd_out], [], [], 5.0)
+                assert ready  # the reply is in the pipe before wait() is called
+                fut = ch.wait()
+                done_at_once.append(fut.done())
+                reply = decode_reply(await fut, GetCall, rid)
+                assert reply.value.get_secret_value() == f"r{i}"
+            assert done_at_once == ([True] * n + [False]) * 2
+
+    run(main())
 
 
 def test_no_executor_is_used(plugin: LoadedPlugin) -> None:

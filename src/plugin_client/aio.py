@@ -8,10 +8,14 @@ This module only performs those waits on the running event loop:
 
 - **Reads**: a reader callback on the plugin's stdout (registered once per
   process, ``loop.add_reader``) reads what is there and feeds the process's
-  core ``FrameReader`` (``feed()`` / ``next_frame()``). Bytes that arrive with
-  no request waiting for them are left in the reader, and reading stops; the
-  flow's idle check then sees them before the next request and recycles the
-  process, as in the sync client.
+  core ``FrameReader`` (``feed()`` / ``next_frame()``). A reply that is
+  already in the pipe when the request's task starts to wait for it (a
+  plugin on this CPU has typically answered during the write) is read at
+  once, and the task goes on without a loop iteration; never more than
+  ``_QUICK_MAX`` requests in a row, so that other tasks run. Bytes that
+  arrive with no request waiting for them are left in the reader, and
+  reading stops; the flow's idle check then sees them before the next
+  request and recycles the process, as in the sync client.
 - **Writes**: ``os.write`` on the non-blocking stdin pipe; what a full pipe
   does not take is written from a ``loop.add_writer`` callback.
 - **Deadlines**: one loop timer per process, moved only when a deadline is
@@ -88,6 +92,8 @@ _log = logging.getLogger("plugin_client")
 
 _PathLike = Union[str, "os.PathLike[str]"]
 _READ = 65536
+# A task's exchanges that may end in a row without a loop iteration (_Channel.wait).
+_QUICK_MAX = 16
 # Exit waits without a pidfd poll with this backoff (seconds).
 _POLL_FIRST = 0.0005
 _POLL_MAX = 0.002
@@ -133,7 +139,7 @@ class _Channel:
 
     __slots__ = (
         "loop", "reader", "fd_in", "fd_out", "fd_exit", "reading", "eof", "busy", "settled", "frame", "error",
-        "waiter", "out", "writing", "early", "deadline", "timer", "armed_for", "released",
+        "waiter", "out", "writing", "early", "deadline", "timer", "armed_for", "released", "quick",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, proc: PluginProcess) -> None:
@@ -154,6 +160,7 @@ class _Channel:
         self.timer: Optional[asyncio.TimerHandle] = None
         self.armed_for = 0.0  # the deadline (monotonic) the timer was set for
         self.released = False
+        self.quick = 0  # exchanges in a row that ended without a loop iteration (see wait)
         loop.add_reader(self.fd_out, self._on_readable)
         self.reading = True
         # The pidfd, watched until it turns readable (the exit); -1: not watched.
@@ -185,8 +192,23 @@ class _Channel:
             self._arm(deadline)
 
     def wait(self) -> asyncio.Future[bytes]:
-        """A future for the outcome of the exchange in flight."""
+        """A future for the outcome of the exchange in flight.
+
+        A reply that is already in the pipe is taken at once, with one read
+        that never blocks, and the future comes back done: the awaiting task
+        goes on without a loop iteration. A plugin that shares this CPU has
+        typically answered during the write (the kernel runs it as soon as
+        the line wakes it). Every ``_QUICK_MAX``-th such exchange in a row goes
+        through the loop anyway, so a task that requests in a tight loop still
+        lets the others run.
+        """
         fut: asyncio.Future[bytes] = self.loop.create_future()
+        if self.busy and not self.settled and self.reading and not self.writing:
+            if self.quick < _QUICK_MAX:
+                self._on_readable()
+                self.quick = self.quick + 1 if self.settled else 0  # not settled: this one waits in the loop
+            else:
+                self.quick = 0
         if self.settled:
             self.settled = self.busy = False
             frame, error, self.frame, self.error = self.frame, self.error, None, None
