@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 BENCH = Path(__file__).parent
 
@@ -125,9 +125,60 @@ def _run_c_host(bench_bin: BenchBin, mode: str, plugin: Path, count: int, env: D
     return report
 
 
-# C-host samples taken between the rounds of our own benchmark of the same mode and
-# placement (see CHostChunks), by (mode, placement).
+# Baseline samples (ns) taken between the rounds of our own benchmark of the same
+# case and placement (see CHostChunks and Between), by (mode or case, placement).
 _INTERLEAVED: Dict[Tuple[str, str], List[int]] = {}
+
+
+def _summary(samples_ns: List[int]) -> Dict[str, Any]:
+    ordered = sorted(samples_ns)
+    return dict(
+        n=len(ordered), samples_ns=list(samples_ns), median_ns=statistics.median(ordered),
+        min_ns=ordered[0], p90_ns=ordered[(len(ordered) * 9) // 10],
+    )
+
+
+def _report(benchmark: Any, report: Dict[str, Any], timed_by: str, interleaved: bool) -> None:
+    """Report externally timed samples as this benchmark's result (``ratios.py``
+    prefers ``extra_info["median_s"]``)."""
+    benchmark.extra_info.update(
+        median_s=report["median_ns"] / 1e9,
+        min_s=report["min_ns"] / 1e9,
+        p90_s=report["p90_ns"] / 1e9,
+        samples=report["n"],
+        timed_by=timed_by,
+        interleaved=interleaved,
+    )
+    _replace_samples(benchmark, [ns / 1e9 for ns in report["samples_ns"]])
+
+
+class Between:
+    """Times a Python baseline once between every two rounds of one of our
+    benchmarks (call :meth:`tick` from its untimed setup): :class:`CHostChunks`
+    for a baseline that runs in this process. Its benchmark then calls
+    :func:`report_between` and reports those samples instead of running alone."""
+
+    def __init__(self, benchmark: Any, case: str, placement: str, baseline: Callable[[], Any]) -> None:
+        self.enabled = not benchmark.disabled
+        self.key = (case, str(placement))
+        self.baseline = baseline
+
+    def tick(self) -> None:
+        if self.enabled:
+            t0 = time.perf_counter_ns()
+            self.baseline()
+            _INTERLEAVED.setdefault(self.key, []).append(time.perf_counter_ns() - t0)
+
+
+def report_between(benchmark: Any, case: str, placement: str) -> bool:
+    """Report the samples :class:`Between` took for ``case`` under ``placement``
+    as this benchmark's result; False (nothing reported) if there are none."""
+    pooled = _INTERLEAVED.get((case, str(placement))) if not benchmark.disabled else None
+    if not pooled:
+        return False
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    _report(benchmark, _summary(pooled), "perf_counter_ns, between our rounds", True)
+    return True
 
 
 class CHostChunks:
@@ -173,25 +224,10 @@ def c_host(benchmark: Any, bench_bin: BenchBin, mode: str, plugin: Path, n: int,
     pooled = _INTERLEAVED.get((mode, interleaved_as)) if interleaved_as and not benchmark.disabled else None
 
     def run() -> None:
-        if pooled:
-            ordered = sorted(pooled)
-            report.update(
-                n=len(ordered), samples_ns=list(pooled), median_ns=statistics.median(ordered),
-                min_ns=ordered[0], p90_ns=ordered[(len(ordered) * 9) // 10],
-            )
-        else:
-            report.update(_run_c_host(bench_bin, mode, plugin, count, env))
+        report.update(_summary(pooled) if pooled else _run_c_host(bench_bin, mode, plugin, count, env))
 
     benchmark.pedantic(run, rounds=1, iterations=1)
-    benchmark.extra_info.update(
-        median_s=report["median_ns"] / 1e9,
-        min_s=report["min_ns"] / 1e9,
-        p90_s=report["p90_ns"] / 1e9,
-        samples=report["n"],
-        timed_by="c_host",
-        interleaved=bool(pooled),
-    )
-    _replace_samples(benchmark, [ns / 1e9 for ns in report["samples_ns"]])
+    _report(benchmark, report, "c_host", bool(pooled))
     return report
 
 
