@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 import errno
+import fcntl
 import gc
 import importlib
 import os
@@ -161,6 +162,25 @@ def test_parent_ends_are_nonblocking_and_cloexec(core: types.ModuleType, spawner
         assert not os.get_inheritable(child.pidfd)
     else:
         assert child.pidfd == -1
+
+
+def test_stdout_pipe_is_grown_and_the_others_are_not(core: types.ModuleType, spawner: Spawner) -> None:
+    """256 KiB for the plugin's replies (fewer wake-ups for a large one), where
+    the kernel allows it; stdin and stderr keep the default."""
+    F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
+    r, w = os.pipe()
+    try:
+        default = fcntl.fcntl(r, F_GETPIPE_SZ)
+    finally:
+        os.close(r)
+        os.close(w)
+    child = spawner(core, [CAT], {})
+    with open("/proc/sys/fs/pipe-max-size") as f:
+        allowed = int(f.read()) >= 256 * 1024 or os.geteuid() == 0
+    assert fcntl.fcntl(child.stdout_fd, F_GETPIPE_SZ) == (256 * 1024 if allowed else default)
+    assert fcntl.fcntl(child.stdin_fd, F_GETPIPE_SZ) == default
+    assert fcntl.fcntl(child.stderr_fd, F_GETPIPE_SZ) == default
+    assert roundtrip(core, child) == b"ping"
 
 
 # The C library reserves a few real-time signals (glibc 32 and 33, musl 32-34)

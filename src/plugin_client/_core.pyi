@@ -168,7 +168,9 @@ def spawn(
     0, 1 and 2 and no other fd, every signal at its default disposition, an
     empty signal mask, and a new process group whose id is its pid. ``cwd``,
     if given, is its working directory. The parent's pipe ends are
-    close-on-exec and non-blocking. Raises :class:`SpawnFailed` (errno and
+    close-on-exec and non-blocking; the stdout pipe holds 256 KiB where the
+    kernel allows it (``F_SETPIPE_SZ``; a user over ``fs.pipe-user-pages-soft``
+    keeps the default 64 KiB), so a large reply needs fewer wake-ups. Raises :class:`SpawnFailed` (errno and
     path) if the file is missing, not executable or not a valid executable.
     """
 

@@ -403,6 +403,10 @@ cdef int SPIN_SKIP = 64
 # holds its stdout gives no EOF. Not from the start: a second fd in every
 # wait costs each fast round trip a quarter of a microsecond.
 cdef double EXIT_WATCH = 5e-3
+# The plugin's stdout pipe is grown to this (F_SETPIPE_SZ). A 600 KB reply came
+# 2.5x faster unpinned than through the default 64 KiB, and the user's pipe
+# quota (fs.pipe-user-pages-soft, 64 MiB) still holds 256 plugins.
+cdef int STDOUT_PIPE_BYTES = 256 * 1024
 
 pc_resolve()
 # close_range(~0U, ~0U) closes nothing; it only tells whether the call exists.
@@ -1217,8 +1221,9 @@ def spawn(argv, env, *, cwd=None):
 
     The child gets exactly ``env``, pipes on fds 0, 1 and 2 and no other fd,
     every signal at its default disposition, an empty signal mask, and a new
-    process group whose id is its pid. Raises :class:`SpawnFailed` (errno and
-    path) if the file is missing, not executable or not a valid executable.
+    process group whose id is its pid. Its stdout pipe holds 256 KiB where the
+    kernel allows it. Raises :class:`SpawnFailed` (errno and path) if the file
+    is missing, not executable or not a valid executable.
     """
     cdef list args, envl
     cdef bytes cwd_b = None
@@ -1271,6 +1276,10 @@ def spawn(argv, env, *, cwd=None):
         _set_nonblocking(fds[1])
         _set_nonblocking(fds[2])
         _set_nonblocking(fds[4])
+        # A bigger stdout pipe (best effort: a user over the kernel's pipe quota
+        # keeps the default): a large reply then needs a few wake-ups of the
+        # plugin instead of one per 64 KiB.
+        fcntl(fds[2], F_SETPIPE_SZ, STDOUT_PIPE_BYTES)
 
         with nogil:
             if fallback:
