@@ -9,26 +9,41 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import signal
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Dict
 
 import pytest
 
 from plugin_client import errors
+from plugin_client._sweeper import SWEEPER
 from plugin_client.client import PluginClient
 from plugin_client.health import ExitStage, PluginState
 from plugin_client.policy import LifetimePolicy
 from plugin_client.protocol import Capability, GetCall, IsAvailableCall
 
 from client_kinds import client_kind, new_client  # noqa: F401 - fixtures
+from _helpers import wait_until
 from _reliability import children_of
 from plugin_factory import make_plugin, python_script
 
 FAST = LifetimePolicy(request_timeout=2.0, start_timeout=5.0, shutdown_grace=1.0, exit_wait=0.5)
+
+# Ignores SIGTERM and lingers after stdin EOF: only SIGKILL ends it.
+STUBBORN = (
+    "import signal, sys, time, json\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "for line in sys.stdin:\n"
+    "    r = json.loads(line)\n"
+    "    print(json.dumps({'jsonrpc': '2.0', 'id': r['id'], 'result': {'source_name': r['params']['source_name'],"
+    " 'capabilities_bits': 1, 'plugin_version': '1'} if r['method'].endswith('init') else {'value': 'v'}}), flush=True)\n"
+    "time.sleep(3600)\n"
+)
 
 
 def alive(pid: int) -> bool:
@@ -286,6 +301,78 @@ def test_idle_reap(client_factory: Callable[..., PluginClient]) -> None:
     assert not alive(pid)  # type: ignore[arg-type]
 
 
+def test_idle_process_is_reaped_without_a_request(client_factory: Callable[..., PluginClient]) -> None:
+    """``idle_timeout`` means it: the process goes once idle that long, whether or
+    not another request comes (the sync client's sweeper thread, the asyncio
+    client's loop timer), and is booked as stopped, not crashed."""
+    c = client_factory(LifetimePolicy(idle_timeout=0.2, shutdown_grace=1.0, exit_wait=0.5))
+    c.get("warm")
+    pid = c.health().pid
+    assert pid is not None
+    assert wait_until(lambda: c.health().pid is None, 3.0)
+    assert wait_gone(pid, 3.0)
+    h = c.health()
+    assert h.state is PluginState.IDLE and h.spawn_count == 1 and h.crashes_in_window == 0
+    assert h.last_exit is not None and h.last_exit.pid == pid and h.last_exit.stage is ExitStage.STDIN_CLOSE
+    assert c.get("value:again").value.get_secret_value() == "again"
+    assert c.health().spawn_count == 2
+
+
+def test_a_client_in_use_is_not_reaped(client_factory: Callable[..., PluginClient]) -> None:
+    c = client_factory(LifetimePolicy(idle_timeout=0.3, shutdown_grace=1.0, exit_wait=0.5))
+    c.get("warm")
+    pid = c.health().pid
+    end = time.monotonic() + 1.2
+    while time.monotonic() < end:  # never idle for as long as 0.3 s
+        assert c.get("value:k").value.get_secret_value() == "k"
+        time.sleep(0.05)
+    h = c.health()
+    assert h.pid == pid and h.spawn_count == 1
+
+
+def test_background_idle_reap_of_a_stubborn_plugin_spares_the_next_request(
+    tmp_path: Path, new_client: Callable[..., PluginClient]
+) -> None:
+    """A plugin that ignores stdin EOF and SIGTERM takes exit_wait + grace to stop.
+    Reaped in the background, that time is not the next request's: only a
+    reap left to the request path would make it wait."""
+    plugin = make_plugin(tmp_path / "p", "stubborn", python_script(STUBBORN))
+    c = new_client(plugin, policy=LifetimePolicy(idle_timeout=0.2, exit_wait=0.3, shutdown_grace=0.6))
+    c.get("x")
+    pid = c.health().pid
+    assert wait_until(lambda: c.health().pid is None, 5.0)  # stopped: 0.2 + 0.3 + 0.6 s
+    assert wait_gone(pid, 3.0)  # type: ignore[arg-type]
+    assert c.health().last_exit.stage is ExitStage.SIGKILL  # type: ignore[union-attr]
+    t0 = time.monotonic()
+    assert c.get("y").value.get_secret_value() == "v"
+    assert time.monotonic() - t0 < 0.9  # a spawn and two round trips, not 0.9 s of stop first
+    c.shutdown()
+
+
+@pytest.mark.parametrize("client_kind", ["sync"])
+def test_an_infinite_idle_timeout_is_never_swept(plugin: Any, new_client: Callable[..., PluginClient]) -> None:
+    """A sweep (run here for whichever clients are live) never reaps it."""
+    c = new_client(plugin, policy=LifetimePolicy(idle_timeout=math.inf))
+    c.get("warm")
+    pid = c.health().pid
+    c._flow.life.last_used_mono -= 1e9  # as idle as can be
+    SWEEPER.sweep()
+    assert c.health().pid == pid
+
+
+@pytest.mark.parametrize("client_kind", ["sync"])
+def test_the_idle_sweeper_keeps_no_client_alive(plugin: Any, new_client: Callable[..., PluginClient]) -> None:
+    """The sweeper holds a client weakly, and makes no reference cycle: a dropped
+    client goes at once (its finalizer then stops the process)."""
+    client = new_client(plugin, policy=FAST)
+    client.get("warm")
+    pid = client.health().pid
+    ref = weakref.ref(client)
+    del client
+    assert ref() is None  # no gc.collect(): reference counting alone
+    assert wait_gone(pid, 3.0)  # type: ignore[arg-type]
+
+
 def test_restart_cap_disables_and_clear_re_enables(client_factory: Callable[..., PluginClient]) -> None:
     c = client_factory(LifetimePolicy(restart_cap=3, restart_window=60.0, request_timeout=2.0))
     for _ in range(2):
@@ -406,16 +493,7 @@ def test_shutdown_cooperative_closes_stdin(client: PluginClient) -> None:
 
 
 def test_stubborn_plugin_sigterm_then_sigkill(tmp_path: Path, new_client: Callable[..., PluginClient]) -> None:
-    body = (
-        "import signal, sys, time, json\n"
-        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "for line in sys.stdin:\n"
-        "    r = json.loads(line)\n"
-        "    print(json.dumps({'jsonrpc': '2.0', 'id': r['id'], 'result': {'source_name': r['params']['source_name'],"
-        " 'capabilities_bits': 1, 'plugin_version': '1'} if r['method'].endswith('init') else {'value': 'v'}}), flush=True)\n"
-        "time.sleep(3600)\n"
-    )
-    plugin = make_plugin(tmp_path / "p", "stubborn", python_script(body))
+    plugin = make_plugin(tmp_path / "p", "stubborn", python_script(STUBBORN))
     c = new_client(plugin, policy=LifetimePolicy(exit_wait=0.1, shutdown_grace=0.3))
     c.get("x")
     pid = c.health().pid

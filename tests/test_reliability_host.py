@@ -326,3 +326,33 @@ def test_host_exiting_without_shutdown_stops_a_plugin_that_ignores_eof(tmp_path:
     assert len(pids) == 2 and all(p > 0 for p in pids)
     assert verdict == "gone-at-exit", out
     assert all(wait_gone(p, 3.0) for p in pids), [alive(p) for p in pids]
+
+
+# Answers init and get, and ignores both stdin EOF and SIGTERM: only SIGKILL ends it.
+_STUBBORN = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + _LINGERING
+
+
+def test_host_exiting_during_a_background_idle_reap_leaves_no_plugin(tmp_path: Path) -> None:
+    """The sweeper thread may be half-way through stopping a plugin that ignores EOF
+    and SIGTERM (its stdin closed, its slot empty) when the interpreter exits. The
+    exit then waits for that stop to end (SIGKILL after the grace) rather than
+    kill the daemon thread in the middle and leave the plugin behind."""
+    from plugin_factory import python_script
+
+    plugin = make_plugin(tmp_path, "stubborn", python_script(_STUBBORN))
+    script = """
+        import sys, time
+        from plugin_client import LifetimePolicy, PluginClient, load_plugin
+        policy = LifetimePolicy(idle_timeout=0.1, exit_wait=0.2, shutdown_grace=0.5)
+        client = PluginClient(load_plugin(sys.argv[1]), policy=policy)
+        client.get("x")
+        print(client.health().pid, flush=True)
+        time.sleep(0.3)  # the reap began at 0.1 s; its stop lasts 0.7 s
+        assert client._flow.slot.proc is None and client.health().pid is not None  # under way
+        # no shutdown(): the interpreter exits with the client still referenced
+    """
+    host = run_host(script, str(plugin.manifest_path))
+    out, err = host.communicate(timeout=30)
+    assert host.returncode == 0, err
+    pid = int(out.split()[0])
+    assert wait_gone(pid, 3.0), "the plugin outlived its host"

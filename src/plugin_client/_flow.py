@@ -25,8 +25,9 @@ cancelled caller's flow in a task of its own rather than abandoning it.
 from __future__ import annotations
 
 import logging
+import math
 import os
-from typing import Any, Dict, Generator, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Generator, List, Mapping, Optional, Union
 
 from pydantic import ValidationError
 
@@ -83,6 +84,10 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _nothing(_flow: "Flow") -> None:
+    pass
+
+
 def _problems(exc: ValueError) -> str:
     """What a ValueError from the init params says; a ValidationError's errors
     without their input (the config may hold credentials)."""
@@ -110,7 +115,7 @@ class Flow:
     __slots__ = (
         "name", "manifest", "policy", "source_name", "config", "life", "slot", "closed",
         "init", "last_tail", "client_type", "caps_bits", "_exe_source", "_verified", "_next_id", "_pid",
-        "_init_params", "__weakref__",
+        "_init_params", "on_live", "__weakref__",
     )
 
     def __init__(
@@ -152,6 +157,11 @@ class Flow:
         self.last_tail: Optional[StderrTail] = None
         self._next_id = 1
         self._pid = os.getpid()
+        # Called with this flow once a new process has answered init (unless
+        # idle_timeout is infinite): the client's idle reap (the sweeper, or a
+        # loop timer) is to look at it. A plain function: a bound method would
+        # make a reference cycle through the client.
+        self.on_live: Callable[[Flow], None] = _nothing
 
     # --- no I/O ----------------------------------------------------------------
 
@@ -327,9 +337,7 @@ class Flow:
         proc = self.slot.proc
         if proc is not None:
             if self.life.idle_expired(monotonic()):
-                _log.debug("Plugin %r: idle for more than %g s; restarting it", self.name, self.policy.idle_timeout)
-                self.slot.proc = None
-                yield from self.stop_steps(proc)
+                yield from self._reap_idle_steps(proc)
                 proc = None
             else:
                 status = proc.idle_check()
@@ -357,6 +365,31 @@ class Flow:
         if proc is None:
             proc = yield from self._spawn_steps()
         return proc
+
+    def idle_due(self) -> Optional[float]:
+        """When (monotonic) the live process will have been idle for ``idle_timeout``;
+        None if there is none to reap (no process, or the client is closed)."""
+        if self.slot.proc is None or self.closed:
+            return None
+        return self.life.last_used_mono + self.policy.idle_timeout
+
+    def sweep_steps(self) -> FlowSteps:
+        """The background idle reap (the caller holds the request lock): stop the
+        live process if it has been idle for ``idle_timeout``. Returns when to
+        look again, or None (nothing left to reap)."""
+        due = self.idle_due()
+        if due is None or os.getpid() != self._pid:
+            return None
+        proc = self.slot.proc
+        if proc is None or monotonic() < due:
+            return due
+        yield from self._reap_idle_steps(proc)
+        return None
+
+    def _reap_idle_steps(self, proc: PluginProcess) -> FlowSteps:
+        _log.debug("Plugin %r: idle for more than %g s; stopping it", self.name, self.policy.idle_timeout)
+        self.slot.proc = None
+        yield from self.stop_steps(proc)
 
     def _stopped(self, proc: PluginProcess, info: ExitRecord) -> None:
         """Book an end that was not a crash (idle reap, shutdown, abandon)."""
@@ -457,6 +490,8 @@ class Flow:
         self.init = init
         self.life.on_ready(init)
         self.caps_bits = init.capabilities_bits  # int(init.capabilities), without building the IntFlag
+        if p.idle_timeout != math.inf:
+            self.on_live(self)
         return proc
 
     def _init_error(self, exc: BaseException, how: str) -> PluginClientError:

@@ -22,12 +22,12 @@ import atexit
 import logging
 import os
 import weakref
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 if TYPE_CHECKING:
     from ._process import PluginProcess
 
-__all__ = ("Slot", "watch", "unwatch", "stop_slot")
+__all__ = ("Slot", "watch", "unwatch", "stop_slot", "live_slots")
 
 _log = logging.getLogger("plugin_client")
 
@@ -35,7 +35,7 @@ _log = logging.getLogger("plugin_client")
 class Slot:
     """Holds a client's live process, and what stopping it needs, apart from the client."""
 
-    __slots__ = ("proc", "exit_wait", "grace", "name", "ref", "__weakref__")
+    __slots__ = ("proc", "exit_wait", "grace", "name", "ref", "swept", "__weakref__")
 
     def __init__(self, name: str, exit_wait: float, grace: float) -> None:
         self.proc: Optional[PluginProcess] = None
@@ -43,6 +43,7 @@ class Slot:
         self.exit_wait = exit_wait
         self.grace = grace
         self.ref: Optional[weakref.ref[Any]] = None
+        self.swept = False  # the client is reaped by the sweeper thread when idle (sync clients)
 
     def _collected(self, _ref: Any) -> None:
         if _LIVE.pop(self, None) is not None:
@@ -58,6 +59,11 @@ def watch(client: Any, slot: Slot) -> None:
     call ``client._forget_after_fork()`` in a forked child."""
     slot.ref = weakref.ref(client, slot._collected)
     _LIVE[slot] = True
+
+
+def live_slots() -> List[Slot]:
+    """The slots of the live clients, oldest first (a snapshot)."""
+    return list(_LIVE)
 
 
 def unwatch(slot: Slot) -> None:

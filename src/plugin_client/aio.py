@@ -20,6 +20,11 @@ This module only performs those waits on the running event loop:
   does not take is written from a ``loop.add_writer`` callback.
 - **Deadlines**: one loop timer per process, moved only when a deadline is
   earlier than the one it is set for.
+- **Idle reap**: a loop timer per process, armed when it has answered
+  ``init``; when it fires, a task reaps the process if it has been idle for
+  ``idle_timeout`` (through the request lock, as a request would; a client in
+  use is looked at again a timeout later), else re-arms for when it could be.
+  The sync client does the same from one thread (:mod:`plugin_client._sweeper`).
 - **Exit waits**: ``loop.add_reader`` on the child's pidfd, where the kernel
   has one; otherwise ``child.wait(0)`` with an ``asyncio.sleep`` backoff.
 - **Exits during a request**: the pidfd is watched for the process's whole
@@ -28,7 +33,9 @@ This module only performs those waits on the running event loop:
   even if a descendant keeps its stdout open (then no EOF comes).
 
 No executor and no thread per request. Requests to one process are
-serialized in arrival order by an ``asyncio.Lock``.
+serialized in arrival order by an ``asyncio.Lock``. A task whose replies are
+there at once may make up to ``_QUICK_MAX`` requests in a row before it
+yields; after that it queues behind every task that is waiting.
 
 **Cancellation.** A task cancelled while its request is in flight gets its
 ``CancelledError`` at once, but the flow it started is never abandoned
@@ -56,6 +63,7 @@ import logging
 import os
 import signal
 import sys
+import weakref
 from typing import Any, Coroutine, Mapping, Optional, Set, Union, cast, overload
 
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, ProcessExited, StreamEOF
@@ -455,9 +463,9 @@ else:  # pragma: no cover - Python < 3.11
     _acquire_within = _acquire_within_task
 
 
-# Tasks finishing the flows of cancelled callers: the loop keeps only weak references.
+# Tasks finishing the flows of cancelled callers, and idle reaps: the loop keeps
+# only weak references to tasks.
 _FINISHING: Set["asyncio.Task[None]"] = set()
-
 
 
 class AsyncPluginClient(FlowHandle):
@@ -492,6 +500,9 @@ class AsyncPluginClient(FlowHandle):
         self._lock: Optional[asyncio.Lock] = None
         self._lock_timeout = flow.lock_timeout()
         watch(self, flow.slot)  # stops the process if this client is collected first
+        # Each new process is reaped once idle, from a loop timer (weakly held).
+        self._idle_timer: Optional[asyncio.TimerHandle] = None
+        flow.on_live = _on_live
 
     # --- public API -------------------------------------------------------------
 
@@ -574,6 +585,7 @@ class AsyncPluginClient(FlowHandle):
         blocking the loop. Idempotent. The client cannot be used afterwards."""
         flow = self._flow
         flow.closed = True
+        self._disarm_idle()
         lock = self._bind()
         if lock.locked():
             try:
@@ -729,11 +741,62 @@ class AsyncPluginClient(FlowHandle):
             assert self._lock is not None
             self._lock.release()
 
+    # --- the idle reap -------------------------------------------------------------
+
+    def _arm_idle(self, delay: float) -> None:
+        """Look at the process again ``delay`` seconds from now, from a timer on
+        this client's loop that holds the client weakly."""
+        self._disarm_idle()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            self._idle_timer = loop.call_later(delay, _idle_timer_fired, weakref.ref(self))
+
+    def _disarm_idle(self) -> None:
+        timer, self._idle_timer = self._idle_timer, None
+        if timer is not None:
+            timer.cancel()
+
+    async def _reap_idle(self) -> None:
+        """The idle timer's task: reap the process if it has been idle for
+        ``idle_timeout``, as the sync client's sweeper thread does. A client in
+        use (its lock taken) is not idle: look again a whole timeout later."""
+        flow = self._flow
+        if flow.idle_due() is None:
+            return
+        lock = self._lock
+        if lock is None or lock.locked():
+            self._arm_idle(flow.policy.idle_timeout)
+            return
+        nxt: Optional[float] = await self._run(flow.sweep_steps(), timed=False)
+        if nxt is not None:
+            self._arm_idle(max(0.0, nxt - monotonic()))
+
     def _forget_after_fork(self) -> None:
         """In a forked child: drop the parent's process without signalling it."""
         self._flow.forget_after_fork()
         self._loop = None
         self._lock = None
+        self._idle_timer = None  # the parent's loop's
+
+
+def _on_live(flow: Flow) -> None:
+    """``Flow.on_live`` of an asyncio client (in its loop): arm the new process's idle reap."""
+    ref = flow.slot.ref
+    client = ref() if ref is not None else None
+    if client is not None:
+        client._arm_idle(flow.policy.idle_timeout)
+
+
+def _idle_timer_fired(ref: "weakref.ref[AsyncPluginClient]") -> None:
+    client = ref()
+    if client is None:
+        return
+    client._idle_timer = None
+    loop = client._loop
+    assert loop is not None
+    task = loop.create_task(client._reap_idle())
+    _FINISHING.add(task)  # held until done, as a finishing flow is
+    task.add_done_callback(_FINISHING.discard)
 
 
 class _Done:

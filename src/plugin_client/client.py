@@ -2,7 +2,9 @@
 
 Lazy spawn with an env-cleared ``posix_spawn``, the ``init`` handshake within
 ``start_timeout``, a capability gate, one request in flight at a time with a
-deadline, lazy idle reaping, detection of a process that died while idle,
+deadline, idle reaping (in the background, :mod:`plugin_client._sweeper`, and
+before a request that finds its process expired), detection of a process
+that died while idle,
 graceful shutdown of the whole process group, a sliding-window restart cap,
 and finalizer/at-exit/at-fork safety so no client leaves a zombie or an
 orphan, or touches its parent's plugin after ``fork()``.
@@ -12,9 +14,7 @@ with :class:`~plugin_client.aio.AsyncPluginClient`: this module only performs
 its operations with blocking calls, through :func:`~plugin_client._process.run_sync`),
 the wire format (:mod:`plugin_client.protocol`), the process mechanics
 (:mod:`plugin_client._process`), the bookkeeping (:mod:`plugin_client._lifecycle`)
-and manifest checks (:mod:`plugin_client.manifest`). No background thread reaps
-idle processes: a process past its idle timeout is shut down before the next
-request.
+and manifest checks (:mod:`plugin_client.manifest`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ._flow import EXCHANGE_ERRORS, Flow, FlowHandle, _need_bits
 from ._impl import monotonic
 from ._live import unwatch, watch
 from ._process import run_sync
+from ._sweeper import nudge
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
 from .protocol import (
@@ -92,6 +93,8 @@ class PluginClient(FlowHandle):
         self._lock = threading.Lock()
         self._lock_timeout = flow.lock_timeout()
         watch(self, flow.slot)  # stops the process if this client is collected first
+        flow.slot.swept = True  # each process is reaped in the background once idle (_sweeper)
+        flow.on_live = nudge
 
     # --- public API -------------------------------------------------------------
 
@@ -236,6 +239,18 @@ class PluginClient(FlowHandle):
             return done
         finally:
             lock.release()
+
+    def _sweep(self) -> Optional[float]:
+        """The idle sweeper's call (:mod:`plugin_client._sweeper`): reap the process if
+        it has been idle for ``idle_timeout``. Never waits for the request lock: a
+        client in use is not idle. Returns when to look again, or None."""
+        if not self._lock.acquire(False):
+            return monotonic() + self._flow.policy.idle_timeout
+        try:
+            nxt: Optional[float] = run_sync(self._flow.sweep_steps())
+            return nxt
+        finally:
+            self._lock.release()
 
     def _forget_after_fork(self) -> None:
         """In a forked child: drop the parent's process without signalling it."""
