@@ -19,6 +19,18 @@ PLUGINS = Path(__file__).parent / "plugins"
 ECHO = (PLUGINS / "echo_plugin.py").read_text()
 
 
+# Ignores SIGTERM and lingers after stdin EOF: only SIGKILL ends it.
+STUBBORN = (
+    "import signal, sys, time, json\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "for line in sys.stdin:\n"
+    "    r = json.loads(line)\n"
+    "    print(json.dumps({'jsonrpc': '2.0', 'id': r['id'], 'result': {'source_name': r['params']['source_name'],"
+    " 'capabilities_bits': 1, 'plugin_version': '1'} if r['method'].endswith('init') else {'value': 'v'}}), flush=True)\n"
+    "time.sleep(3600)\n"
+)
+
+
 def python_script(body: str) -> bytes:
     # -I: no user site or env vars; -S: no site import, so the plugin starts fast.
     return f"#!{sys.executable} -IS\n{body}".encode()

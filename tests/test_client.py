@@ -30,20 +30,9 @@ from plugin_client.protocol import Capability, GetCall, IsAvailableCall
 from client_kinds import client_kind, new_client  # noqa: F401 - fixtures
 from _helpers import wait_until
 from _reliability import children_of
-from plugin_factory import make_plugin, python_script
+from plugin_factory import STUBBORN, make_plugin, python_script
 
 FAST = LifetimePolicy(request_timeout=2.0, start_timeout=5.0, shutdown_grace=1.0, exit_wait=0.5)
-
-# Ignores SIGTERM and lingers after stdin EOF: only SIGKILL ends it.
-STUBBORN = (
-    "import signal, sys, time, json\n"
-    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-    "for line in sys.stdin:\n"
-    "    r = json.loads(line)\n"
-    "    print(json.dumps({'jsonrpc': '2.0', 'id': r['id'], 'result': {'source_name': r['params']['source_name'],"
-    " 'capabilities_bits': 1, 'plugin_version': '1'} if r['method'].endswith('init') else {'value': 'v'}}), flush=True)\n"
-    "time.sleep(3600)\n"
-)
 
 
 def alive(pid: int) -> bool:

@@ -10,6 +10,9 @@ client's construction is part of every cold start), unregistering one
 * At interpreter exit: every process still live is stopped, newest first.
 * In a forked child: every client forgets its parent's process without
   signalling it (its ``_forget_after_fork()``).
+* The idle sweeper (:mod:`plugin_client._sweeper`) walks the live clients
+  whose slot is marked ``swept`` (:func:`live_slots`) instead of keeping a
+  table of its own.
 
 Deliberately not here: how a process is stopped (``PluginProcess.stop``) or
 forgotten (the clients and :class:`plugin_client._flow.Flow`). The registry

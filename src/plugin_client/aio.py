@@ -767,7 +767,11 @@ class AsyncPluginClient(FlowHandle):
         if lock is None or lock.locked():
             self._arm_idle(flow.policy.idle_timeout)
             return
-        nxt: Optional[float] = await self._run(flow.sweep_steps(), timed=False)
+        try:
+            nxt: Optional[float] = await self._run(flow.sweep_steps(), timed=False)
+        except Exception:  # pragma: no cover - a stop books its own failures; nobody awaits this task
+            _log.exception("Plugin %r: the idle reap failed", self.name)
+            return
         if nxt is not None:
             self._arm_idle(max(0.0, nxt - monotonic()))
 

@@ -4,10 +4,10 @@ Lazy spawn with an env-cleared ``posix_spawn``, the ``init`` handshake within
 ``start_timeout``, a capability gate, one request in flight at a time with a
 deadline, idle reaping (in the background, :mod:`plugin_client._sweeper`, and
 before a request that finds its process expired), detection of a process
-that died while idle,
-graceful shutdown of the whole process group, a sliding-window restart cap,
-and finalizer/at-exit/at-fork safety so no client leaves a zombie or an
-orphan, or touches its parent's plugin after ``fork()``.
+that died while idle, graceful shutdown of the whole process group, a
+sliding-window restart cap, and finalizer/at-exit/at-fork safety so no
+client leaves a zombie or an orphan, or touches its parent's plugin after
+``fork()``.
 
 Deliberately not here: the decision flow (:mod:`plugin_client._flow`, shared
 with :class:`~plugin_client.aio.AsyncPluginClient`: this module only performs

@@ -17,8 +17,12 @@ arguments.
 
 Speed: a reply is decoded in one pass by pydantic-core, straight from the
 bytes, into an envelope whose ``result`` has the type of the method that was
-called (never guessed from the shape). Nothing is parsed twice unless the
-reply is broken, when a slower path works out exactly what is wrong. The
+called (never guessed from the shape). A success reply written as the SDK
+and serde_json write it (compact; ``jsonrpc``, ``id``, ``result`` in that
+order) skips the envelope: the core compares its head, with the id sent, as
+bytes, and pydantic-core parses the result alone (:func:`_compact_result`).
+Nothing is parsed twice unless the reply is broken (or not a plain success
+after a compact head), when a slower path works out exactly what it is. The
 cyclic GC is paused while a large reply (64 KiB or more) is decoded. Requests
 are formatted from constant per-method byte templates.
 
