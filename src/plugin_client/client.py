@@ -194,11 +194,14 @@ class PluginClient(FlowHandle):
         """One request: ``call``, or (``call`` None) a ``GetCall`` for ``reference``.
         ``need``: ``_need_bits(call_type)``.
 
-        A warm process (``Flow.warm_process``: nothing to reap, restart or
-        report) gets ``Flow.request_steps`` without its generator: one core
-        call makes the idle check (one ``poll(0)``), writes the line and reads
-        the reply; one pydantic pass decodes it; the error paths are the flow's
-        own steps. Anything else runs the shared flow with blocking calls.
+        The request is ``Flow.request_steps`` without its generator: a process
+        that is not warm (``Flow.warm_process``: something to spawn, reap,
+        restart or report) is first readied by the flow's ``ready_steps`` with
+        blocking calls; then one core call makes the idle check (one
+        ``poll(0)``), writes the line and reads the reply, and one pydantic
+        pass decodes it. The error paths are the flow's own steps; a call the
+        gate refuses, or a process that wrote or exited while idle, goes
+        through the whole shared flow.
         """
         flow = self._flow
         if not (flow.caps_bits & need):
@@ -209,8 +212,14 @@ class PluginClient(FlowHandle):
         try:
             now = monotonic()
             proc = flow.warm_process(now, False)  # the idle check is in FrameReader.request
+            if proc is None:
+                # Spawn, init, reap, recover, refuse: the shared flow's checks, with
+                # blocking calls. The request itself then takes the path below, as
+                # on a warm process: a cold start runs no request generator.
+                proc = run_sync(flow.ready_steps())
+                now = monotonic()
             # (The gate again: another thread's request may have restarted the plugin.)
-            if proc is not None and flow.caps_bits & need:
+            if flow.caps_bits & need:
                 # Flow._take_id(), _get_line()'s cache hit and (below) Lifecycle.on_used(),
                 # written out: each call costs ~50 ns of a ~9.5 us round trip.
                 rid = flow._next_id
@@ -232,7 +241,7 @@ class PluginClient(FlowHandle):
                         return odd
                     flow.life.last_used_mono = monotonic()
                     return result
-            # Spawn, init, reap, recover, refuse: the shared flow, with blocking calls.
+            # Refused by the gate, or output or an exit while idle: the shared flow.
             if call is None:
                 call = GetCall(reference=reference)
             done: Result = run_sync(flow.request_steps(call))
