@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any, List
 
@@ -52,6 +53,19 @@ class NaiveHost:
         if self.proc.poll() is None:
             self.proc.kill()
         self.close()
+
+
+class LockedNaiveHost(NaiveHost):
+    """``NaiveHost`` made safe to share between threads the obvious way: one
+    ``threading.Lock`` around each call."""
+
+    def __init__(self, exe: Path, *args: str) -> None:
+        self.lock = threading.Lock()
+        super().__init__(exe, *args)
+
+    def call(self, method: str, params: Any = None) -> Any:
+        with self.lock:
+            return super().call(method, params)
 
 
 def close_all(hosts: List[Any]) -> None:

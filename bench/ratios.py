@@ -101,6 +101,11 @@ def contention_rows(medians: Medians, extras: Dict[Tuple[str, str, str], Dict[st
         rps4, rps1 = n / median, n / medians[one]
         out.append([case, placement, f"{variant} / {one[2]}", f"{rps4:,.0f} req/s", f"{rps1:,.0f} req/s",
                     f"{rps4 / rps1:.2f}", "throughput ratio", "(info) 4 threads vs 1", ""])
+        naive = (case, placement, "4-threads-naive")
+        if variant != naive[2] and naive in medians:
+            rpsn = extras[naive].get("requests", 1) / medians[naive]
+            out.append([case, placement, f"{variant} / {naive[2]}", f"{rps4:,.0f} req/s", f"{rpsn:,.0f} req/s",
+                        f"{rps4 / rpsn:.2f}", "throughput ratio", "(info) vs the naive host behind a lock", ""])
     return out
 
 

@@ -4,7 +4,10 @@ Each round makes ``TOTAL`` ``get`` requests on one warm client: all from one
 thread, or split over 4 threads that start together. The client serves one
 request at a time (the protocol allows no more), so the best 4 threads can do
 is to keep the plugin as busy as one thread does; ``extra_info`` holds the
-requests per second, and ``ratios.py`` compares them.
+requests per second, and ``ratios.py`` compares them. The same rounds on the
+naive Popen + json host behind one ``threading.Lock`` (what a user would
+share between threads instead) say how much of the loss is ours: the rest is
+the GIL and the lock handing the one core from thread to thread.
 
 Nothing here asserts a time.
 """
@@ -13,12 +16,13 @@ from __future__ import annotations
 
 import threading
 import types
-from typing import Any, Iterator, List
+from typing import Any, Callable, Iterator, List
 
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from _bench import BenchBin, tag
+from _hosts import LockedNaiveHost
 from plugin_client import LifetimePolicy, PluginClient
 
 REF = "db/password"
@@ -38,11 +42,26 @@ def shared_client(placement: str, client_impl: types.ModuleType, bench_bin: Benc
 def test_contention(benchmark: BenchmarkFixture, shared_client: PluginClient, client_impl: types.ModuleType,
                     placement: str, threads: int) -> None:
     impl = "c" if client_impl.IMPLEMENTATION == "cython" else "py"
+    _rounds(benchmark, shared_client.get, impl, placement, threads)
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_contention_naive(benchmark: BenchmarkFixture, bench_bin: BenchBin, placement: str, threads: int) -> None:
+    host = LockedNaiveHost(bench_bin.echo)
+    try:
+        _rounds(benchmark, host.get, "naive", placement, threads)
+    finally:
+        host.close()
+
+
+def _rounds(benchmark: BenchmarkFixture, get: Callable[[str], Any], impl: str, placement: str,
+            threads: int) -> None:
+    """``TOTAL`` ``get(REF)`` calls split over ``threads`` threads, timed from their
+    start signal to the last one's end."""
     tag(benchmark, "contention", f"{threads}-thread{'s' if threads > 1 else ''}-{impl}", placement,
         requests=TOTAL, threads=threads)
     total = TOTAL if not benchmark.disabled else 40
     per_thread = total // threads
-    get = shared_client.get
     errors: List[BaseException] = []
 
     def worker(go: threading.Event) -> None:
