@@ -338,6 +338,52 @@ def test_background_idle_reap_of_a_stubborn_plugin_spares_the_next_request(
     c.shutdown()
 
 
+def _stubborn_being_reaped(tmp_path: Path) -> "tuple[PluginClient, int]":
+    """A sync client whose stubborn plugin the sweeper has just taken out of the
+    slot, and is stopping (exit_wait + grace: 1.5 s at least), and that pid."""
+    plugin = make_plugin(tmp_path / "p", "stubborn", python_script(STUBBORN))
+    c = PluginClient(plugin, policy=LifetimePolicy(idle_timeout=0.2, exit_wait=0.5, shutdown_grace=1.0))
+    c.get("x")
+    pid = c.health().pid
+    assert pid is not None
+    assert wait_until(lambda: c._stopping is not None, 3.0)
+    return c, pid
+
+
+def test_a_request_during_a_background_idle_reap_does_not_wait_for_it(tmp_path: Path) -> None:
+    """The sweeper stops an idle process without the request lock: a request that
+    comes meanwhile gets a fresh process at once, and the books stay the new
+    process's when the old one's stop ends."""
+    c, old = _stubborn_being_reaped(tmp_path)
+    try:
+        t0 = time.monotonic()
+        assert c.get("y").value.get_secret_value() == "v"
+        assert time.monotonic() - t0 < 1.0  # a spawn and two round trips, not the 1.5 s stop
+        new = c.health().pid
+        assert new is not None and new != old
+        assert alive(old)  # still being stopped, beside the new one
+        # (The new one idles out too, and the sweeper takes it next: 1.5 s to stop.)
+        assert wait_until(lambda: getattr(c.health().last_exit, "pid", None) == old, 5.0)
+        assert not os.path.exists(f"/proc/{old}")  # reaped
+        h = c.health()
+        assert h.pid == new and h.state is PluginState.RUNNING
+        assert h.last_exit is not None and h.last_exit.stage is ExitStage.SIGKILL
+    finally:
+        c.shutdown()
+
+
+def test_shutdown_waits_for_a_background_idle_reap(tmp_path: Path) -> None:
+    """shutdown() returns with no process of the client left, the one the sweeper
+    is stopping included."""
+    c, old = _stubborn_being_reaped(tmp_path)
+    t0 = time.monotonic()
+    c.shutdown()
+    assert not os.path.exists(f"/proc/{old}")  # reaped, not merely signalled
+    assert c._stopping is None
+    assert time.monotonic() - t0 < 3.0
+    assert c.health().last_exit.pid == old  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("client_kind", ["sync"])
 def test_an_infinite_idle_timeout_is_never_swept(plugin: Any, new_client: Callable[..., PluginClient]) -> None:
     """A sweep (run here for whichever clients are live) never reaps it."""
@@ -517,26 +563,54 @@ def test_client_dropped_without_shutdown(plugin: Any, new_client: Callable[..., 
     assert wait_gone(pid, 3.0)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("client_kind", ["sync"])  # a forked child has no event loop thread
-def test_fork_child_does_not_touch_parent_plugin(client: PluginClient) -> None:
-    client.get("warm")
-    pid = client.health().pid
+def in_forked_child(check: Callable[[], bool]) -> bool:
+    """Run ``check`` in a forked child; what it returned (False if it raised)."""
     r, w = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked child
         try:
-            ok = client.health().pid is None
-            client.shutdown()
-            os.write(w, b"1" if ok else b"0")
+            os.write(w, b"1" if check() else b"0")
         finally:
             os._exit(0)
     os.close(w)
-    assert os.read(r, 1) == b"1"
-    os.close(r)
-    os.waitpid(child, 0)
+    try:
+        return os.read(r, 1) == b"1"
+    finally:
+        os.close(r)
+        os.waitpid(child, 0)
+
+
+@pytest.mark.parametrize("client_kind", ["sync"])  # a forked child has no event loop thread
+def test_fork_child_does_not_touch_parent_plugin(client: PluginClient) -> None:
+    client.get("warm")
+    pid = client.health().pid
+
+    def in_child() -> bool:
+        ok = client.health().pid is None
+        client.shutdown()
+        return ok
+
+    assert in_forked_child(in_child)
     assert alive(pid)  # type: ignore[arg-type]
     assert client.health().pid == pid
     assert client.get("value:still").value.get_secret_value() == "still"
+
+
+def test_fork_during_a_background_idle_reap(tmp_path: Path) -> None:
+    """A child forked while the parent's sweeper stops a process neither waits for
+    that stop in its shutdown() nor touches the process; the parent's stop ends."""
+    c, old = _stubborn_being_reaped(tmp_path)
+
+    def in_child() -> bool:
+        t0 = time.monotonic()
+        ok = c._stopping is None
+        c.shutdown()
+        return ok and time.monotonic() - t0 < 0.5
+
+    assert in_forked_child(in_child)
+    c.shutdown()  # waits for the parent's stop
+    assert not os.path.exists(f"/proc/{old}")
+    assert c.health().last_exit.pid == old  # type: ignore[union-attr]
 
 
 def test_threads_get_their_own_replies(client: PluginClient) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Any, Callable, Dict, Generator, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Generator, List, Mapping, Optional, Tuple, Union
 
 from pydantic import ValidationError
 
@@ -373,17 +373,29 @@ class Flow:
             return None
         return self.life.last_used_mono + self.policy.idle_timeout
 
-    def sweep_steps(self) -> FlowSteps:
-        """The background idle reap (the caller holds the request lock): stop the
-        live process if it has been idle for ``idle_timeout``. Returns when to
-        look again, or None (nothing left to reap)."""
+    def take_idle(self) -> Tuple[Optional[PluginProcess], Optional[float]]:
+        """The background idle reap's decision (the caller holds the request lock):
+        take the live process out of the slot if it has been idle for
+        ``idle_timeout``, and return it for the caller to stop. Otherwise None,
+        and when to look again (None: nothing left to reap)."""
         due = self.idle_due()
         if due is None or os.getpid() != self._pid:
-            return None
+            return None, None
         proc = self.slot.proc
         if proc is None or monotonic() < due:
+            return None, due
+        _log.debug("Plugin %r: idle for more than %g s; stopping it", self.name, self.policy.idle_timeout)
+        self.slot.proc = None
+        return proc, None
+
+    def sweep_steps(self) -> FlowSteps:
+        """The background idle reap, whole (the caller holds the request lock
+        throughout): :meth:`take_idle`, then the stop. Returns when to look
+        again, or None."""
+        proc, due = self.take_idle()
+        if proc is None:
             return due
-        yield from self._reap_idle_steps(proc)
+        yield from self.stop_steps(proc)
         return None
 
     def _reap_idle_steps(self, proc: PluginProcess) -> FlowSteps:
@@ -406,12 +418,18 @@ class Flow:
         if proc is not None:
             yield from self.stop_steps(proc)
 
+    def stop_blocking(self, proc: PluginProcess) -> None:
+        """:meth:`stop_steps` with blocking calls (``PluginProcess.stop``, whose
+        common case drives no generator). Books the end with the ``meta`` lock
+        only, so a process taken out of the slot may be stopped without the
+        request lock (the sync client's background idle reap)."""
+        self._stopped(proc, proc.stop(self.policy.exit_wait, self.policy.shutdown_grace))
+
     def shutdown_blocking(self) -> None:
-        """:meth:`shutdown_steps` with blocking calls (``PluginProcess.stop``, whose
-        common case drives no generator): the sync client's shutdown."""
+        """:meth:`shutdown_steps` with blocking calls: the sync client's shutdown."""
         proc = self.take_process()
         if proc is not None:
-            self._stopped(proc, proc.stop(self.policy.exit_wait, self.policy.shutdown_grace))
+            self.stop_blocking(proc)
 
     def clear_disabled_steps(self) -> FlowSteps:
         """Stop any leftover process and clear the crash window."""

@@ -72,7 +72,7 @@ class Lifecycle:
             n = self._window.count()
         return f"crash {n} of {self.policy.restart_cap} within {self.policy.restart_window:g} s"
 
-    # --- transitions (the caller holds the request lock) -----------------------
+    # --- transitions (the caller holds the request lock; on_stopped may not) ----
 
     def on_spawned(self, pid: int) -> None:
         with self._meta:
@@ -91,9 +91,13 @@ class Lifecycle:
         self.last_used_mono = monotonic()
 
     def on_stopped(self, info: ExitRecord) -> None:
-        """A process ended without a crash (idle reap, shutdown)."""
+        """A process ended without a crash (idle reap, shutdown). It may be one the
+        background idle reap stopped while a newer process started (or crashed):
+        then only its exit is recorded."""
         with self._meta:
             self.last_exit = info
+            if self.pid != info.pid:
+                return
             self.pid = None
             if self.state is not PluginState.DISABLED:
                 self.state = PluginState.IDLE

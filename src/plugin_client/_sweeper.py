@@ -16,9 +16,13 @@ the earliest time a live process could have been idle long enough; a spawn
 wakes it only if that is earlier than it planned to look (in practice the
 first spawn, or a client with a shorter ``idle_timeout``). Each due client
 is asked to reap (``client._sweep()``), which takes the client's request lock
-without waiting: a client in use is not idle. A stop of a stubborn plugin
-holds this thread for up to ``exit_wait + shutdown_grace``; other clients'
-reaps wait behind it.
+without waiting (a client in use is not idle), takes the expired process out
+of it, and stops that process after releasing it: a request that comes
+meanwhile starts a fresh process instead of waiting for a stubborn one to
+stop, and the client's ``shutdown()`` waits for that stop
+(:meth:`Sweeper.wait_stopped`). A stop of a stubborn plugin holds this
+thread for up to ``exit_wait + shutdown_grace``; other clients' reaps wait
+behind it.
 
 Deliberately not here: the asyncio client (its process belongs to its event
 loop, so it reaps with a loop timer, in :mod:`plugin_client.aio`), and how a
@@ -32,7 +36,7 @@ import logging
 import math
 import os
 import threading
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ._impl import monotonic
 from ._live import live_slots
@@ -55,6 +59,8 @@ class Sweeper:
         # Held while the thread sweeps; the exit hook takes it (see _at_exit).
         self._sweeping = threading.Lock()
         self._bound = 0.0  # how long the sweep under way may still take (its stop's bound)
+        # Notified when a stop made outside a client's request lock ends (stopped()).
+        self._stops = threading.Condition(threading.Lock())
 
     def look_by(self, due: float) -> None:
         """Make the thread look again no later than ``due`` (monotonic), starting it if needed."""
@@ -103,12 +109,32 @@ class Sweeper:
                 nxt = due
         return nxt
 
+    def stopped(self, client: Any) -> None:
+        """``client``'s background stop (``client._stopping``) has ended."""
+        with self._stops:
+            client._stopping = None
+            self._stops.notify_all()
+
+    def wait_stopped(self, client: Any, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for ``client``'s background stop to end.
+        True once none is under way."""
+        deadline = monotonic() + timeout
+        with self._stops:
+            while client._stopping is not None:
+                left = deadline - monotonic()
+                if left <= 0.0:
+                    return False
+                self._stops.wait(left)
+        return True
+
     def _after_fork_in_child(self) -> None:
-        # The thread did not survive the fork; the clients forget their parent's processes.
+        # The thread did not survive the fork; the clients forget their parent's processes
+        # (the one a background stop had in hand included: PluginClient._forget_after_fork).
         self._cond = threading.Condition(threading.Lock())
         self.wake_at = math.inf
         self._thread = None
         self._sweeping = threading.Lock()
+        self._stops = threading.Condition(threading.Lock())
 
     def _at_exit(self) -> None:
         """Let a reap under way end (within its stop's bound) and start no other:

@@ -19,6 +19,7 @@ and manifest checks (:mod:`plugin_client.manifest`).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any, Mapping, Optional, Union, overload
@@ -26,8 +27,8 @@ from typing import Any, Mapping, Optional, Union, overload
 from ._flow import EXCHANGE_ERRORS, Flow, FlowHandle, _need_bits
 from ._impl import monotonic
 from ._live import unwatch, watch
-from ._process import run_sync
-from ._sweeper import nudge
+from ._process import PluginProcess, run_sync
+from ._sweeper import SWEEPER, nudge
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
 from .protocol import (
@@ -59,6 +60,8 @@ from .protocol import (
 
 __all__ = ("PluginClient",)
 
+_log = logging.getLogger("plugin_client")
+
 _PathLike = Union[str, "os.PathLike[str]"]
 
 _GET_NEED = _need_bits(GetCall)
@@ -73,6 +76,10 @@ class PluginClient(FlowHandle):
     (already verified). ``executable`` overrides the manifest's path with a
     :class:`VerifiedExecutable` or a path, verified the same way.
     """
+
+    # The idle process the sweeper is stopping without the request lock (_sweep);
+    # a class default, so a client that is never reaped does not pay for it.
+    _stopping: Optional[PluginProcess] = None
 
     def __init__(
         self,
@@ -185,6 +192,14 @@ class PluginClient(FlowHandle):
             flow.shutdown_blocking()
         finally:
             self._lock.release()
+        if self._stopping is not None:  # an idle process the sweeper is stopping (_sweep)
+            p = flow.policy
+            if not SWEEPER.wait_stopped(self, p.exit_wait + p.shutdown_grace + 1.0):
+                _log.warning(
+                    "Plugin %r: the idle reap of its previous process has not ended after "
+                    "exit_wait + shutdown_grace + 1 s; shutdown() returns without waiting longer",
+                    flow.name,
+                )
 
     close = shutdown
 
@@ -251,17 +266,33 @@ class PluginClient(FlowHandle):
 
     def _sweep(self) -> Optional[float]:
         """The idle sweeper's call (:mod:`plugin_client._sweeper`): reap the process if
-        it has been idle for ``idle_timeout``. Never waits for the request lock: a
-        client in use is not idle. Returns when to look again, or None."""
+        it has been idle for ``idle_timeout``. Returns when to look again, or None.
+
+        Never waits for the request lock (a client in use is not idle), and holds
+        it only to take the process out of the slot: the stop runs without it, so
+        a request meanwhile starts a fresh process instead of waiting up to
+        ``exit_wait + shutdown_grace`` for a stubborn one. ``shutdown()`` waits
+        for the stop (``_stopping``)."""
+        flow = self._flow
         if not self._lock.acquire(False):
-            return monotonic() + self._flow.policy.idle_timeout
+            return monotonic() + flow.policy.idle_timeout
         try:
-            nxt: Optional[float] = run_sync(self._flow.sweep_steps())
-            return nxt
+            proc, due = flow.take_idle()
+            if proc is None:
+                return due
+            self._stopping = proc
         finally:
             self._lock.release()
+        try:
+            flow.stop_blocking(proc)
+        finally:
+            SWEEPER.stopped(self)
+        return None
 
     def _forget_after_fork(self) -> None:
         """In a forked child: drop the parent's process without signalling it."""
         self._lock = threading.Lock()
         self._flow.forget_after_fork()
+        proc, self._stopping = self._stopping, None
+        if proc is not None:  # the parent's sweeper was stopping it: not this process's to touch
+            proc.forget()
