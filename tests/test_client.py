@@ -338,23 +338,31 @@ def test_background_idle_reap_of_a_stubborn_plugin_spares_the_next_request(
     c.shutdown()
 
 
-def _stubborn_being_reaped(tmp_path: Path) -> "tuple[PluginClient, int]":
-    """A sync client whose stubborn plugin the sweeper has just taken out of the
-    slot, and is stopping (exit_wait + grace: 1.5 s at least), and that pid."""
+def _reaping(c: Any) -> bool:
+    """A background idle reap of ``c`` (a client, or the async one's adapter) is under way."""
+    return getattr(c, "aclient", c)._stopping is not None
+
+
+def _stubborn_being_reaped(tmp_path: Path, new_client: Callable[..., PluginClient]) -> "tuple[PluginClient, int]":
+    """A client whose stubborn plugin the background idle reap (the sweeper, or an
+    asyncio client's timer) has just taken out of it and is stopping
+    (exit_wait + grace: 1.5 s at least), and that pid."""
     plugin = make_plugin(tmp_path / "p", "stubborn", python_script(STUBBORN))
-    c = PluginClient(plugin, policy=LifetimePolicy(idle_timeout=0.2, exit_wait=0.5, shutdown_grace=1.0))
+    c = new_client(plugin, policy=LifetimePolicy(idle_timeout=0.2, exit_wait=0.5, shutdown_grace=1.0))
     c.get("x")
     pid = c.health().pid
     assert pid is not None
-    assert wait_until(lambda: c._stopping is not None, 3.0)
+    assert wait_until(lambda: _reaping(c), 3.0)
     return c, pid
 
 
-def test_a_request_during_a_background_idle_reap_does_not_wait_for_it(tmp_path: Path) -> None:
-    """The sweeper stops an idle process without the request lock: a request that
+def test_a_request_during_a_background_idle_reap_does_not_wait_for_it(
+    tmp_path: Path, new_client: Callable[..., PluginClient]
+) -> None:
+    """The reap stops an idle process without the request lock: a request that
     comes meanwhile gets a fresh process at once, and the books stay the new
     process's when the old one's stop ends."""
-    c, old = _stubborn_being_reaped(tmp_path)
+    c, old = _stubborn_being_reaped(tmp_path, new_client)
     try:
         t0 = time.monotonic()
         assert c.get("y").value.get_secret_value() == "v"
@@ -372,14 +380,14 @@ def test_a_request_during_a_background_idle_reap_does_not_wait_for_it(tmp_path: 
         c.shutdown()
 
 
-def test_shutdown_waits_for_a_background_idle_reap(tmp_path: Path) -> None:
-    """shutdown() returns with no process of the client left, the one the sweeper
-    is stopping included."""
-    c, old = _stubborn_being_reaped(tmp_path)
+def test_shutdown_waits_for_a_background_idle_reap(tmp_path: Path, new_client: Callable[..., PluginClient]) -> None:
+    """shutdown() returns with no process of the client left, the one the
+    background reap is stopping included."""
+    c, old = _stubborn_being_reaped(tmp_path, new_client)
     t0 = time.monotonic()
     c.shutdown()
     assert not os.path.exists(f"/proc/{old}")  # reaped, not merely signalled
-    assert c._stopping is None
+    assert not _reaping(c)
     assert time.monotonic() - t0 < 3.0
     assert c.health().last_exit.pid == old  # type: ignore[union-attr]
 
@@ -596,10 +604,11 @@ def test_fork_child_does_not_touch_parent_plugin(client: PluginClient) -> None:
     assert client.get("value:still").value.get_secret_value() == "still"
 
 
-def test_fork_during_a_background_idle_reap(tmp_path: Path) -> None:
+@pytest.mark.parametrize("client_kind", ["sync"])  # a forked child has no event loop thread
+def test_fork_during_a_background_idle_reap(tmp_path: Path, new_client: Callable[..., PluginClient]) -> None:
     """A child forked while the parent's sweeper stops a process neither waits for
     that stop in its shutdown() nor touches the process; the parent's stop ends."""
-    c, old = _stubborn_being_reaped(tmp_path)
+    c, old = _stubborn_being_reaped(tmp_path, new_client)
 
     def in_child() -> bool:
         t0 = time.monotonic()

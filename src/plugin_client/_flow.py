@@ -374,10 +374,12 @@ class Flow:
         return self.life.last_used_mono + self.policy.idle_timeout
 
     def take_idle(self) -> Tuple[Optional[PluginProcess], Optional[float]]:
-        """The background idle reap's decision (the caller holds the request lock):
-        take the live process out of the slot if it has been idle for
-        ``idle_timeout``, and return it for the caller to stop. Otherwise None,
-        and when to look again (None: nothing left to reap)."""
+        """The background idle reap's decision (no request may be under way: the
+        caller holds the request lock, or saw it free): take the live process out
+        of the slot if it has been idle for ``idle_timeout``, and return it for
+        the caller to stop (:meth:`stop_blocking` or :meth:`stop_steps`, without
+        the lock). Otherwise None, and when to look again (None: nothing left to
+        reap)."""
         due = self.idle_due()
         if due is None or os.getpid() != self._pid:
             return None, None
@@ -387,16 +389,6 @@ class Flow:
         _log.debug("Plugin %r: idle for more than %g s; stopping it", self.name, self.policy.idle_timeout)
         self.slot.proc = None
         return proc, None
-
-    def sweep_steps(self) -> FlowSteps:
-        """The background idle reap, whole (the caller holds the request lock
-        throughout): :meth:`take_idle`, then the stop. Returns when to look
-        again, or None."""
-        proc, due = self.take_idle()
-        if proc is None:
-            return due
-        yield from self.stop_steps(proc)
-        return None
 
     def _reap_idle_steps(self, proc: PluginProcess) -> FlowSteps:
         _log.debug("Plugin %r: idle for more than %g s; stopping it", self.name, self.policy.idle_timeout)

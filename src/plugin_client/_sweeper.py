@@ -26,7 +26,7 @@ behind it.
 
 Deliberately not here: the asyncio client (its process belongs to its event
 loop, so it reaps with a loop timer, in :mod:`plugin_client.aio`), and how a
-process is stopped (:meth:`plugin_client._flow.Flow.sweep_steps`).
+process is taken and stopped (:meth:`plugin_client._flow.Flow.take_idle`, ``Flow.stop_blocking``).
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ import os
 import signal
 import sys
 import weakref
-from typing import Any, Coroutine, Mapping, Optional, Set, Union, cast, overload
+from typing import Any, Coroutine, Mapping, Optional, Set, Tuple, Union, cast, overload
 
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, ProcessExited, StreamEOF
 from ._flow import Flow, FlowHandle, FlowSteps
@@ -474,6 +474,10 @@ class AsyncPluginClient(FlowHandle):
     Takes exactly the arguments of :class:`~plugin_client.PluginClient`.
     """
 
+    # The reap task stopping an idle process without the request lock, and that
+    # process (_reap_idle); a class default, so a client never reaped pays nothing.
+    _stopping: Optional[Tuple["asyncio.Task[Any]", PluginProcess]] = None
+
     def __init__(
         self,
         manifest: Union[PluginManifest, LoadedPlugin],
@@ -598,6 +602,17 @@ class AsyncPluginClient(FlowHandle):
         else:
             await lock.acquire()
         await self._run(flow.shutdown_steps(), locked=True)
+        stopping = self._stopping
+        if stopping is not None and stopping[0].get_loop() is asyncio.get_running_loop():
+            # An idle process the reap task is stopping without the lock (_reap_idle).
+            p = flow.policy
+            _done, late = await asyncio.wait({stopping[0]}, timeout=p.exit_wait + p.shutdown_grace + 1.0)
+            if late:
+                _log.warning(
+                    "Plugin %r: the idle reap of its previous process has not ended after "
+                    "exit_wait + shutdown_grace + 1 s; shutdown() returns without waiting longer",
+                    flow.name,
+                )
         unwatch(self._flow.slot)
 
     close = shutdown
@@ -697,10 +712,12 @@ class AsyncPluginClient(FlowHandle):
         _FINISHING.add(task)
         task.add_done_callback(_FINISHING.discard)
 
-    async def _finish(self, steps: FlowSteps, op: Any, pending: Any) -> None:
-        """Finish a cancelled caller's flow from ``op`` (``pending``: its operation,
-        already started), then release the request lock. Cancelled itself, it
-        ends the process on the spot: the loop is going away."""
+    async def _finish(self, steps: FlowSteps, op: Any, pending: Any, *, locked: bool = True) -> None:
+        """Drive ``steps`` to its end from ``op`` (``pending``: its operation, already
+        started, or None), then release the request lock if the flow holds it
+        (``locked``): a cancelled caller's flow, or the idle reap's stop (which
+        runs without the lock). Cancelled itself, it ends the process on the
+        spot: the loop is going away."""
         loop = self._loop
         try:
             while True:
@@ -738,8 +755,9 @@ class AsyncPluginClient(FlowHandle):
             # Booked by the flow (a timeout or a crash is counted); nobody waits for it.
             _log.debug("Plugin %r: a cancelled request ended with %s", self.name, type(exc).__name__)
         finally:
-            assert self._lock is not None
-            self._lock.release()
+            if locked:
+                assert self._lock is not None
+                self._lock.release()
 
     # --- the idle reap -------------------------------------------------------------
 
@@ -759,7 +777,13 @@ class AsyncPluginClient(FlowHandle):
     async def _reap_idle(self) -> None:
         """The idle timer's task: reap the process if it has been idle for
         ``idle_timeout``, as the sync client's sweeper thread does. A client in
-        use (its lock taken) is not idle: look again a whole timeout later."""
+        use (its lock taken) is not idle: look again a whole timeout later.
+
+        The process is taken out of the client while the lock is free, with no
+        await in between (so no request is under way), and stopped without the
+        lock: a request meanwhile starts a fresh process instead of waiting up
+        to ``exit_wait + shutdown_grace`` for a stubborn one. ``shutdown()``
+        waits for the stop (``_stopping``)."""
         flow = self._flow
         if flow.idle_due() is None:
             return
@@ -767,13 +791,25 @@ class AsyncPluginClient(FlowHandle):
         if lock is None or lock.locked():
             self._arm_idle(flow.policy.idle_timeout)
             return
+        proc, nxt = flow.take_idle()
+        if proc is None:
+            if nxt is not None:
+                self._arm_idle(max(0.0, nxt - monotonic()))
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._stopping = (task, proc)
         try:
-            nxt: Optional[float] = await self._run(flow.sweep_steps(), timed=False)
+            steps = flow.stop_steps(proc)
+            try:
+                op = steps.send(None)
+            except StopIteration:  # pragma: no cover - a stop always waits for the exit first
+                return
+            await self._finish(steps, op, None, locked=False)
         except Exception:  # pragma: no cover - a stop books its own failures; nobody awaits this task
             _log.exception("Plugin %r: the idle reap failed", self.name)
-            return
-        if nxt is not None:
-            self._arm_idle(max(0.0, nxt - monotonic()))
+        finally:
+            self._stopping = None
 
     def _forget_after_fork(self) -> None:
         """In a forked child: drop the parent's process without signalling it."""
@@ -781,6 +817,9 @@ class AsyncPluginClient(FlowHandle):
         self._loop = None
         self._lock = None
         self._idle_timer = None  # the parent's loop's
+        stopping, self._stopping = self._stopping, None
+        if stopping is not None:  # the parent's reap task was stopping it: not this process's to touch
+            stopping[1].forget()
 
 
 def _on_live(flow: Flow) -> None:
