@@ -378,6 +378,7 @@ def test_a_request_during_a_background_idle_reap_does_not_wait_for_it(
         assert h.last_exit is not None and h.last_exit.stage is ExitStage.SIGKILL
     finally:
         c.shutdown()
+    assert not os.path.exists(f"/proc/{new}")  # its own reap (or the shutdown) is over too
 
 
 def test_shutdown_waits_for_a_background_idle_reap(tmp_path: Path, new_client: Callable[..., PluginClient]) -> None:

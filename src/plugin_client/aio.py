@@ -777,7 +777,8 @@ class AsyncPluginClient(FlowHandle):
     async def _reap_idle(self) -> None:
         """The idle timer's task: reap the process if it has been idle for
         ``idle_timeout``, as the sync client's sweeper thread does. A client in
-        use (its lock taken) is not idle: look again a whole timeout later.
+        use (its lock taken), or one still stopping an earlier process, is not
+        reaped now: look again a whole timeout later.
 
         The process is taken out of the client while the lock is free, with no
         await in between (so no request is under way), and stopped without the
@@ -788,7 +789,9 @@ class AsyncPluginClient(FlowHandle):
         if flow.idle_due() is None:
             return
         lock = self._lock
-        if lock is None or lock.locked():
+        if lock is None or lock.locked() or self._stopping is not None:
+            # In use, or still stopping an earlier process (one stop at a time,
+            # as the sweeper thread does: shutdown() waits for it).
             self._arm_idle(flow.policy.idle_timeout)
             return
         proc, nxt = flow.take_idle()
