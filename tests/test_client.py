@@ -332,9 +332,9 @@ def test_background_idle_reap_of_a_stubborn_plugin_spares_the_next_request(
     assert wait_until(lambda: c.health().pid is None, 5.0)  # stopped: 0.2 + 0.3 + 0.6 s
     assert wait_gone(pid, 3.0)  # type: ignore[arg-type]
     assert c.health().last_exit.stage is ExitStage.SIGKILL  # type: ignore[union-attr]
-    t0 = time.monotonic()
     assert c.get("y").value.get_secret_value() == "v"
-    assert time.monotonic() - t0 < 0.9  # a spawn and two round trips, not 0.9 s of stop first
+    h = c.health()  # the request only spawned: no stop of its own before it
+    assert h.spawn_count == 2 and h.last_exit.pid == pid  # type: ignore[union-attr]
     c.shutdown()
 
 
@@ -364,12 +364,10 @@ def test_a_request_during_a_background_idle_reap_does_not_wait_for_it(
     process's when the old one's stop ends."""
     c, old = _stubborn_being_reaped(tmp_path, new_client)
     try:
-        t0 = time.monotonic()
         assert c.get("y").value.get_secret_value() == "v"
-        assert time.monotonic() - t0 < 1.0  # a spawn and two round trips, not the 1.5 s stop
         new = c.health().pid
         assert new is not None and new != old
-        assert alive(old)  # still being stopped, beside the new one
+        assert alive(old)  # the reply came while the old one is still being stopped, beside it
         # (The new one idles out too, and the sweeper takes it next: 1.5 s to stop.)
         assert wait_until(lambda: getattr(c.health().last_exit, "pid", None) == old, 5.0)
         assert not os.path.exists(f"/proc/{old}")  # reaped
@@ -381,15 +379,18 @@ def test_a_request_during_a_background_idle_reap_does_not_wait_for_it(
     assert not os.path.exists(f"/proc/{new}")  # its own reap (or the shutdown) is over too
 
 
-def test_shutdown_waits_for_a_background_idle_reap(tmp_path: Path, new_client: Callable[..., PluginClient]) -> None:
+def test_shutdown_waits_for_a_background_idle_reap(
+    tmp_path: Path, new_client: Callable[..., PluginClient], caplog: pytest.LogCaptureFixture
+) -> None:
     """shutdown() returns with no process of the client left, the one the
-    background reap is stopping included."""
+    background reap is stopping included, because that stop ended (not
+    because the wait for it gave up)."""
     c, old = _stubborn_being_reaped(tmp_path, new_client)
-    t0 = time.monotonic()
-    c.shutdown()
+    with caplog.at_level(logging.WARNING, logger="plugin_client"):
+        c.shutdown()
     assert not os.path.exists(f"/proc/{old}")  # reaped, not merely signalled
     assert not _reaping(c)
-    assert time.monotonic() - t0 < 3.0
+    assert not [r for r in caplog.records if "idle reap" in r.getMessage()]
     assert c.health().last_exit.pid == old  # type: ignore[union-attr]
 
 
@@ -612,10 +613,9 @@ def test_fork_during_a_background_idle_reap(tmp_path: Path, new_client: Callable
     c, old = _stubborn_being_reaped(tmp_path, new_client)
 
     def in_child() -> bool:
-        t0 = time.monotonic()
-        ok = c._stopping is None
+        ok = c._stopping is None  # so its shutdown() has no stop of the parent's to wait for
         c.shutdown()
-        return ok and time.monotonic() - t0 < 0.5
+        return ok
 
     assert in_forked_child(in_child)
     c.shutdown()  # waits for the parent's stop

@@ -328,18 +328,14 @@ def test_host_exiting_without_shutdown_stops_a_plugin_that_ignores_eof(tmp_path:
     assert all(wait_gone(p, 3.0) for p in pids), [alive(p) for p in pids]
 
 
-# Answers init and get, and ignores both stdin EOF and SIGTERM: only SIGKILL ends it.
-_STUBBORN = "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + _LINGERING
-
-
 def test_host_exiting_during_a_background_idle_reap_leaves_no_plugin(tmp_path: Path) -> None:
     """The sweeper thread may be half-way through stopping a plugin that ignores EOF
     and SIGTERM (its stdin closed, its slot empty) when the interpreter exits. The
     exit then waits for that stop to end (SIGKILL after the grace) rather than
     kill the daemon thread in the middle and leave the plugin behind."""
-    from plugin_factory import python_script
+    from plugin_factory import STUBBORN, python_script
 
-    plugin = make_plugin(tmp_path, "stubborn", python_script(_STUBBORN))
+    plugin = make_plugin(tmp_path, "stubborn", python_script(STUBBORN))
     script = """
         import sys, time
         from plugin_client import LifetimePolicy, PluginClient, load_plugin

@@ -337,7 +337,7 @@ class Flow:
         proc = self.slot.proc
         if proc is not None:
             if self.life.idle_expired(monotonic()):
-                yield from self._reap_idle_steps(proc)
+                yield from self.stop_steps(self._take_expired())
                 proc = None
             else:
                 status = proc.idle_check()
@@ -383,17 +383,30 @@ class Flow:
         due = self.idle_due()
         if due is None or os.getpid() != self._pid:
             return None, None
-        proc = self.slot.proc
-        if proc is None or monotonic() < due:
+        if not self.life.idle_expired(monotonic()):
             return None, due
-        _log.debug("Plugin %r: idle for more than %g s; stopping it", self.name, self.policy.idle_timeout)
-        self.slot.proc = None
-        return proc, None
+        return self._take_expired(), None
 
-    def _reap_idle_steps(self, proc: PluginProcess) -> FlowSteps:
+    def _take_expired(self) -> PluginProcess:
+        """Take the live process, idle for ``idle_timeout``, out of the slot."""
+        proc = self.slot.proc
+        assert proc is not None
         _log.debug("Plugin %r: idle for more than %g s; stopping it", self.name, self.policy.idle_timeout)
         self.slot.proc = None
-        yield from self.stop_steps(proc)
+        return proc
+
+    def stop_bound(self) -> float:
+        """How long waiting for a stop of this client's process may take before it
+        is given up: the graceful stop's own bound, and a second to spare."""
+        return self.policy.exit_wait + self.policy.shutdown_grace + 1.0
+
+    def warn_stop_unfinished(self) -> None:
+        """A shutdown() gives up waiting for a background idle reap (:meth:`stop_bound`)."""
+        _log.warning(
+            "Plugin %r: the idle reap of its previous process has not ended after "
+            "exit_wait + shutdown_grace + 1 s; shutdown() returns without waiting longer",
+            self.name,
+        )
 
     def _stopped(self, proc: PluginProcess, info: ExitRecord) -> None:
         """Book an end that was not a crash (idle reap, shutdown, abandon)."""

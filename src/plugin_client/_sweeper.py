@@ -98,7 +98,7 @@ class Sweeper:
                 continue
             due: Optional[float] = client._flow.idle_due()
             if due is not None and due <= now:
-                self._bound = slot.exit_wait + slot.grace + 1.0
+                self._bound = client._flow.stop_bound()
                 try:
                     due = client._sweep()
                 except Exception:  # pragma: no cover - a stop books its own failures

@@ -22,9 +22,11 @@ This module only performs those waits on the running event loop:
   earlier than the one it is set for.
 - **Idle reap**: a loop timer per process, armed when it has answered
   ``init``; when it fires, a task reaps the process if it has been idle for
-  ``idle_timeout`` (through the request lock, as a request would; a client in
-  use is looked at again a timeout later), else re-arms for when it could be.
-  The sync client does the same from one thread (:mod:`plugin_client._sweeper`).
+  ``idle_timeout``, else re-arms for when it could be. It takes the process
+  out while the request lock is free and stops it without the lock, so a
+  request meanwhile starts a fresh process (a client in use, or one still
+  stopping an earlier process, is looked at again a timeout later). The sync
+  client does the same from one thread (:mod:`plugin_client._sweeper`).
 - **Exit waits**: ``loop.add_reader`` on the child's pidfd, where the kernel
   has one; otherwise ``child.wait(0)`` with an ``asyncio.sleep`` backoff.
 - **Exits during a request**: the pidfd is watched for the process's whole
@@ -605,14 +607,9 @@ class AsyncPluginClient(FlowHandle):
         stopping = self._stopping
         if stopping is not None and stopping[0].get_loop() is asyncio.get_running_loop():
             # An idle process the reap task is stopping without the lock (_reap_idle).
-            p = flow.policy
-            _done, late = await asyncio.wait({stopping[0]}, timeout=p.exit_wait + p.shutdown_grace + 1.0)
+            _done, late = await asyncio.wait({stopping[0]}, timeout=flow.stop_bound())
             if late:
-                _log.warning(
-                    "Plugin %r: the idle reap of its previous process has not ended after "
-                    "exit_wait + shutdown_grace + 1 s; shutdown() returns without waiting longer",
-                    flow.name,
-                )
+                flow.warn_stop_unfinished()
         unwatch(self._flow.slot)
 
     close = shutdown

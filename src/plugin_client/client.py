@@ -19,7 +19,6 @@ and manifest checks (:mod:`plugin_client.manifest`).
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from typing import Any, Mapping, Optional, Union, overload
@@ -59,8 +58,6 @@ from .protocol import (
 )
 
 __all__ = ("PluginClient",)
-
-_log = logging.getLogger("plugin_client")
 
 _PathLike = Union[str, "os.PathLike[str]"]
 
@@ -193,13 +190,8 @@ class PluginClient(FlowHandle):
         finally:
             self._lock.release()
         if self._stopping is not None:  # an idle process the sweeper is stopping (_sweep)
-            p = flow.policy
-            if not SWEEPER.wait_stopped(self, p.exit_wait + p.shutdown_grace + 1.0):
-                _log.warning(
-                    "Plugin %r: the idle reap of its previous process has not ended after "
-                    "exit_wait + shutdown_grace + 1 s; shutdown() returns without waiting longer",
-                    flow.name,
-                )
+            if not SWEEPER.wait_stopped(self, flow.stop_bound()):
+                flow.warn_stop_unfinished()
 
     close = shutdown
 
