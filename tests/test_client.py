@@ -338,9 +338,15 @@ def test_background_idle_reap_of_a_stubborn_plugin_spares_the_next_request(
     c.shutdown()
 
 
+def _stops(c: Any) -> int:
+    """How many background stops of ``c``'s processes (``c``: a client, or the async one's adapter) are under way."""
+    n: int = getattr(c, "aclient", c)._background_stops()
+    return n
+
+
 def _reaping(c: Any) -> bool:
-    """A background idle reap of ``c`` (a client, or the async one's adapter) is under way."""
-    return getattr(c, "aclient", c)._stopping is not None
+    """A background idle reap of ``c`` is under way."""
+    return _stops(c) > 0
 
 
 def _stubborn_being_reaped(tmp_path: Path, new_client: Callable[..., PluginClient]) -> "tuple[PluginClient, int]":
@@ -368,7 +374,8 @@ def test_a_request_during_a_background_idle_reap_does_not_wait_for_it(
         new = c.health().pid
         assert new is not None and new != old
         assert alive(old)  # the reply came while the old one is still being stopped, beside it
-        # (The new one idles out too, and the sweeper takes it next: 1.5 s to stop.)
+        # The new one idles out too (0.2 s), and its stop starts beside the old one's (1.5 s).
+        assert wait_until(lambda: _stops(c) == 2, 1.2)
         assert wait_until(lambda: getattr(c.health().last_exit, "pid", None) == old, 5.0)
         assert not os.path.exists(f"/proc/{old}")  # reaped
         h = c.health()
@@ -392,6 +399,55 @@ def test_shutdown_waits_for_a_background_idle_reap(
     assert not _reaping(c)
     assert not [r for r in caplog.records if "idle reap" in r.getMessage()]
     assert c.health().last_exit.pid == old  # type: ignore[union-attr]
+
+
+def test_a_request_that_finds_its_process_expired_does_not_wait_for_its_stop(
+    tmp_path: Path, new_client: Callable[..., PluginClient]
+) -> None:
+    """The background reap has not got to an expired process (here it never
+    would: its timeout is an hour, the process is made to look older): the
+    request takes it out, hands it to a background stop and starts a fresh one,
+    instead of waiting exit_wait + grace for a stubborn plugin to stop."""
+    plugin = make_plugin(tmp_path / "p", "stubborn", python_script(STUBBORN))
+    c = new_client(plugin, policy=LifetimePolicy(idle_timeout=3600.0, exit_wait=0.5, shutdown_grace=1.0))
+    c.get("x")
+    old = c.health().pid
+    assert old is not None
+    getattr(c, "aclient", c)._flow.life.last_used_mono -= 7200.0  # idle for two hours
+    try:
+        assert c.get("y").value.get_secret_value() == "v"
+        h = c.health()
+        assert h.pid is not None and h.pid != old and h.spawn_count == 2
+        assert alive(old)  # the reply came while the old one is being stopped
+        assert _reaping(c) and h.last_exit is None
+        assert wait_until(lambda: getattr(c.health().last_exit, "pid", None) == old, 5.0)
+        assert c.health().last_exit.stage is ExitStage.SIGKILL  # type: ignore[union-attr]
+        assert not os.path.exists(f"/proc/{old}")  # reaped
+        assert c.health().pid == h.pid  # the books stay the new process's
+    finally:
+        c.shutdown()
+
+
+def test_background_stops_of_several_clients_run_together(
+    tmp_path: Path, new_client: Callable[..., PluginClient]
+) -> None:
+    """Two clients' stubborn plugins idle out together: their stops (1.5 s each)
+    overlap, rather than one waiting for the other (sync clients share one
+    thread for them), and both clients' shutdown() leave nothing behind."""
+    plugin = make_plugin(tmp_path / "p", "stubborn", python_script(STUBBORN))
+    policy = LifetimePolicy(idle_timeout=0.2, exit_wait=0.5, shutdown_grace=1.0)
+    a, b = new_client(plugin, policy=policy), new_client(plugin, policy=policy)
+    a.get("x")
+    b.get("x")
+    pids = [a.health().pid, b.health().pid]
+    try:
+        assert wait_until(lambda: _reaping(a) and _reaping(b), 3.0)
+        assert all(alive(p) for p in pids)  # type: ignore[arg-type]
+    finally:
+        a.shutdown()
+        b.shutdown()
+    assert not any(os.path.exists(f"/proc/{p}") for p in pids)
+    assert [getattr(c.health().last_exit, "stage", None) for c in (a, b)] == [ExitStage.SIGKILL] * 2
 
 
 @pytest.mark.parametrize("client_kind", ["sync"])
@@ -573,6 +629,23 @@ def test_client_dropped_without_shutdown(plugin: Any, new_client: Callable[..., 
     assert wait_gone(pid, 3.0)  # type: ignore[arg-type]
 
 
+def test_a_client_dropped_without_shutdown_is_stopped_in_the_background(
+    tmp_path: Path, new_client: Callable[..., PluginClient]
+) -> None:
+    """Its process is stopped gracefully by the background thread: the thread
+    that dropped the client (an event loop's, perhaps) does not wait the
+    exit_wait + grace (1.5 s) a stubborn plugin takes."""
+    plugin = make_plugin(tmp_path / "p", "stubborn", python_script(STUBBORN))
+    c = new_client(plugin, policy=LifetimePolicy(exit_wait=0.5, shutdown_grace=1.0))
+    c.get("x")
+    pid = c.health().pid
+    assert pid is not None
+    del c
+    gc.collect()
+    assert alive(pid)  # dropped, and still being stopped
+    assert wait_gone(pid, 5.0)
+
+
 def in_forked_child(check: Callable[[], bool]) -> bool:
     """Run ``check`` in a forked child; what it returned (False if it raised)."""
     r, w = os.pipe()
@@ -613,7 +686,7 @@ def test_fork_during_a_background_idle_reap(tmp_path: Path, new_client: Callable
     c, old = _stubborn_being_reaped(tmp_path, new_client)
 
     def in_child() -> bool:
-        ok = c._stopping is None  # so its shutdown() has no stop of the parent's to wait for
+        ok = c._background_stops() == 0  # so its shutdown() has no stop of the parent's to wait for
         c.shutdown()
         return ok
 

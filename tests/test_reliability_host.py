@@ -352,3 +352,61 @@ def test_host_exiting_during_a_background_idle_reap_leaves_no_plugin(tmp_path: P
     assert host.returncode == 0, err
     pid = int(out.split()[0])
     assert wait_gone(pid, 3.0), "the plugin outlived its host"
+
+
+def test_host_exiting_while_a_background_stop_runs_and_a_reap_comes_due(tmp_path: Path) -> None:
+    """At exit the sweeper thread keeps serving the stop under way while the exit
+    waits for it, even when another client's reap comes due meanwhile: that reap
+    is left to the exit's own stop of every live process, and both plugins are
+    gone once the host has exited."""
+    from plugin_factory import STUBBORN, python_script
+
+    stubborn = make_plugin(tmp_path / "s", "stubborn", python_script(STUBBORN))
+    echo = make_plugin(tmp_path / "e")
+    script = """
+        import sys, time
+        from plugin_client import LifetimePolicy, PluginClient, load_plugin
+        slow = PluginClient(load_plugin(sys.argv[1]),
+                            policy=LifetimePolicy(idle_timeout=0.1, exit_wait=0.2, shutdown_grace=0.8))
+        quick = PluginClient(load_plugin(sys.argv[2]), policy=LifetimePolicy(idle_timeout=0.5))
+        slow.get("x")
+        quick.get("x")
+        print(slow.health().pid, quick.health().pid, flush=True)
+        time.sleep(0.3)  # slow's stop began at 0.1 s and lasts 1 s; quick's reap is due at 0.5 s
+        assert slow._background_stops() == 1
+    """
+    host = run_host(script, str(stubborn.manifest_path), str(echo.manifest_path))
+    out, err = host.communicate(timeout=30)
+    assert host.returncode == 0, err
+    pids = [int(p) for p in out.split()[:2]]
+    assert all(wait_gone(p, 3.0) for p in pids), [alive(p) for p in pids]
+
+
+def test_host_exiting_with_stubborn_plugins_stops_them_all_at_once(tmp_path: Path) -> None:
+    """The exit stops every plugin still live at the same time, rather than one
+    after the other: three plugins that ignore stdin EOF and SIGTERM (1.2 s to
+    stop each: exit_wait + grace) hold the exit up about 1.2 s, not 3.6 s."""
+    from plugin_factory import STUBBORN, python_script
+
+    plugin = make_plugin(tmp_path, "stubborn", python_script(STUBBORN))
+    script = """
+        import asyncio, sys
+        from plugin_client import AsyncPluginClient, LifetimePolicy, PluginClient, load_plugin
+        policy = LifetimePolicy(exit_wait=0.2, shutdown_grace=1.0)
+        clients = [PluginClient(load_plugin(sys.argv[1]), policy=policy) for _ in range(2)]
+        for c in clients:
+            c.get("x")
+        aclient = AsyncPluginClient(load_plugin(sys.argv[1]), policy=policy)
+        asyncio.run(aclient.get("x"))
+        print(*[c.health().pid for c in clients + [aclient]], flush=True)
+        # no shutdown(): the interpreter's exit must end all three
+    """
+    host = run_host(script, str(plugin.manifest_path))
+    assert host.stdout is not None
+    pids = [int(p) for p in host.stdout.readline().split()]
+    t0 = time.monotonic()
+    _out, err = host.communicate(timeout=30)
+    took = time.monotonic() - t0
+    assert host.returncode == 0, err
+    assert len(pids) == 3 and not any(alive(p) for p in pids)
+    assert took < 2.6, f"the exit took {took:.2f} s: the stops ran one after the other"

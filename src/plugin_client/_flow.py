@@ -115,7 +115,7 @@ class Flow:
     __slots__ = (
         "name", "manifest", "policy", "source_name", "config", "life", "slot", "closed",
         "init", "last_tail", "client_type", "caps_bits", "_exe_source", "_verified", "_next_id", "_pid",
-        "_init_params", "on_live", "__weakref__",
+        "_init_params", "on_live", "stop_later", "__weakref__",
     )
 
     def __init__(
@@ -162,6 +162,11 @@ class Flow:
         # loop timer) is to look at it. A plain function: a bound method would
         # make a reference cycle through the client.
         self.on_live: Callable[[Flow], None] = _nothing
+        # Called with this flow and a process taken out of its slot that has
+        # been idle for idle_timeout, found so by a request: stop it gracefully
+        # without making the request wait (the sweeper thread, or a loop task).
+        # None: the request stops it first. Not a method of the client, like on_live.
+        self.stop_later: Optional[Callable[[Flow, PluginProcess], None]] = None
 
     # --- no I/O ----------------------------------------------------------------
 
@@ -337,7 +342,13 @@ class Flow:
         proc = self.slot.proc
         if proc is not None:
             if self.life.idle_expired(monotonic()):
-                yield from self.stop_steps(self._take_expired())
+                # The background reap has not got to it yet: a stubborn plugin
+                # would make this request wait exit_wait + shutdown_grace.
+                proc = self._take_expired()
+                if self.stop_later is not None:
+                    self.stop_later(self, proc)
+                else:
+                    yield from self.stop_steps(proc)
                 proc = None
             else:
                 status = proc.idle_check()
@@ -377,9 +388,9 @@ class Flow:
         """The background idle reap's decision (no request may be under way: the
         caller holds the request lock, or saw it free): take the live process out
         of the slot if it has been idle for ``idle_timeout``, and return it for
-        the caller to stop (:meth:`stop_blocking` or :meth:`stop_steps`, without
-        the lock). Otherwise None, and when to look again (None: nothing left to
-        reap)."""
+        the caller to stop without the lock (from :meth:`stop_steps`, as
+        :attr:`stop_later` does). Otherwise None, and when to look again (None:
+        nothing left to reap)."""
         due = self.idle_due()
         if due is None or os.getpid() != self._pid:
             return None, None
@@ -427,7 +438,7 @@ class Flow:
         """:meth:`stop_steps` with blocking calls (``PluginProcess.stop``, whose
         common case drives no generator). Books the end with the ``meta`` lock
         only, so a process taken out of the slot may be stopped without the
-        request lock (the sync client's background idle reap)."""
+        request lock."""
         self._stopped(proc, proc.stop(self.policy.exit_wait, self.policy.shutdown_grace))
 
     def shutdown_blocking(self) -> None:

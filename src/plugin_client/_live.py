@@ -6,8 +6,12 @@ client's construction is part of every cold start), unregistering one
 ``dict.pop`` (part of every shutdown).
 
 * A client collected without ``shutdown()``: the callback of its weak
-  reference stops its process (a blocking graceful stop).
-* At interpreter exit: every process still live is stopped, newest first.
+  reference stops its process, in the background where the slot says how
+  (``Slot.stop_later``: the sweeper thread, for both clients), so the thread
+  that dropped the client does not wait for a stubborn plugin; otherwise with
+  a blocking graceful stop.
+* At interpreter exit: every process still live is stopped, all at once, and
+  the exit waits for them (:data:`EXIT_WAITS`).
 * In a forked child: every client forgets its parent's process without
   signalling it (its ``_forget_after_fork()``).
 * The idle sweeper (:mod:`plugin_client._sweeper`) walks the live clients
@@ -25,12 +29,12 @@ import atexit
 import logging
 import os
 import weakref
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 if TYPE_CHECKING:
     from ._process import PluginProcess
 
-__all__ = ("Slot", "watch", "unwatch", "stop_slot", "live_slots")
+__all__ = ("Slot", "watch", "unwatch", "stop_slot", "live_slots", "EXIT_WAITS")
 
 _log = logging.getLogger("plugin_client")
 
@@ -38,7 +42,7 @@ _log = logging.getLogger("plugin_client")
 class Slot:
     """Holds a client's live process, and what stopping it needs, apart from the client."""
 
-    __slots__ = ("proc", "exit_wait", "grace", "name", "ref", "swept", "__weakref__")
+    __slots__ = ("proc", "exit_wait", "grace", "name", "ref", "swept", "stop_later", "__weakref__")
 
     def __init__(self, name: str, exit_wait: float, grace: float) -> None:
         self.proc: Optional[PluginProcess] = None
@@ -47,6 +51,8 @@ class Slot:
         self.grace = grace
         self.ref: Optional[weakref.ref[Any]] = None
         self.swept = False  # the client is reaped by the sweeper thread when idle (sync clients)
+        # Stops the process taken out of this slot without waiting for it (the sweeper thread).
+        self.stop_later: Optional[Callable[[Slot, PluginProcess], None]] = None
 
     def _collected(self, _ref: Any) -> None:
         if _LIVE.pop(self, None) is not None:
@@ -76,14 +82,25 @@ def unwatch(slot: Slot) -> None:
 
 
 def stop_slot(slot: Slot) -> None:
-    """A blocking graceful stop of the slot's process, if any; never raises."""
+    """A graceful stop of the slot's process, if any: handed to ``slot.stop_later``
+    if it has one, else blocking. Never raises."""
     proc, slot.proc = slot.proc, None
     if proc is not None:
         _log.debug("Plugin %r: client collected or interpreter exiting; shutting its process down", slot.name)
         try:
+            if slot.stop_later is not None:
+                try:
+                    slot.stop_later(slot, proc)
+                    return
+                except RuntimeError:  # pragma: no cover - no thread to be had (it did nothing then)
+                    pass
             proc.stop(slot.exit_wait, slot.grace)
         except Exception:  # pragma: no cover - a finalizer must never raise
             _log.exception("Plugin %r: error while shutting down from a finalizer", slot.name)
+
+
+# Called at the end of the exit hook, to wait for the stops it handed over.
+EXIT_WAITS: List[Callable[[], None]] = []
 
 
 @atexit.register
@@ -92,6 +109,8 @@ def _at_exit() -> None:
         slot = next(reversed(_LIVE))
         del _LIVE[slot]
         stop_slot(slot)
+    for wait in EXIT_WAITS:
+        wait()
 
 
 def _after_fork_in_child() -> None:

@@ -21,12 +21,14 @@ This module only performs those waits on the running event loop:
 - **Deadlines**: one loop timer per process, moved only when a deadline is
   earlier than the one it is set for.
 - **Idle reap**: a loop timer per process, armed when it has answered
-  ``init``; when it fires, a task reaps the process if it has been idle for
-  ``idle_timeout``, else re-arms for when it could be. It takes the process
-  out while the request lock is free and stops it without the lock, so a
-  request meanwhile starts a fresh process (a client in use, or one still
-  stopping an earlier process, is looked at again a timeout later). The sync
-  client does the same from one thread (:mod:`plugin_client._sweeper`).
+  ``init``; when it fires, it reaps the process if it has been idle for
+  ``idle_timeout``, else re-arms for when it could be (a client in use is
+  looked at again a timeout later). It takes the process out while the
+  request lock is free and stops it in a task of its own, without the lock,
+  so a request meanwhile starts a fresh process. A request that finds its
+  process expired before the timer fired hands it to such a task too, rather
+  than wait for its stop. ``shutdown()`` awaits those tasks. The sync client
+  does the same from one thread (:mod:`plugin_client._sweeper`).
 - **Exit waits**: ``loop.add_reader`` on the child's pidfd, where the kernel
   has one; otherwise ``child.wait(0)`` with an ``asyncio.sleep`` backoff.
 - **Exits during a request**: the pidfd is watched for the process's whole
@@ -66,13 +68,14 @@ import os
 import signal
 import sys
 import weakref
-from typing import Any, Coroutine, Mapping, Optional, Set, Tuple, Union, cast, overload
+from typing import Any, Coroutine, Dict, Mapping, Optional, Set, Union, cast, overload
 
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, ProcessExited, StreamEOF
 from ._flow import Flow, FlowHandle, FlowSteps
 from ._live import unwatch, watch
 from ._impl import Child, FrameReader, monotonic
 from ._process import Exchange, PluginProcess, WaitExit
+from ._sweeper import SWEEPER
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
 from .protocol import (
@@ -476,9 +479,10 @@ class AsyncPluginClient(FlowHandle):
     Takes exactly the arguments of :class:`~plugin_client.PluginClient`.
     """
 
-    # The reap task stopping an idle process without the request lock, and that
-    # process (_reap_idle); a class default, so a client never reaped pays nothing.
-    _stopping: Optional[Tuple["asyncio.Task[Any]", PluginProcess]] = None
+    # The tasks stopping this client's expired processes without the request
+    # lock, and those processes (_stop_in_background); a class default, so a
+    # client never reaped pays nothing.
+    _stops: Optional[Dict["asyncio.Task[None]", PluginProcess]] = None
 
     def __init__(
         self,
@@ -506,9 +510,11 @@ class AsyncPluginClient(FlowHandle):
         self._lock: Optional[asyncio.Lock] = None
         self._lock_timeout = flow.lock_timeout()
         watch(self, flow.slot)  # stops the process if this client is collected first
+        flow.slot.stop_later = SWEEPER.stop_dropped  # (in the sweeper thread: not blocking this loop)
         # Each new process is reaped once idle, from a loop timer (weakly held).
         self._idle_timer: Optional[asyncio.TimerHandle] = None
         flow.on_live = _on_live
+        flow.stop_later = _stop_later
 
     # --- public API -------------------------------------------------------------
 
@@ -604,12 +610,14 @@ class AsyncPluginClient(FlowHandle):
         else:
             await lock.acquire()
         await self._run(flow.shutdown_steps(), locked=True)
-        stopping = self._stopping
-        if stopping is not None and stopping[0].get_loop() is asyncio.get_running_loop():
-            # An idle process the reap task is stopping without the lock (_reap_idle).
-            _done, late = await asyncio.wait({stopping[0]}, timeout=flow.stop_bound())
-            if late:
-                flow.warn_stop_unfinished()
+        if self._stops:
+            # Expired processes being stopped without the lock (_stop_in_background).
+            loop = asyncio.get_running_loop()
+            tasks = [task for task in self._stops if task.get_loop() is loop]
+            if tasks:
+                _done, late = await asyncio.wait(tasks, timeout=flow.stop_bound())
+                if late:
+                    flow.warn_stop_unfinished()
         unwatch(self._flow.slot)
 
     close = shutdown
@@ -771,45 +779,61 @@ class AsyncPluginClient(FlowHandle):
         if timer is not None:
             timer.cancel()
 
-    async def _reap_idle(self) -> None:
-        """The idle timer's task: reap the process if it has been idle for
+    def _reap_idle(self) -> None:
+        """The idle timer's call: reap the process if it has been idle for
         ``idle_timeout``, as the sync client's sweeper thread does. A client in
-        use (its lock taken), or one still stopping an earlier process, is not
-        reaped now: look again a whole timeout later.
+        use (its lock taken) is not reaped now: look again a whole timeout later.
 
-        The process is taken out of the client while the lock is free, with no
-        await in between (so no request is under way), and stopped without the
-        lock: a request meanwhile starts a fresh process instead of waiting up
-        to ``exit_wait + shutdown_grace`` for a stubborn one. ``shutdown()``
-        waits for the stop (``_stopping``)."""
+        The process is taken out while the lock is free (this runs in the loop,
+        between tasks, so no request is under way) and stopped by a task of its
+        own without the lock (:meth:`_stop_in_background`)."""
         flow = self._flow
         if flow.idle_due() is None:
             return
         lock = self._lock
-        if lock is None or lock.locked() or self._stopping is not None:
-            # In use, or still stopping an earlier process (one stop at a time,
-            # as the sweeper thread does: shutdown() waits for it).
+        if lock is None or lock.locked():
             self._arm_idle(flow.policy.idle_timeout)
             return
         proc, nxt = flow.take_idle()
-        if proc is None:
-            if nxt is not None:
-                self._arm_idle(max(0.0, nxt - monotonic()))
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self._stopping = (task, proc)
+        if proc is not None:
+            self._stop_in_background(proc)
+        elif nxt is not None:
+            self._arm_idle(max(0.0, nxt - monotonic()))
+
+    def _stop_in_background(self, proc: PluginProcess) -> None:
+        """Stop ``proc``, taken out of the slot as expired, gracefully and without
+        the request lock, so no request waits up to ``exit_wait + shutdown_grace``
+        for a stubborn plugin: its first step (closing stdin) now, the rest in a
+        task that ``shutdown()`` awaits. Runs in this client's loop."""
+        steps = self._flow.stop_steps(proc)
         try:
-            steps = flow.stop_steps(proc)
-            try:
-                op = steps.send(None)
-            except StopIteration:  # pragma: no cover - a stop always waits for the exit first
-                return
+            op = steps.send(None)
+        except StopIteration:  # pragma: no cover - a stop always waits for the exit first
+            return
+        loop = self._loop
+        assert loop is not None
+        task = loop.create_task(self._background_stop(steps, op))
+        stops = self._stops
+        if stops is None:
+            stops = self._stops = {}
+        stops[task] = proc
+        _FINISHING.add(task)  # held until done, as a finishing flow is
+        task.add_done_callback(_FINISHING.discard)
+        task.add_done_callback(self._background_stop_done)
+
+    async def _background_stop(self, steps: FlowSteps, op: Any) -> None:
+        try:
             await self._finish(steps, op, None, locked=False)
         except Exception:  # pragma: no cover - a stop books its own failures; nobody awaits this task
-            _log.exception("Plugin %r: the idle reap failed", self.name)
-        finally:
-            self._stopping = None
+            _log.exception("Plugin %r: a background stop failed", self.name)
+
+    def _background_stop_done(self, task: "asyncio.Task[None]") -> None:
+        if self._stops is not None:
+            self._stops.pop(task, None)
+
+    def _background_stops(self) -> int:
+        """How many of this client's processes are being stopped in the background."""
+        return len(self._stops) if self._stops else 0
 
     def _forget_after_fork(self) -> None:
         """In a forked child: drop the parent's process without signalling it."""
@@ -817,9 +841,9 @@ class AsyncPluginClient(FlowHandle):
         self._loop = None
         self._lock = None
         self._idle_timer = None  # the parent's loop's
-        stopping, self._stopping = self._stopping, None
-        if stopping is not None:  # the parent's reap task was stopping it: not this process's to touch
-            stopping[1].forget()
+        stops, self._stops = self._stops, None
+        for proc in (stops or {}).values():  # the parent's tasks were stopping them: not this process's to touch
+            proc.forget()
 
 
 def _on_live(flow: Flow) -> None:
@@ -830,16 +854,22 @@ def _on_live(flow: Flow) -> None:
         client._arm_idle(flow.policy.idle_timeout)
 
 
+def _stop_later(flow: Flow, proc: PluginProcess) -> None:
+    """``Flow.stop_later`` of an asyncio client (in its loop, from a request's flow)."""
+    ref = flow.slot.ref
+    client = ref() if ref is not None else None
+    if client is not None:
+        client._stop_in_background(proc)
+    else:  # pragma: no cover - a request's flow runs for a live client
+        flow.stop_blocking(proc)
+
+
 def _idle_timer_fired(ref: "weakref.ref[AsyncPluginClient]") -> None:
     client = ref()
     if client is None:
         return
     client._idle_timer = None
-    loop = client._loop
-    assert loop is not None
-    task = loop.create_task(client._reap_idle())
-    _FINISHING.add(task)  # held until done, as a finishing flow is
-    task.add_done_callback(_FINISHING.discard)
+    client._reap_idle()
 
 
 class _Done:

@@ -2,8 +2,9 @@
 
 Lazy spawn with an env-cleared ``posix_spawn``, the ``init`` handshake within
 ``start_timeout``, a capability gate, one request in flight at a time with a
-deadline, idle reaping (in the background, :mod:`plugin_client._sweeper`, and
-before a request that finds its process expired), detection of a process
+deadline, idle reaping (in the background, :mod:`plugin_client._sweeper`,
+whose thread also stops the expired process a request may find first, so
+that request does not wait for it), detection of a process
 that died while idle, graceful shutdown of the whole process group, a
 sliding-window restart cap, and finalizer/at-exit/at-fork safety so no
 client leaves a zombie or an orphan, or touches its parent's plugin after
@@ -26,7 +27,7 @@ from typing import Any, Mapping, Optional, Union, overload
 from ._flow import EXCHANGE_ERRORS, Flow, FlowHandle, _need_bits
 from ._impl import monotonic
 from ._live import unwatch, watch
-from ._process import PluginProcess, run_sync
+from ._process import run_sync
 from ._sweeper import SWEEPER, nudge
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
@@ -74,10 +75,6 @@ class PluginClient(FlowHandle):
     :class:`VerifiedExecutable` or a path, verified the same way.
     """
 
-    # The idle process the sweeper is stopping without the request lock (_sweep);
-    # a class default, so a client that is never reaped does not pay for it.
-    _stopping: Optional[PluginProcess] = None
-
     def __init__(
         self,
         manifest: Union[PluginManifest, LoadedPlugin],
@@ -98,7 +95,9 @@ class PluginClient(FlowHandle):
         self._lock_timeout = flow.lock_timeout()
         watch(self, flow.slot)  # stops the process if this client is collected first
         flow.slot.swept = True  # each process is reaped in the background once idle (_sweeper)
+        flow.slot.stop_later = SWEEPER.stop_dropped  # and stopped there if this client is collected
         flow.on_live = nudge
+        flow.stop_later = SWEEPER.stop_later  # an expired process found by a request
 
     # --- public API -------------------------------------------------------------
 
@@ -189,9 +188,9 @@ class PluginClient(FlowHandle):
             flow.shutdown_blocking()
         finally:
             self._lock.release()
-        if self._stopping is not None:  # an idle process the sweeper is stopping (_sweep)
-            if not SWEEPER.wait_stopped(self, flow.stop_bound()):
-                flow.warn_stop_unfinished()
+        # Processes of this client stopped in the background (_sweep, Flow.stop_later).
+        if SWEEPER.stops and not SWEEPER.wait_stopped(flow, flow.stop_bound()):
+            flow.warn_stop_unfinished()
 
     close = shutdown
 
@@ -261,30 +260,26 @@ class PluginClient(FlowHandle):
         it has been idle for ``idle_timeout``. Returns when to look again, or None.
 
         Never waits for the request lock (a client in use is not idle), and holds
-        it only to take the process out of the slot: the stop runs without it, so
-        a request meanwhile starts a fresh process instead of waiting up to
-        ``exit_wait + shutdown_grace`` for a stubborn one. ``shutdown()`` waits
-        for the stop (``_stopping``)."""
+        it only to take the process out of the slot and hand it to a background
+        stop (``SWEEPER.stop_later``): a request meanwhile starts a fresh process
+        instead of waiting up to ``exit_wait + shutdown_grace`` for a stubborn
+        one. ``shutdown()`` waits for the stop."""
         flow = self._flow
         if not self._lock.acquire(False):
             return monotonic() + flow.policy.idle_timeout
         try:
             proc, due = flow.take_idle()
-            if proc is None:
-                return due
-            self._stopping = proc
+            if proc is not None:
+                SWEEPER.stop_later(flow, proc)
+            return due
         finally:
             self._lock.release()
-        try:
-            flow.stop_blocking(proc)
-        finally:
-            SWEEPER.stopped(self)
-        return None
+
+    def _background_stops(self) -> int:
+        """How many of this client's processes are being stopped in the background."""
+        return SWEEPER.stopping(self._flow)
 
     def _forget_after_fork(self) -> None:
         """In a forked child: drop the parent's process without signalling it."""
         self._lock = threading.Lock()
-        self._flow.forget_after_fork()
-        proc, self._stopping = self._stopping, None
-        if proc is not None:  # the parent's sweeper was stopping it: not this process's to touch
-            proc.forget()
+        self._flow.forget_after_fork()  # (the sweeper forgets the ones it was stopping)
