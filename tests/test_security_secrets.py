@@ -24,6 +24,7 @@ import pytest
 from plugin_client import errors
 from plugin_client.client import PluginClient
 from plugin_client.policy import LifetimePolicy
+from plugin_client.protocol import GetCall, decode_reply, decode_request
 
 from _reliability import c_plugin, c_plugins, wait_gone  # noqa: F401  (fixture)
 
@@ -197,6 +198,27 @@ def test_host_only_secret_never_reaches_the_plugin(secret_plugin: Any) -> None:
         hexed = client.get("environ").value.get_secret_value()
     environ = [bytes.fromhex(h) for h in hexed.split(",")]
     assert environ == [b"HOSTILE_SECRET=" + RETURNED.encode()]
+
+
+def test_a_returned_secret_is_not_kept_in_pydantics_string_cache(secret_plugin: Any) -> None:
+    """By default pydantic-core keeps the short strings it parses in a cache of
+    its own, shared by the whole process: a secret value would stay referenced
+    there, in memory, after the host has dropped every result holding it. The
+    replies' validators cache keys only. Two reads of one secret give two
+    ``str`` objects: the second did not come from the cache, so the first was
+    never put in it."""
+    with PluginClient(secret_plugin, policy=POLICY) as client:
+        first = client.get("secret:good").value.get_secret_value()
+        second = client.get("secret:good").value.get_secret_value()
+    assert first == second == RETURNED and first is not second
+    # A reply not in the compact form goes through the envelope's validator instead.
+    line = b'{"id":7,"jsonrpc":"2.0","result":{"value":"%s"}}' % RETURNED.encode()
+    a, b = (decode_reply(line, GetCall, 7).value.get_secret_value() for _ in range(2))
+    assert a == b == RETURNED and a is not b
+    # And a put value, as a Python plugin (the SDK) reads it.
+    request = b'{"jsonrpc":"2.0","id":3,"method":"secret_source.put","params":{"reference":"r","value":"%s"}}'
+    c, d = (decode_request(request % SENT.encode())[1].value.get_secret_value() for _ in range(2))  # type: ignore[attr-defined]
+    assert c == d == SENT and c is not d
 
 
 def test_unsendable_put_value_is_not_quoted(secret_plugin: Any, capture: Capture) -> None:

@@ -289,13 +289,13 @@ class Sweeper:
 
     def _at_exit(self) -> None:
         """No sweep from here on: the exit hook of :mod:`plugin_client._live`
-        (which runs next) stops every process still in a client, handing the
-        sync clients' to this thread, and then waits for them all (:meth:`_wait_at_exit`)."""
-        if self._thread is None:
-            return
+        (which runs next) hands every process still in a client to this
+        thread, and then waits for them all (:meth:`_wait_at_exit`)."""
         with self._cond:
             self._exiting = True
             self.wake_at = math.inf
+        if self._thread is None:
+            return
         # A sweep under way hands its process over before it lets go of this lock.
         if self._sweeping.acquire(timeout=1.0):
             self._sweeping.release()
