@@ -165,7 +165,8 @@ class Flow:
         # Called with this flow and a process taken out of its slot that has
         # been idle for idle_timeout, found so by a request: stop it gracefully
         # without making the request wait (the sweeper thread, or a loop task).
-        # None: the request stops it first. Not a method of the client, like on_live.
+        # None (or a RuntimeError from it): the request stops it first. Not a
+        # method of the client, like on_live.
         self.stop_later: Optional[Callable[[Flow, PluginProcess], None]] = None
 
     # --- no I/O ----------------------------------------------------------------
@@ -345,9 +346,7 @@ class Flow:
                 # The background reap has not got to it yet: a stubborn plugin
                 # would make this request wait exit_wait + shutdown_grace.
                 proc = self._take_expired()
-                if self.stop_later is not None:
-                    self.stop_later(self, proc)
-                else:
+                if not self._hand_over(proc):
                     yield from self.stop_steps(proc)
                 proc = None
             else:
@@ -397,6 +396,17 @@ class Flow:
         if not self.life.idle_expired(monotonic()):
             return None, due
         return self._take_expired(), None
+
+    def _hand_over(self, proc: PluginProcess) -> bool:
+        """Give an expired process to :attr:`stop_later`. False if there is none, or
+        it could not take it (no thread to be had: it did nothing then)."""
+        if self.stop_later is None:
+            return False
+        try:
+            self.stop_later(self, proc)
+        except RuntimeError:  # pragma: no cover - only while the interpreter shuts down
+            return False
+        return True
 
     def _take_expired(self) -> PluginProcess:
         """Take the live process, idle for ``idle_timeout``, out of the slot."""

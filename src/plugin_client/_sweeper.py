@@ -126,7 +126,8 @@ class Sweeper:
         slot) gracefully without waiting for it, and book its end on ``flow``.
 
         Its first step runs now; the thread serves the rest. The caller holds the
-        client's request lock, so a ``shutdown()`` after it sees the stop."""
+        client's request lock, so a ``shutdown()`` after it sees the stop. Raises
+        ``RuntimeError`` if no thread can be started (and then does nothing)."""
         self._add(_Stop(flow, proc, flow.stop_steps(proc), flow.name, flow.stop_bound()))
 
     def stop_dropped(self, slot: Slot, proc: PluginProcess) -> None:
@@ -159,7 +160,7 @@ class Sweeper:
             wake_r, wake_w = os.pipe()
             os.set_blocking(wake_r, False)
             os.set_blocking(wake_w, False)
-            thread = threading.Thread(target=self._run, args=(wake_r,), name="plugin-client-idle", daemon=True)
+            thread = threading.Thread(target=self._run, args=(wake_r,), name="plugin-client-reaper", daemon=True)
             try:
                 thread.start()
             except BaseException:
