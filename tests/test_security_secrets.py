@@ -217,7 +217,8 @@ def test_a_returned_secret_is_not_kept_in_pydantics_string_cache(secret_plugin: 
     assert a == b == RETURNED and a is not b
     # And a put value, as a Python plugin (the SDK) reads it.
     request = b'{"jsonrpc":"2.0","id":3,"method":"secret_source.put","params":{"reference":"r","value":"%s"}}'
-    c, d = (decode_request(request % SENT.encode())[1].value.get_secret_value() for _ in range(2))  # type: ignore[attr-defined]
+    puts = [decode_request(request % SENT.encode())[1] for _ in range(2)]
+    c, d = (put.value.get_secret_value() for put in puts)  # type: ignore[attr-defined]
     assert c == d == SENT and c is not d
 
 

@@ -70,7 +70,6 @@ from typing import (
 )
 
 import pydantic_core
-from pydantic_core import CoreConfig, SchemaValidator
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -84,6 +83,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import CoreConfig, SchemaValidator
 from typing_extensions import Annotated, NotRequired, TypedDict
 
 from ._impl import split_result
@@ -207,8 +207,10 @@ class AvailabilityStatus(str, enum.Enum):
 # hide_input_in_errors: a ValidationError raised by these models directly (not
 # through decode_reply, which never lets one out) must not print a secret input.
 # cache_strings="keys": a reply's values (references, secrets) are rarely the
-# same twice, so looking each up in pydantic-core's string cache is wasted work:
-# a 10,000-entry list decodes 12% faster without it. Keys still come from the cache.
+# same twice, so looking each up in pydantic-core's process-wide string cache is
+# wasted work (a 10,000-entry list decodes a fifth faster without it), and a
+# secret value kept there would outlive every result that held it. Keys still
+# come from the cache.
 _RESULT_CONFIG = ConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True, cache_strings="keys")
 # The same for the validators that parse a whole line (the reply envelope, and
 # a request in the plugin SDK, whose params may hold a put value).
