@@ -13,11 +13,12 @@ client, which does not exist yet.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Set, Tuple
 
 import pytest
 
@@ -26,6 +27,7 @@ from plugin_client.client import PluginClient
 from plugin_client.health import PluginState
 from plugin_client.policy import LifetimePolicy
 
+from _helpers import is_dead
 from _reliability import FDS_PER_PROCESS, c_plugin, c_plugins, fd_count, scaled, zombies  # noqa: F401  (fixture)
 
 # Which error each injected fault must give its caller.
@@ -215,3 +217,70 @@ def test_asyncio_1000_concurrent_tasks_with_cancellations_and_crashes(plugin: An
     assert counts["fault"] <= crashes and spawns - 1 <= crashes + 1
     assert zombies() == [] and fd_count() == fds
     print(f"\nasyncio: {n_tasks} tasks, {counts} in {elapsed:.1f} s, {spawns} spawns, {crashes} crashes")
+
+
+def test_background_stops_under_load_leave_nothing_behind(plugin: Any) -> None:
+    """Idle reaps and request hand-overs of stubborn processes, many at once and
+    side by side: 8 clients shared by 4 threads, ``idle_timeout`` 30 ms (a
+    quarter of the requests find their process expired, as if the sweeper came
+    late), and half the requests make their process stubborn (it and a child of its own ignore
+    SIGTERM, and it ignores the end of stdin: every stop of it ends with the
+    group's SIGKILL). Every request gets its own answer; once every client is
+    shut down no process they spawned is left, reaped or not, and no fd."""
+    policy = LifetimePolicy(idle_timeout=0.03, exit_wait=0.02, shutdown_grace=0.08, request_timeout=5.0)
+    warm = PluginClient(plugin, policy=policy)  # starts the stderr and reaper threads (and their fds)
+    warm.get("value:warm")
+    warm.shutdown()
+    fds_before = fd_count()
+    clients = [PluginClient(plugin, policy=policy) for _ in range(8)]
+    problems: List[str] = []
+    leaders: Set[int] = set()
+    children: Set[int] = set()
+    lock = threading.Lock()
+
+    def worker(t: int) -> None:
+        rnd = random.Random(2000 + t)
+        end = time.monotonic() + 2.0
+        i = 0
+        while time.monotonic() < end:
+            c = rnd.choice(clients)
+            if rnd.random() < 0.25:
+                # As if the sweeper came late: the request finds its process expired
+                # and hands it over to a background stop (Flow.stop_later).
+                c._flow.life.last_used_mono -= 1.0
+            stubborn = rnd.random() < 0.5
+            ref = "term-fork:1" if stubborn else f"value:t{t}-{i}"
+            i += 1
+            try:
+                got = c.get(ref).value.get_secret_value()
+            except errors.PluginClientError as exc:
+                problems.append(f"{ref}: {exc!r}")
+                continue
+            if not stubborn and got != ref[6:]:
+                problems.append(f"{ref} got {got!r}")
+            pid = c.health().pid
+            with lock:
+                if stubborn:
+                    children.add(int(got))
+                if pid is not None:
+                    leaders.add(pid)
+            time.sleep(rnd.uniform(0.0, 0.06))
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    spawns = sum(c.health().spawn_count for c in clients)
+    print(f"\nbackground stops: {spawns} spawns")
+    for c in clients:
+        c.shutdown()
+    assert problems == []
+    assert spawns > 2 * len(clients)  # processes were recycled, many times over
+    assert all(c.health().crashes_in_window == 0 for c in clients)  # every stop was booked as one
+    # The plugins we spawned are reaped; their children, orphans once the group's
+    # SIGKILL came, are dead (a zombie of theirs is init's to reap, not ours).
+    assert [p for p in leaders if os.path.exists(f"/proc/{p}")] == []
+    assert [p for p in children if not is_dead(p)] == []
+    assert zombies() == []
+    assert fd_count() == fds_before
