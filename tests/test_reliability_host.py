@@ -410,3 +410,42 @@ def test_host_exiting_with_stubborn_plugins_stops_them_all_at_once(tmp_path: Pat
     assert host.returncode == 0, err
     assert len(pids) == 3 and not any(alive(p) for p in pids)
     assert took < 2.6, f"the exit took {took:.2f} s: the stops ran one after the other"
+
+
+def test_host_exiting_without_a_reaper_thread_still_stops_its_plugins_at_once(tmp_path: Path) -> None:
+    """Python 3.12 and later start no thread during the interpreter's exit. With
+    no reaper thread running by then (every ``idle_timeout`` infinite, no client
+    collected), the exit serves the stops itself, side by side, as the thread
+    would have. Simulated on any version: an exit hook that runs before the
+    library's makes ``Thread.start`` refuse, as 3.12 does."""
+    from plugin_factory import STUBBORN, python_script
+
+    plugin = make_plugin(tmp_path, "stubborn", python_script(STUBBORN))
+    script = """
+        import atexit, math, sys, threading
+        from plugin_client import LifetimePolicy, PluginClient, load_plugin
+        from plugin_client._sweeper import SWEEPER
+
+        def refuse(self):
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+        @atexit.register  # registered after the library's hooks: runs before them
+        def as_python_3_12():
+            threading.Thread.start = refuse
+
+        policy = LifetimePolicy(idle_timeout=math.inf, exit_wait=0.2, shutdown_grace=1.0)
+        clients = [PluginClient(load_plugin(sys.argv[1]), policy=policy) for _ in range(3)]
+        for c in clients:
+            c.get("x")
+        assert SWEEPER._thread is None
+        print(*[c.health().pid for c in clients], flush=True)
+    """
+    host = run_host(script, str(plugin.manifest_path))
+    assert host.stdout is not None
+    pids = [int(p) for p in host.stdout.readline().split()]
+    t0 = time.monotonic()
+    _out, err = host.communicate(timeout=30)
+    took = time.monotonic() - t0
+    assert host.returncode == 0, err
+    assert len(pids) == 3 and not any(alive(p) for p in pids)
+    assert took < 2.6, f"the exit took {took:.2f} s: the stops ran one after the other"

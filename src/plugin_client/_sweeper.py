@@ -33,7 +33,8 @@ collected without ``shutdown()`` or left at exit):
   beside it), and a stubborn plugin's ``exit_wait + shutdown_grace`` holds up
   neither another client's reap nor another stop. A client's ``shutdown()``
   waits for its stops (:meth:`Sweeper.wait_stopped`), and so does the
-  interpreter's exit.
+  interpreter's exit (which serves them itself if no thread could be started
+  by then: Python >= 3.12 starts none during the exit).
 
 Deliberately not here: the asyncio client (its processes belong to its event
 loop, so it reaps with a loop timer and stops in loop tasks, in
@@ -127,7 +128,8 @@ class Sweeper:
 
         Its first step runs now; the thread serves the rest. The caller holds the
         client's request lock, so a ``shutdown()`` after it sees the stop. Raises
-        ``RuntimeError`` if no thread can be started (and then does nothing)."""
+        ``RuntimeError`` if no thread can be started (and then does nothing), except during the
+        interpreter's exit, whose own wait then serves the stop."""
         self._add(_Stop(flow, proc, flow.stop_steps(proc), flow.name, flow.stop_bound()))
 
     def stop_dropped(self, slot: Slot, proc: PluginProcess) -> None:
@@ -137,14 +139,21 @@ class Sweeper:
         thread that dropped the client (an event loop's, perhaps) nor the other
         stops at exit. An asyncio client's hooks on its loop go first, in the
         caller's thread, as they would in a blocking stop. Raises
-        ``RuntimeError`` if no thread can be started (and then does nothing)."""
+        ``RuntimeError`` if no thread can be started (and then does nothing), except during the
+        interpreter's exit, whose own wait then serves the stop."""
         steps = proc.stop_steps(slot.exit_wait, slot.grace)
         proc.release_io()
         self._add(_Stop(None, proc, steps, slot.name, slot.exit_wait + slot.grace + 1.0))
 
     def _add(self, stop: _Stop) -> None:
         with self._cond:
-            self._start()  # first: if there is no thread to be had, nothing is done
+            try:
+                self._start()  # first: if there is no thread to be had, nothing is done
+            except RuntimeError:
+                # Python >= 3.12 starts no thread during the interpreter's exit:
+                # then the exit's own wait serves the stops (_wait_at_exit).
+                if not self._exiting:
+                    raise
         try:
             op = stop.steps.send(None)
         except StopIteration:  # pragma: no cover - a stop always waits for the exit first
@@ -172,7 +181,8 @@ class Sweeper:
     def _wake(self) -> None:
         """Start the thread, or wake it to look at its deadlines and fds again (holding ``_cond``)."""
         if self._thread is None:
-            self._start()
+            if not self._exiting:
+                self._start()
         else:
             try:
                 os.write(self._wake_w, b"\0")
@@ -184,29 +194,15 @@ class Sweeper:
     def _run(self, wake_r: int) -> None:
         cond = self._cond
         while True:
-            poller = select.poll()
-            poller.register(wake_r, select.POLLIN)
-            with cond:
-                due = self.wake_at
-                for stop in self.stops:
-                    if stop.polled:
-                        due = min(due, stop.deadline, monotonic() + _NO_PIDFD_POLL)
-                    else:
-                        due = min(due, stop.deadline)
-                        poller.register(stop.proc.child.pidfd, select.POLLIN)
-            if due == math.inf:
-                ready = poller.poll()
-            else:
-                # In whole milliseconds, rounded up: woken a little late rather than spinning.
-                ready = poller.poll(max(0, math.ceil((due - monotonic()) * 1000.0)))
-            if any(fd == wake_r for fd, _ in ready):
+            ready = self._wait_once(wake_r, self.wake_at)
+            if wake_r in ready:
                 try:
                     while os.read(wake_r, 4096):
                         pass
                 except BlockingIOError:
                     pass
             if self.stops:
-                self._serve_stops({fd for fd, _ in ready})
+                self._serve_stops(ready)
             with cond:
                 if self.wake_at > monotonic():
                     continue
@@ -216,6 +212,26 @@ class Sweeper:
             with cond:
                 if nxt < self.wake_at:
                     self.wake_at = nxt
+
+    def _wait_once(self, wake_r: int, due: float) -> "set[int]":
+        """Sleep until ``due``, a stop's deadline, an exit of a stopping process or
+        (``wake_r`` >= 0) a byte on the wake-up pipe; the fds found ready."""
+        poller = select.poll()
+        if wake_r >= 0:
+            poller.register(wake_r, select.POLLIN)
+        with self._cond:
+            for stop in self.stops:
+                if stop.polled:
+                    due = min(due, stop.deadline, monotonic() + _NO_PIDFD_POLL)
+                else:
+                    due = min(due, stop.deadline)
+                    poller.register(stop.proc.child.pidfd, select.POLLIN)
+        if due == math.inf:
+            ready = poller.poll()
+        else:
+            # In whole milliseconds, rounded up: woken a little late rather than spinning.
+            ready = poller.poll(max(0, math.ceil((due - monotonic()) * 1000.0)))
+        return {fd for fd, _ in ready}
 
     def _serve_stops(self, ready: "set[int]") -> None:
         """Take every stop whose process exited, or whose wait is over, one step further."""
@@ -304,10 +320,21 @@ class Sweeper:
     def _wait_at_exit(self) -> None:
         """Let the stops under way end, each within its bound: the interpreter
         would otherwise kill this daemon thread in the middle of them, and a
-        stubborn plugin whose stdin was closed would outlive the host."""
+        stubborn plugin whose stdin was closed would outlive the host. If no
+        thread could be started (Python >= 3.12 refuses one during the exit),
+        serve them from here, as the thread would have."""
         with self._cond:
             bound = max((stop.bound for stop in self.stops), default=0.0)
-        if bound and not self.wait_stopped(None, bound):  # pragma: no cover - each stop ends within its bound
+        if not bound:
+            return
+        if self._thread is None:  # none could be started at exit: serve the stops from here
+            deadline = monotonic() + bound
+            while self.stops and monotonic() < deadline:
+                self._serve_stops(self._wait_once(-1, deadline))
+            done = not self.stops
+        else:
+            done = self.wait_stopped(None, bound)
+        if not done:  # pragma: no cover - each stop ends within its bound
             _log.warning("plugin-client: a background stop has not ended at interpreter exit; not waiting longer")
 
 

@@ -274,7 +274,7 @@ static void do_ref(unsigned long long id, const char *ref) {
     }
     if (!strncmp(ref, "term-fork:", 10)) {
         int n = atoi(ref + 10);
-        char out[1024];
+        char out[1024] = "";
         size_t len = 0;
         signal(SIGTERM, SIG_IGN);
         stubborn = 1;
