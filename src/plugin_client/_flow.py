@@ -419,7 +419,7 @@ class Flow:
     def stop_bound(self) -> float:
         """How long waiting for a stop of this client's process may take before it
         is given up: the graceful stop's own bound, and a second to spare."""
-        return self.policy.exit_wait + self.policy.shutdown_grace + 1.0
+        return self.slot.stop_bound()
 
     def warn_stop_unfinished(self) -> None:
         """A shutdown() gives up waiting for a background idle reap (:meth:`stop_bound`)."""

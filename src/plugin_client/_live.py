@@ -54,6 +54,11 @@ class Slot:
         # Stops the process taken out of this slot without waiting for it (the sweeper thread).
         self.stop_later: Optional[Callable[[Slot, PluginProcess], None]] = None
 
+    def stop_bound(self) -> float:
+        """How long waiting for a graceful stop of this slot's process may take
+        before it is given up: the stop's own bound, and a second to spare."""
+        return self.exit_wait + self.grace + 1.0
+
     def _collected(self, _ref: Any) -> None:
         if _LIVE.pop(self, None) is not None:
             stop_slot(self)

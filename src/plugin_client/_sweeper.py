@@ -143,7 +143,7 @@ class Sweeper:
         interpreter's exit, whose own wait then serves the stop."""
         steps = proc.stop_steps(slot.exit_wait, slot.grace)
         proc.release_io()
-        self._add(_Stop(None, proc, steps, slot.name, slot.exit_wait + slot.grace + 1.0))
+        self._add(_Stop(None, proc, steps, slot.name, slot.stop_bound()))
 
     def _add(self, stop: _Stop) -> None:
         with self._cond:

@@ -83,7 +83,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import CoreConfig, SchemaValidator
 from typing_extensions import Annotated, NotRequired, TypedDict
 
 from ._impl import split_result
@@ -214,7 +213,7 @@ class AvailabilityStatus(str, enum.Enum):
 _RESULT_CONFIG = ConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True, cache_strings="keys")
 # The same for the validators that parse a whole line (the reply envelope, and
 # a request in the plugin SDK, whose params may hold a put value).
-_LINE_CONFIG = CoreConfig(cache_strings="keys")
+_LINE_CONFIG = pydantic_core.CoreConfig(cache_strings="keys")
 
 
 class Result(BaseModel):
@@ -693,7 +692,7 @@ def _reply_validator(result_type: Type[Result]) -> _Validate:
     adapter: TypeAdapter[Any] = TypeAdapter(envelope)
     # The JSON parser's settings are the validator's, which TypeAdapter does not
     # let a TypedDict set: the same schema, compiled with them.
-    validate: _Validate = SchemaValidator(adapter.core_schema, _LINE_CONFIG).validate_json
+    validate: _Validate = pydantic_core.SchemaValidator(adapter.core_schema, _LINE_CONFIG).validate_json
     return validate
 
 
@@ -1115,7 +1114,9 @@ class _Request(TypedDict):
     params: NotRequired[Optional[Dict[str, Any]]]
 
 
-_validate_request: Final[_Validate] = SchemaValidator(TypeAdapter(_Request).core_schema, _LINE_CONFIG).validate_json
+_validate_request: Final[_Validate] = pydantic_core.SchemaValidator(
+    TypeAdapter(_Request).core_schema, _LINE_CONFIG
+).validate_json
 
 
 def decode_request(line: bytes) -> Tuple[int, Call]:
