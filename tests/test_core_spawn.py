@@ -164,6 +164,96 @@ def test_parent_ends_are_nonblocking_and_cloexec(core: types.ModuleType, spawner
         assert child.pidfd == -1
 
 
+def _fd_flags(pid: int, fd: int) -> int:
+    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+        for line in f:
+            if line.startswith("flags:"):
+                return int(line.split()[1], 8)
+    raise AssertionError(f"no flags in /proc/{pid}/fdinfo/{fd}")  # pragma: no cover
+
+
+def _assert_wired(child: Any) -> None:
+    """The child's fds 0, 1 and 2 are the pipes whose other ends the host holds
+    as its stdin, stdout and stderr (a pipe's two ends share one inode), and
+    blocking, as a plugin expects its stdio."""
+    for fd, host_end in ((0, child.stdin_fd), (1, child.stdout_fd), (2, child.stderr_fd)):
+        assert os.stat(f"/proc/{child.pid}/fd/{fd}").st_ino == os.fstat(host_end).st_ino, fd
+        assert not _fd_flags(child.pid, fd) & os.O_NONBLOCK, fd
+
+
+def test_child_stdio_is_its_own_blocking_pipes(core: types.ModuleType, spawner: Spawner) -> None:
+    child = spawner(core, [CAT], {})
+    assert roundtrip(core, child) == b"ping"
+    _assert_wired(child)
+
+
+def test_spawns_whose_pipes_get_other_numbers_are_wired_right(core: types.ModuleType, spawner: Spawner) -> None:
+    """The compiled core keeps the last spawn's file actions for pipes that get the
+    same fd numbers (they repeat as processes come and go); numbers that moved
+    must get new ones, and numbers that come back must work again."""
+    first = spawner(core, [CAT], {})
+    assert roundtrip(core, first) == b"ping"
+    held = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # shifts the next pipes' numbers
+    try:
+        second = spawner(core, [CAT], {})
+        assert {second.stdin_fd, second.stdout_fd, second.stderr_fd}.isdisjoint(
+            {first.stdin_fd, first.stdout_fd, first.stderr_fd}
+        )
+        assert roundtrip(core, second) == b"ping"
+        first.kill()
+        first.wait(10)
+        first.close()
+        third = spawner(core, [CAT], {})  # the first one's numbers are free again
+        assert roundtrip(core, third) == b"ping"
+        for child in (second, third):
+            _assert_wired(child)
+    finally:
+        os.close(held)
+
+
+def test_concurrent_spawns_are_each_wired_right(core: types.ModuleType, spawner: Spawner) -> None:
+    """Spawns from several threads at once (the compiled core's kept file actions
+    are taken by one spawn at a time; the others make their own)."""
+    children: List[Any] = []
+    errors: List[BaseException] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        try:
+            for _ in range(15):
+                child = core.spawn([CAT], {})
+                with lock:
+                    children.append(child)
+                assert roundtrip(core, child) == b"ping"
+                _assert_wired(child)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        spawner.children.extend(children)
+    assert not errors, errors[0]
+    assert len(children) == 60
+
+
+def test_child_reader_reads_its_stdout_within_the_frame_limit(core: types.ModuleType, spawner: Spawner) -> None:
+    child = spawner(core, [CAT], {})
+    reader = child.reader(16)
+    assert (reader.fd, reader.exit_fd) == (child.stdout_fd, child.pidfd)
+    deadline = core.monotonic() + 5
+    assert reader.exchange(child.stdin_fd, b"hello\n", deadline) == b"hello"
+    assert reader.request(child, b"again\n", deadline) == b"again"
+    with pytest.raises(core.FrameTooLargeError):
+        reader.exchange(child.stdin_fd, b"x" * 17 + b"\n", deadline)
+    with pytest.raises(ValueError, match="max_frame_bytes"):
+        child.reader(0)
+
+
 def test_stdout_pipe_is_grown_and_the_others_are_not(core: types.ModuleType, spawner: Spawner) -> None:
     """256 KiB for the plugin's replies (fewer wake-ups for a large one), where
     the kernel allows it; stdin and stderr keep the default."""

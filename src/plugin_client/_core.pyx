@@ -531,7 +531,6 @@ cdef class FrameReader:
         free(self._buf)
 
     def __init__(self, fd, max_frame_bytes=DEFAULT_MAX_FRAME_BYTES, exit_fd=-1):
-        cdef int flags
         self._idle()  # re-running __init__ frees the buffer
         fd = _as_int(fd, "fd")
         max_frame_bytes = _as_int(max_frame_bytes, "max_frame_bytes")
@@ -542,6 +541,10 @@ cdef class FrameReader:
             raise ValueError(f"exit_fd must be a file descriptor or -1, not {exit_fd!r}")
         if max_frame_bytes < 1:
             raise ValueError(f"max_frame_bytes must be at least 1, not {max_frame_bytes!r}")
+        self._setup(fd, max_frame_bytes, exit_fd, fcntl(fd, F_GETFL) if fd >= 0 else -1)
+
+    cdef void _setup(self, int fd, Py_ssize_t max_frame_bytes, int exit_fd, int flags) noexcept:
+        """``flags``: ``fd``'s status flags (``F_GETFL``), or -1."""
         self._fd = fd
         self._exit_fd = exit_fd
         self._wfd = -1
@@ -550,7 +553,6 @@ cdef class FrameReader:
         # On a blocking fd read() would ignore the deadline, so poll first
         # there; but not on a write-only fd, where poll never says "ready"
         # and read fails at once with EBADF.
-        flags = fcntl(self._fd, F_GETFL) if self._fd >= 0 else -1
         self._poll_first = (
             flags >= 0 and (flags & O_NONBLOCK) == 0 and (flags & O_ACCMODE) != O_WRONLY
         )
@@ -1126,22 +1128,16 @@ def spawn_method():
     return "vfork+close_range" if _have_close_range else "vfork+proc_self_fd"
 
 
-cdef int _posix_spawn(const char *path, char **argv, char **envp, const char *cwd,
-                      int fd0, int fd1, int fd2, pid_t *pid) noexcept nogil:
-    cdef posix_spawnattr_t attr
-    cdef posix_spawn_file_actions_t fa
+cdef int _make_attr(posix_spawnattr_t *attr) noexcept nogil:
+    """The spawn attributes, the same for every spawn: made once, at import."""
     cdef sigset_t sigs
-    cdef int err = posix_spawnattr_init(&attr)
+    cdef int err = posix_spawnattr_init(attr)
     if err:
-        return err
-    err = posix_spawn_file_actions_init(&fa)
-    if err:
-        posix_spawnattr_destroy(&attr)
         return err
     err = posix_spawnattr_setflags(
-        &attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK)
+        attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK)
     if not err:
-        err = posix_spawnattr_setpgroup(&attr, 0)
+        err = posix_spawnattr_setpgroup(attr, 0)
     if not err:
         # Every signal 1..NSIG-1 back to its default: SIGPIPE and SIGXFSZ above
         # all, which Python ignores. Not sigfillset: it leaves out glibc's two
@@ -1149,29 +1145,66 @@ cdef int _posix_spawn(const char *path, char **argv, char **envp, const char *cw
         # SIG_IGN in the child, which exec keeps. Setting every bit by hand
         # resets them too; the kernel skips SIGKILL/SIGSTOP by itself.
         memset(&sigs, 0xff, sizeof(sigs))
-        err = posix_spawnattr_setsigdefault(&attr, &sigs)
+        err = posix_spawnattr_setsigdefault(attr, &sigs)
     if not err:
         sigemptyset(&sigs)
-        err = posix_spawnattr_setsigmask(&attr, &sigs)
+        err = posix_spawnattr_setsigmask(attr, &sigs)
+    if err:
+        posix_spawnattr_destroy(attr)
+    return err
+
+
+cdef posix_spawnattr_t _attr
+cdef int _attr_err = _make_attr(&_attr)
+
+
+cdef int _make_actions(posix_spawn_file_actions_t *fa, int fd0, int fd1, int fd2,
+                       const char *cwd) noexcept nogil:
+    """The child's file actions: the pipes on 0, 1 and 2, the cwd, no other fd."""
+    cdef int err = posix_spawn_file_actions_init(fa)
+    if err:
+        return err
     # The pipe fds are all >= 3 (see _pipe), so these dup2s never clobber
     # one another and never land on the fd they start from (a no-op dup2
     # would leave close-on-exec set).
+    err = posix_spawn_file_actions_adddup2(fa, fd0, 0)
     if not err:
-        err = posix_spawn_file_actions_adddup2(&fa, fd0, 0)
+        err = posix_spawn_file_actions_adddup2(fa, fd1, 1)
     if not err:
-        err = posix_spawn_file_actions_adddup2(&fa, fd1, 1)
-    if not err:
-        err = posix_spawn_file_actions_adddup2(&fa, fd2, 2)
+        err = posix_spawn_file_actions_adddup2(fa, fd2, 2)
     if not err and cwd != NULL:
-        err = pc_fa_chdir(&fa, cwd)
+        err = pc_fa_chdir(fa, cwd)
     if not err:
-        err = pc_fa_closefrom(&fa, 3)
+        err = pc_fa_closefrom(fa, 3)
+    if err:
+        posix_spawn_file_actions_destroy(fa)
+    return err
+
+
+# The file actions of the last spawn without a cwd, kept for the next one. They
+# depend only on the pipes' fd numbers, which repeat as processes come and go,
+# and making them costs glibc a getrlimit per fd it checks (seven system calls).
+# Taken (busy) by one spawn at a time; a spawn in another thread meanwhile makes
+# its own.
+cdef posix_spawn_file_actions_t _kept_fa
+cdef int _kept_fds[3]
+cdef bint _kept_valid = False, _kept_busy = False
+
+
+cdef int _take_kept_actions(int fd0, int fd1, int fd2) noexcept:
+    """Under the GIL: make ``_kept_fa`` the actions for these fds, and take it."""
+    global _kept_valid, _kept_busy
+    cdef int err = 0
+    _kept_busy = True
+    if _kept_valid and _kept_fds[0] == fd0 and _kept_fds[1] == fd1 and _kept_fds[2] == fd2:
+        return 0
+    if _kept_valid:
+        posix_spawn_file_actions_destroy(&_kept_fa)
+        _kept_valid = False
+    err = _make_actions(&_kept_fa, fd0, fd1, fd2, NULL)
     if not err:
-        # posix_spawn, not posix_spawnp: no PATH search. glibc >= 2.24
-        # returns the exec's errno (ENOENT, EACCES, ENOEXEC, ...).
-        err = posix_spawn(pid, path, &fa, &attr, argv, envp)
-    posix_spawn_file_actions_destroy(&fa)
-    posix_spawnattr_destroy(&attr)
+        _kept_valid = True
+        _kept_fds[0], _kept_fds[1], _kept_fds[2] = fd0, fd1, fd2
     return err
 
 
@@ -1199,8 +1232,10 @@ cdef int _pipe(int *ends) except -1:
 
 
 cdef int _set_nonblocking(int fd) except -1:
-    cdef int flags = fcntl(fd, F_GETFL)
-    if flags < 0 or fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0:
+    """O_NONBLOCK on an end of a pipe from :func:`_pipe`. Its other status flags
+    are all clear (its access mode, the only other thing F_GETFL would say, is
+    ignored by F_SETFL), so there is nothing to read first."""
+    if fcntl(fd, F_SETFL, O_NONBLOCK) < 0:
         raise _os_error(errno, f"fcntl(O_NONBLOCK) on fd {fd}")
     return 0
 
@@ -1236,7 +1271,10 @@ def spawn(argv, env, *, cwd=None):
     cdef int fds[6]
     cdef int err = 0, step = 0, pidfd, moved
     cdef pid_t pid = 0
-    cdef bint fallback, ok = False
+    global _kept_busy
+    cdef bint fallback, kept = False, ok = False
+    cdef posix_spawn_file_actions_t own_fa
+    cdef posix_spawn_file_actions_t *fa = NULL
     cdef Child child
 
     if isinstance(argv, (str, bytes)):
@@ -1281,13 +1319,26 @@ def spawn(argv, env, *, cwd=None):
         # plugin instead of one per 64 KiB.
         fcntl(fds[2], F_SETPIPE_SZ, STDOUT_PIPE_BYTES)
 
-        with nogil:
-            if fallback:
+        if fallback:
+            with nogil:
                 err = pc_vfork_spawn(c_path, c_argv, c_envp, c_cwd,
                                      fds[0], fds[3], fds[5], &pid, &step)
+        else:
+            if c_cwd == NULL and not _kept_busy:
+                kept = True
+                err = _take_kept_actions(fds[0], fds[3], fds[5])
+                fa = &_kept_fa
             else:
-                err = _posix_spawn(c_path, c_argv, c_envp, c_cwd,
-                                   fds[0], fds[3], fds[5], &pid)
+                err = _make_actions(&own_fa, fds[0], fds[3], fds[5], c_cwd)
+                if not err:
+                    fa = &own_fa
+            if not err:
+                err = _attr_err
+            if not err:
+                # posix_spawn, not posix_spawnp: no PATH search. glibc >= 2.24
+                # returns the exec's errno (ENOENT, EACCES, ENOEXEC, ...).
+                with nogil:
+                    err = posix_spawn(&pid, c_path, fa, &_attr, c_argv, c_envp)
         if err:
             # posix_spawn's errno does not say whether chdir or exec failed.
             if cwd_b is not None and (step == PC_STEP_CHDIR or (not fallback and not _dir_ok(cwd_b))):
@@ -1310,6 +1361,10 @@ def spawn(argv, env, *, cwd=None):
         ok = True
         return child
     finally:
+        if kept:
+            _kept_busy = False
+        elif fa == &own_fa:
+            posix_spawn_file_actions_destroy(&own_fa)
         free(c_argv)
         free(c_envp)
         for i in range(6):
@@ -1381,6 +1436,19 @@ cdef class Child:
     def returncode(self):
         """``None`` until reaped; then the exit status, or ``-signum``."""
         return self._returncode
+
+    def reader(self, Py_ssize_t max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
+        """``FrameReader(stdout_fd, max_frame_bytes, pidfd)``, made without asking
+        the kernel what :func:`spawn` already knows: stdout and stdin are
+        non-blocking."""
+        cdef FrameReader r
+        if max_frame_bytes < 1:
+            raise ValueError(f"max_frame_bytes must be at least 1, not {max_frame_bytes!r}")
+        r = FrameReader.__new__(FrameReader)
+        r._setup(self._stdout, max_frame_bytes, self._pidfd, O_NONBLOCK)
+        r._wfd = self._stdin
+        r._wfd_nonblocking = True
+        return r
 
     def __repr__(self):
         state = "running" if self._returncode is None else f"returncode={self._returncode}"

@@ -876,6 +876,10 @@ class Child:
         """``None`` until reaped; then the exit status, or ``-signum``."""
         return self._returncode
 
+    def reader(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> FrameReader:
+        """``FrameReader(stdout_fd, max_frame_bytes, pidfd)``."""
+        return FrameReader(self._stdout, max_frame_bytes, self._pidfd)
+
     def __repr__(self) -> str:
         state = "running" if self._returncode is None else f"returncode={self._returncode}"
         return f"<Child pid={self._pid} {state}>"

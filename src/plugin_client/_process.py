@@ -187,7 +187,7 @@ class PluginProcess:
         """Spawn; raises the core's ``SpawnFailed``."""
         child = spawn(argv, env)
         tail = PUMP.register(child.stderr_fd, plugin_name, stderr_lines)
-        return cls(child, FrameReader(child.stdout_fd, max_frame_bytes, child.pidfd), tail)
+        return cls(child, child.reader(max_frame_bytes), tail)
 
     def exchange(self, line: bytes, deadline: float) -> bytes:
         """Write one request line and read one reply frame, both before ``deadline``."""
