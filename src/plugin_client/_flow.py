@@ -35,7 +35,7 @@ from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, Spaw
 from ._impl import monotonic
 from ._lifecycle import Lifecycle
 from ._live import Slot
-from ._process import IDLE_EXITED, IDLE_OK, Exchange, ExitRecord, Op, PluginProcess
+from ._process import IDLE_EXITED, IDLE_OK, Exchange, ExitRecord, Op, PluginProcess, run_sync
 from ._stderr import StderrTail
 from .errors import (
     ClientClosed,
@@ -482,6 +482,43 @@ class Flow:
         return env
 
     def _spawn_steps(self) -> FlowSteps:
+        """Spawn and init a new process (none is live); returns it."""
+        proc, rid, deadline = self._spawn_begin()
+        try:
+            frame = yield Exchange(proc, _init_line(self._init_params, rid), deadline)
+            init = self._decode_init(frame, rid)
+        except GeneratorExit:  # the flow was closed, not failed: yield nothing more
+            raise
+        except BaseException as exc:
+            yield from self._spawn_failed_steps(proc, exc)
+            raise  # pragma: no cover - the steps always raise
+        self._spawned(init)
+        return proc
+
+    def spawn_blocking(self) -> PluginProcess:
+        """:meth:`_spawn_steps` with blocking calls: a sync client's cold start, as
+        plain calls (it comes right after the plugin's start flushed the caches,
+        where every generator resumed is dear). Its failures run the same steps."""
+        proc, rid, deadline = self._spawn_begin()
+        try:
+            init = self._decode_init(proc.exchange(_init_line(self._init_params, rid), deadline), rid)
+        except BaseException as exc:
+            run_sync(self._spawn_failed_steps(proc, exc))
+            raise  # pragma: no cover - the steps always raise
+        self._spawned(init)
+        return proc
+
+    def ready_blocking(self) -> PluginProcess:
+        """:meth:`ready_steps` with blocking calls; a cold start with nothing to
+        reap, refuse or report before it is :meth:`spawn_blocking`."""
+        if self.slot.proc is None and not self.closed and self._pid == _PID and self.life.state is not _DISABLED:
+            return self.spawn_blocking()
+        proc: PluginProcess = run_sync(self.ready_steps())
+        return proc
+
+    def _spawn_begin(self) -> Tuple[PluginProcess, int, float]:
+        """A cold start up to its ``init`` line: check the executable, spawn, book
+        the process. Returns it, the ``init``'s id and its deadline."""
         p = self.policy
         deadline = monotonic() + p.start_timeout
         try:
@@ -492,7 +529,7 @@ class Flow:
             raise
         try:
             proc = PluginProcess.start(
-                [os.fsencode(exe.path)],
+                [exe.path_bytes],
                 self._env(),
                 plugin_name=self.name,
                 max_frame_bytes=p.max_frame_bytes,
@@ -507,36 +544,39 @@ class Flow:
             raise SpawnError(msg, plugin=self.name) from exc
         self.slot.proc = proc
         self.life.on_spawned(proc.pid)
-        rid = self._take_id()
-        try:
-            frame = yield Exchange(proc, _init_line(self._init_params, rid), deadline)
-            init = decode_reply(frame, InitCall, rid, plugin=self.name)
-            if init.source_name != self.source_name:
-                raise InitError(
-                    f"Plugin {self.name!r} answered init for source {init.source_name!r} instead of "
-                    f"{self.source_name!r}; it must echo the source_name it was given.",
-                    plugin=self.name,
-                )
-        except GeneratorExit:  # the flow was closed, not failed: yield nothing more
-            raise
-        except BaseException as exc:
-            self.slot.proc = None
-            if isinstance(exc, (StreamEOF, PipeClosed)):
-                info = yield from proc.reap_dead_steps()
-            else:
-                info = yield from proc.kill_steps()
-            self._remember_tail(proc)
-            err = self._init_error(exc, info.signal or f"status {info.returncode}")
-            self.life.on_crash(str(err), info)
-            if isinstance(exc, Exception):
-                raise err from exc
-            raise
+        return proc, self._take_id(), deadline
+
+    def _decode_init(self, frame: bytes, rid: int) -> InitResult:
+        init = decode_reply(frame, InitCall, rid, plugin=self.name)
+        if init.source_name != self.source_name:
+            raise InitError(
+                f"Plugin {self.name!r} answered init for source {init.source_name!r} instead of "
+                f"{self.source_name!r}; it must echo the source_name it was given.",
+                plugin=self.name,
+            )
+        return init
+
+    def _spawned(self, init: InitResult) -> None:
+        """Book a process that answered ``init``."""
         self.init = init
         self.life.on_ready(init)
         self.caps_bits = init.capabilities_bits  # int(init.capabilities), without building the IntFlag
-        if p.idle_timeout != math.inf:
+        if self.policy.idle_timeout != math.inf:
             self.on_live(self)
-        return proc
+
+    def _spawn_failed_steps(self, proc: PluginProcess, exc: BaseException) -> FlowSteps:
+        """The init of ``proc`` failed with ``exc``: end it, count the crash, raise."""
+        self.slot.proc = None
+        if isinstance(exc, (StreamEOF, PipeClosed)):
+            info = yield from proc.reap_dead_steps()
+        else:
+            info = yield from proc.kill_steps()
+        self._remember_tail(proc)
+        err = self._init_error(exc, info.signal or f"status {info.returncode}")
+        self.life.on_crash(str(err), info)
+        if isinstance(exc, Exception):
+            raise err from exc
+        raise exc
 
     def _init_error(self, exc: BaseException, how: str) -> PluginClientError:
         name, t = self.name, self.policy.start_timeout

@@ -300,8 +300,9 @@ class PluginProcess:
 
 
 # The core names this module calls at run time; _use_core rebinds exactly these
-# (a process's exchanges and idle checks go through its FrameReader).
-_CORE_NAMES = ("spawn", "FrameReader")
+# (a process's exchanges and idle checks go through its FrameReader, which its
+# Child made: Child.reader()).
+_CORE_NAMES = ("spawn",)
 
 
 def _use_core(core: Any) -> Any:

@@ -202,8 +202,8 @@ class PluginClient(FlowHandle):
 
         The request is ``Flow.request_steps`` without its generator: a process
         that is not warm (``Flow.warm_process``: something to spawn, reap,
-        restart or report) is first readied by the flow's ``ready_steps`` with
-        blocking calls; then one core call makes the idle check (one
+        restart or report) is first readied by the flow's ``ready_blocking``;
+        then one core call makes the idle check (one
         ``poll(0)``), writes the line and reads the reply, and one pydantic
         pass decodes it. The error paths are the flow's own steps; a call the
         gate refuses, or a process that wrote or exited while idle, goes
@@ -220,9 +220,9 @@ class PluginClient(FlowHandle):
             proc = flow.warm_process(now, False)  # the idle check is in FrameReader.request
             if proc is None:
                 # Spawn, init, reap, recover, refuse: the shared flow's checks, with
-                # blocking calls. The request itself then takes the path below, as
-                # on a warm process: a cold start runs no request generator.
-                proc = run_sync(flow.ready_steps())
+                # blocking calls (a plain cold start drives no generator at all).
+                # The request itself then takes the path below, as on a warm process.
+                proc = flow.ready_blocking()
                 now = monotonic()
             # (The gate again: another thread's request may have restarted the plugin.)
             if flow.caps_bits & need:

@@ -316,6 +316,12 @@ class FileIdentity:
             mode=st.st_mode,
         )
 
+    def key(self) -> Tuple[int, ...]:
+        """The fields :meth:`differences` compares, as one tuple: equal to
+        ``(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)``
+        exactly when ``differences(st)`` is empty."""
+        return (self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns)
+
     def differences(self, st: os.stat_result) -> List[str]:
         """The fields (among dev, ino, size, mtime_ns, ctime_ns) that differ in ``st``,
         described for a message; empty if the file is the same."""
@@ -348,6 +354,17 @@ class VerifiedExecutable:
     sha256: str
     identity: FileIdentity
     racy: bool = field(default=False, compare=False)
+    #: ``path`` as bytes: the ``argv[0]`` a spawn passes.
+    path_bytes: bytes = field(init=False, repr=False, compare=False)
+    # What check_unchanged needs before every spawn, computed once: the path as
+    # str for the lstat, and the identity as one tuple to compare.
+    _spath: str = field(init=False, repr=False, compare=False)
+    _key: Tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path_bytes", os.fsencode(self.path))
+        object.__setattr__(self, "_spath", str(self.path))
+        object.__setattr__(self, "_key", self.identity.key())
 
     def check_unchanged(self, *, plugin: Optional[str] = None) -> None:
         """Raise :class:`~plugin_client.errors.ExecutableChanged` unless the file at
@@ -356,7 +373,7 @@ class VerifiedExecutable:
         One ``lstat`` (a symlink placed at the path is a change); for a racy
         verification, also a re-hash through a fresh ``O_NOFOLLOW`` descriptor.
         """
-        spath = str(self.path)
+        spath = self._spath
         try:
             st = os.stat(spath, follow_symlinks=False)
         except FileNotFoundError:
@@ -371,9 +388,10 @@ class VerifiedExecutable:
                 "run: fix the path's permissions and load the plugin again",
                 plugin=plugin,
             ) from None
-        changes = self.identity.differences(st)
-        if changes:
-            raise ExecutableChanged(_changed_message(spath, plugin, changes), plugin=plugin)
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) != self._key:
+            changes = self.identity.differences(st)
+            if changes:
+                raise ExecutableChanged(_changed_message(spath, plugin, changes), plugin=plugin)
         if self.racy:
             self._recheck_contents(plugin)
 
