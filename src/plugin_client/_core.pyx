@@ -518,7 +518,7 @@ cdef class FrameReader:
     cdef bint _busy
     cdef int _spin_fails  # spins in a row that ran out
     cdef int _spin_skip   # waits left to block at once, without spinning
-    cdef int _spin_ok     # pc_can_spin(), asked again every SPIN_SKIP waits
+    cdef int _spin_ok     # pc_can_spin(), asked again every SPIN_SKIP waits (_can_spin)
     cdef int _spin_asked  # waits left before asking pc_can_spin() again
 
     def __cinit__(self, *args, **kwargs):
@@ -562,6 +562,16 @@ cdef class FrameReader:
         self._spin_fails = 0
         self._spin_skip = 1
         self._drop()
+
+    cdef bint _can_spin(self) noexcept:
+        """pc_can_spin(), a system call, asked again every SPIN_SKIP waits that could
+        spin (not for a first wait, nor one where spinning is off)."""
+        if self._spin_asked <= 0:
+            self._spin_ok = pc_can_spin()
+            self._spin_asked = SPIN_SKIP
+        else:
+            self._spin_asked -= 1
+        return self._spin_ok
 
     cdef void _drop(self) noexcept:
         free(self._buf)
@@ -813,14 +823,9 @@ cdef class FrameReader:
                 if n < 0 and err == EAGAIN and not waited:
                     waited = True  # spin once per frame, on its first EAGAIN
                     waited_from = _now()
-                    if self._spin_asked <= 0:  # a system call: not on every wait
-                        self._spin_ok = pc_can_spin()
-                        self._spin_asked = SPIN_SKIP
-                    else:
-                        self._spin_asked -= 1
                     if self._spin_skip > 0:
                         self._spin_skip -= 1
-                    elif SPIN_MAX > 0.0 and not self._poll_first and self._spin_ok:
+                    elif SPIN_MAX > 0.0 and not self._poll_first and self._can_spin():
                         until = waited_from + SPIN_MAX
                         if has_dl and until > dl:
                             until = dl
@@ -1241,8 +1246,8 @@ cdef int _set_nonblocking(int fd) except -1:
 
 
 cdef bytes _fsencode(object value):
-    cdef bytes b = os.fsencode(value)
-    if b"\0" in b:
+    cdef bytes b = value if type(value) is bytes else os.fsencode(value)
+    if memchr(PyBytes_AS_STRING(b), 0, <size_t>len(b)) != NULL:
         raise ValueError(f"embedded null byte in {value!r}")
     return b
 

@@ -21,6 +21,7 @@ from typing import Deque, Dict, List, Optional
 
 __all__ = ("StderrTail", "StderrPump", "PUMP")
 
+_EVENTS = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
 _MAX_LINE = 1000
 _MAX_PARTIAL = 4096
 _READ = 65536
@@ -121,7 +122,7 @@ class StderrPump:
                 )
                 self._thread.start()
             self._tails[fd] = tail
-            self._epoll.register(fd, select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR)
+            self._epoll.register(fd, _EVENTS)
         return tail
 
     def pause(self, tail: StderrTail) -> bool:
@@ -145,7 +146,7 @@ class StderrPump:
             if tail.closed or self._epoll is None or tail.fd in self._tails:
                 return
             self._tails[tail.fd] = tail
-            self._epoll.register(tail.fd, select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR)
+            self._epoll.register(tail.fd, _EVENTS)
 
     def unregister(self, tail: StderrTail) -> None:
         """Stop watching ``tail.fd`` and read what is left; the caller closes the fd afterwards."""
