@@ -254,6 +254,27 @@ def test_child_reader_reads_its_stdout_within_the_frame_limit(core: types.Module
         child.reader(0)
 
 
+def test_child_reader_keeps_the_deadline_on_a_blocking_stdout(core: types.ModuleType, spawner: Spawner) -> None:
+    """A Child not made by spawn (blocking fds) gets a reader that asks the kernel,
+    and so polls before reading: the deadline holds."""
+    other = spawner(core, [CAT], {})
+    r, w = os.pipe()  # blocking
+    # A line comes after 1 s: a reader that read without polling would block
+    # until then and return it, instead of keeping its 50 ms deadline.
+    late = threading.Timer(1.0, os.write, (w, b"late\n"))
+    try:
+        child = core.Child(other.pid, -1, -1, r, -1)
+        reader = child.reader()
+        late.start()
+        with pytest.raises(DeadlineExceeded):
+            reader.read_frame(core.monotonic() + 0.05)
+        assert reader.read_frame(core.monotonic() + 5) == b"late"
+        child.close()  # closes r
+    finally:
+        late.join()
+        os.close(w)
+
+
 def test_stdout_pipe_is_grown_and_the_others_are_not(core: types.ModuleType, spawner: Spawner) -> None:
     """256 KiB for the plugin's replies (fewer wake-ups for a large one), where
     the kernel allows it; stdin and stderr keep the default."""

@@ -1363,6 +1363,7 @@ def spawn(argv, env, *, cwd=None):
         child._stdin = fds[1]
         child._stdout = fds[2]
         child._stderr = fds[4]
+        child._nonblocking = True
         ok = True
         return child
     finally:
@@ -1385,6 +1386,7 @@ cdef class Child:
 
     cdef pid_t _pid
     cdef int _pidfd, _stdin, _stdout, _stderr
+    cdef bint _nonblocking  # spawn() made stdin and stdout non-blocking
     cdef object _returncode
     cdef object __weakref__
 
@@ -1443,16 +1445,20 @@ cdef class Child:
         return self._returncode
 
     def reader(self, Py_ssize_t max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
-        """``FrameReader(stdout_fd, max_frame_bytes, pidfd)``, made without asking
-        the kernel what :func:`spawn` already knows: stdout and stdin are
-        non-blocking."""
+        """``FrameReader(stdout_fd, max_frame_bytes, pidfd)``. For a child from
+        :func:`spawn`, made without asking the kernel what it already knows:
+        stdout and stdin are non-blocking."""
         cdef FrameReader r
+        cdef bint known = self._nonblocking and self._stdout >= 0
         if max_frame_bytes < 1:
             raise ValueError(f"max_frame_bytes must be at least 1, not {max_frame_bytes!r}")
+        if not known:
+            return FrameReader(self._stdout, max_frame_bytes, self._pidfd)
         r = FrameReader.__new__(FrameReader)
         r._setup(self._stdout, max_frame_bytes, self._pidfd, O_NONBLOCK)
-        r._wfd = self._stdin
-        r._wfd_nonblocking = True
+        if self._stdin >= 0:
+            r._wfd = self._stdin
+            r._wfd_nonblocking = True
         return r
 
     def __repr__(self):
