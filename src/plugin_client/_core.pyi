@@ -194,8 +194,9 @@ class Child:
         """``None`` until reaped; then the exit status, or ``-signum`` if a signal ended it."""
     def reader(self, max_frame_bytes: int = ...) -> FrameReader:
         """``FrameReader(stdout_fd, max_frame_bytes, pidfd)``: the reader a client
-        exchanges frames through (the compiled core makes it without asking the
-        kernel what :func:`spawn` already knows: stdout and stdin are non-blocking)."""
+        exchanges frames through. For a child from :func:`spawn` the compiled core
+        makes it without asking the kernel what it already knows (stdout and
+        stdin are non-blocking)."""
     def poll(self) -> Optional[int]:
         """Reap the child if it has exited (``WNOHANG``) and return ``returncode``."""
     def wait(self, timeout: Optional[float] = None, *, reap: bool = True) -> Optional[int]:
