@@ -260,7 +260,9 @@ def test_child_reader_keeps_the_deadline_on_a_blocking_stdout(core: types.Module
     other = spawner(core, [CAT], {})
     r, w = os.pipe()  # blocking
     # A line comes after 1 s: a reader that read without polling would block
-    # until then and return it, instead of keeping its 50 ms deadline.
+    # until then and return it instead of keeping its 50 ms deadline (or for
+    # ever, if it also kept the GIL while reading, as it does on an fd it
+    # takes for non-blocking: the timer could not write).
     late = threading.Timer(1.0, os.write, (w, b"late\n"))
     try:
         child = core.Child(other.pid, -1, -1, r, -1)
