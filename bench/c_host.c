@@ -2,11 +2,13 @@
  *
  *   c_host rtt      PLUGIN N [REF]  N warm get round trips (after 1000 warm-up ones)
  *   c_host cold     PLUGIN N        N x (pipes + posix_spawn + init + first get)
+ *   c_host cold-cpu PLUGIN N        the same, timed as this thread's own CPU time
+ *                                   (CLOCK_THREAD_CPUTIME_ID): the host's share of it
  *   c_host shutdown PLUGIN N        N x (close stdin -> waitpid), a cooperative plugin
  *   c_host sigterm  PLUGIN N        N x (SIGTERM -> waitpid), the plugin in SIGTERM mode
  *
- * Each mode times every iteration with clock_gettime(CLOCK_MONOTONIC) and
- * prints one JSON line: {"mode":..., "n":..., "samples_ns":[...], "median_ns":...,
+ * Each mode times every iteration with clock_gettime(CLOCK_MONOTONIC; for
+ * cold-cpu, CLOCK_THREAD_CPUTIME_ID) and prints one JSON line: {"mode":..., "n":..., "samples_ns":[...], "median_ns":...,
  * "min_ns":..., "p10_ns":..., "p90_ns":..., "mean_ns":...}. The spawn is plain posix_spawn
  * with three pipes (stdin, stdout, stderr) and nothing else: no fd closing,
  * no signal reset, no process group. Reads block; there is no deadline. That
@@ -42,9 +44,11 @@ typedef struct {
 
 static int spin_reads;
 
+static clockid_t clock_id = CLOCK_MONOTONIC;
+
 static uint64_t now_ns(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock_id, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
@@ -166,7 +170,7 @@ int main(int argc, char **argv) {
     long n;
     uint64_t *s;
     if (argc < 4) {
-        fprintf(stderr, "usage: %s rtt|cold|shutdown|sigterm PLUGIN N [REF]\n", argv[0]);
+        fprintf(stderr, "usage: %s rtt|cold|cold-cpu|shutdown|sigterm PLUGIN N [REF]\n", argv[0]);
         return 2;
     }
     mode = argv[1];
@@ -190,7 +194,9 @@ int main(int argc, char **argv) {
             s[i] = now_ns() - t0;
         }
         reap(&p);
-    } else if (strcmp(mode, "cold") == 0) {
+    } else if (strcmp(mode, "cold") == 0 || strcmp(mode, "cold-cpu") == 0) {
+        if (mode[4] == '-')
+            clock_id = CLOCK_THREAD_CPUTIME_ID;
         for (long i = 0; i < n; i++) {
             uint64_t t0 = now_ns();
             spawn_plugin(&p, path, NULL);

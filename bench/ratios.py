@@ -56,6 +56,7 @@ TARGETS: List[Target] = [
     ("warm_get", "ours-c", "c-host-spin", "(info) vs a C host that busy-waits", lambda r: True),
     ("cold_start", "ours-c", "c-host", "<= 1.2x C-host posix_spawn path", lambda r: r <= 1.2),
     ("cold_start", "ours-c", "popen", "(info) vs subprocess.Popen", lambda r: True),
+    ("cold_start_cpu", "ours-c", "c-host", "(info) the host thread's own CPU per cold start", lambda r: True),
     ("shutdown", "ours-c", "c-host", "<= 1.5x the C host", lambda r: r <= 1.5),
     ("shutdown", "ours-c", "popen", "(info) vs Popen stdin.close()+wait()", lambda r: True),
     ("sigterm", "ours-core-c", "popen", "faster than Popen.terminate()+wait(timeout)", lambda r: r < 1.0),

@@ -5,6 +5,8 @@
   ``get``; the shutdown happens outside the timing. The C host is
   ``posix_spawn`` + two raw round trips; the Popen host is
   ``subprocess.Popen`` + ``json`` for the same two requests.
+* ``cold_start_cpu``: the same, timed as the host thread's CPU time
+  (``time.thread_time``; the C host's ``cold-cpu`` mode reads the same clock).
 * ``shutdown``: a cooperative plugin (exits on stdin EOF), close-to-reaped.
   Ours is ``client.shutdown()`` (close stdin, wait for the exit on the pidfd,
   reap, close the fds, record the exit); the C host closes stdin and blocks in
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import types
 from typing import Any, Iterator, List, Tuple
 
@@ -101,14 +104,14 @@ class _PopenHandle:
 # --- cold start ------------------------------------------------------------------
 
 
-def test_cold_start_ours(benchmark: BenchmarkFixture, bench_bin: BenchBin, placement: str,
-                         client_impl: types.ModuleType, leftovers: List[Any]) -> None:
-    tag(benchmark, "cold_start", f"ours-{_impl_name(client_impl)}", placement)
+def _cold_rounds(benchmark: BenchmarkFixture, bench_bin: BenchBin, placement: str, leftovers: List[Any],
+                 c_mode: str) -> None:
+    """Our cold starts, with the C host's ``c_mode`` run in chunks between them."""
     if not benchmark.disabled:
         bench_bin.wait_not_racy()
     plugin = bench_bin.plugins
 
-    chunks = CHostChunks(benchmark, bench_bin, "cold", bench_bin.echo, placement)
+    chunks = CHostChunks(benchmark, bench_bin, c_mode, bench_bin.echo, placement)
 
     def cold() -> str:
         client = PluginClient(plugin, policy=POLICY)
@@ -121,9 +124,32 @@ def test_cold_start_ours(benchmark: BenchmarkFixture, bench_bin: BenchBin, place
     assert benchmark.pedantic(cold, setup=chunks.tick, teardown=teardown, rounds=ROUNDS, warmup_rounds=5) == REF
 
 
+def test_cold_start_ours(benchmark: BenchmarkFixture, bench_bin: BenchBin, placement: str,
+                         client_impl: types.ModuleType, leftovers: List[Any]) -> None:
+    tag(benchmark, "cold_start", f"ours-{_impl_name(client_impl)}", placement)
+    _cold_rounds(benchmark, bench_bin, placement, leftovers, "cold")
+
+
 def test_cold_start_c_host(benchmark: BenchmarkFixture, bench_bin: BenchBin, placement: str) -> None:
     tag(benchmark, "cold_start", "c-host", placement)
     c_host(benchmark, bench_bin, "cold", bench_bin.echo, ROUNDS, interleaved_as=placement)
+
+
+# The same cold start, timed as the host thread's own CPU time. Pinned, host and
+# plugin share one CPU and the plugin's part costs it the same under either host,
+# so this is where a pinned cold start's difference is (BENCHMARKS.md).
+
+
+@pytest.mark.benchmark(timer=time.thread_time)
+def test_cold_start_cpu_ours(benchmark: BenchmarkFixture, bench_bin: BenchBin, placement: str,
+                             client_impl: types.ModuleType, leftovers: List[Any]) -> None:
+    tag(benchmark, "cold_start_cpu", f"ours-{_impl_name(client_impl)}", placement)
+    _cold_rounds(benchmark, bench_bin, placement, leftovers, "cold-cpu")
+
+
+def test_cold_start_cpu_c_host(benchmark: BenchmarkFixture, bench_bin: BenchBin, placement: str) -> None:
+    tag(benchmark, "cold_start_cpu", "c-host", placement)
+    c_host(benchmark, bench_bin, "cold-cpu", bench_bin.echo, ROUNDS, interleaved_as=placement)
 
 
 def test_cold_start_popen(benchmark: BenchmarkFixture, bench_bin: BenchBin, placement: str,
