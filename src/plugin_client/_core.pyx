@@ -12,7 +12,9 @@ It implements ``_core.pyi`` exactly, as its pure-Python twin ``_core_py`` does:
   :class:`PipeClosed`, without SIGPIPE even where the host restored its default.
 * :func:`spawn` is ``posix_spawn`` with a ``closefrom`` file action, looked up at
   run time because the wheel targets glibc 2.28 and the action is glibc 2.34.
-  Without it a ``vfork`` fallback written in C below does the same job.
+  Without it a ``vfork`` fallback written in C below does the same job. Its
+  attributes are made once, and the last spawn's file actions are kept for
+  the next one whose pipes get the same fd numbers (see ``_kept_fa``).
 * :class:`Child` waits on a pidfd with ``poll`` (or ``waitpid(WNOHANG)`` with a
   backoff from 50 us to 1 ms) and signals through the pidfd or the group.
 
