@@ -332,6 +332,12 @@ class Flow:
 
     def ready_steps(self) -> FlowSteps:
         """The live process, after the checks a request needs before its line is written."""
+        self._check_usable()
+        return (yield from self._live_steps())
+
+    def _check_usable(self) -> None:
+        """Raise unless a request may go on (not closed, not disabled); after a
+        fork, forget the parent's process first."""
         if self.closed:
             raise ClientClosed(
                 f"Plugin {self.name!r}: the client was shut down; make a new {self.client_type}.",
@@ -340,6 +346,10 @@ class Flow:
         if os.getpid() != self._pid:
             self.forget_after_fork()
         self.life.check_enabled()
+
+    def _live_steps(self) -> FlowSteps:
+        """:meth:`ready_steps` after its checks: the live process, reaped, replaced
+        or spawned as needed."""
         proc = self.slot.proc
         if proc is not None:
             if self.life.idle_expired(monotonic()):
@@ -509,11 +519,12 @@ class Flow:
         return proc
 
     def ready_blocking(self) -> PluginProcess:
-        """:meth:`ready_steps` with blocking calls; a cold start with nothing to
-        reap, refuse or report before it is :meth:`spawn_blocking`."""
-        if self.slot.proc is None and not self.closed and self._pid == _PID and self.life.state is not _DISABLED:
+        """:meth:`ready_steps` with blocking calls; a cold start (no process to
+        reap or replace) is :meth:`spawn_blocking`."""
+        self._check_usable()
+        if self.slot.proc is None:
             return self.spawn_blocking()
-        proc: PluginProcess = run_sync(self.ready_steps())
+        proc: PluginProcess = run_sync(self._live_steps())
         return proc
 
     def _spawn_begin(self) -> Tuple[PluginProcess, int, float]:
