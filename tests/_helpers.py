@@ -168,6 +168,18 @@ def make_pipe() -> Iterator[Callable[[], Pipe]]:
         p.close()
 
 
+@pytest.fixture
+def two_cpus() -> Iterator[None]:
+    """This thread allowed on two CPUs (the compiled reader spins only then);
+    its affinity is restored afterwards."""
+    old = os.sched_getaffinity(0)
+    if len(old) < 2:
+        pytest.skip("needs two CPUs to spin")
+    os.sched_setaffinity(0, sorted(old)[:2])
+    yield
+    os.sched_setaffinity(0, old)
+
+
 # --- children ---------------------------------------------------------------
 
 

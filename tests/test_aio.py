@@ -31,7 +31,7 @@ from plugin_client.manifest import LoadedPlugin
 from plugin_client.policy import LifetimePolicy
 from plugin_client.protocol import GetCall, decode_reply, encode_request
 
-from _helpers import is_dead, wait_until
+from _helpers import is_dead, two_cpus, wait_until  # noqa: F401  (fixture)
 from _reliability import c_plugin, c_plugins  # noqa: F401  (fixture)
 from plugin_factory import STUBBORN, make_plugin, python_script
 
@@ -152,6 +152,56 @@ def test_a_reply_already_there_is_taken_without_a_loop_iteration(plugin: LoadedP
             assert done_at_once == ([True] * n + [False]) * 2
 
     run(main())
+
+
+def test_loop_idle_tells_whether_another_callback_is_ready() -> None:
+    """The reply spin's condition: nothing else ready on the loop (asyncio's own
+    loops); a loop that does not show its queue never spins."""
+
+    async def main() -> Tuple[bool, bool]:
+        loop = asyncio.get_running_loop()
+        alone = aio._loop_idle(loop)
+        loop.call_soon(lambda: None)
+        return alone, aio._loop_idle(loop)
+
+    assert run(main()) == (True, False)
+    assert aio._loop_idle(object()) is False  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle-loop", "busy-loop"])
+def test_a_reply_that_comes_during_the_spin_needs_no_loop_iteration(
+    plugin: LoadedPlugin, two_cpus: None, busy: bool
+) -> None:
+    """With the compiled core on two CPUs, wait() spins for a reply that is not
+    there yet (here a 20 ms one, under a spin limit raised to 2 s) and hands
+    back a done future, but only while no other callback is ready: with one
+    queued, the task waits in the loop instead, and the reply is the same."""
+    if plugin_client._impl.IMPLEMENTATION != "cython":
+        pytest.skip("the twin never spins")
+    from plugin_client import _core
+
+    async def main() -> Tuple[bool, str]:
+        async with AsyncPluginClient(plugin, policy=FAST) as c:
+            await c.start()
+            assert value(await c.get("value:warm")) == "warm"  # (a reader's first wait never spins)
+            proc = c._flow.slot.proc
+            assert proc is not None and proc.io is not None
+            ch = proc.io
+            ch.begin(encode_request(GetCall(reference="slow:20"), 10_000), monotonic() + 5.0)
+            if busy:
+                asyncio.get_running_loop().call_soon(lambda: None)
+            fut = ch.wait()
+            at_once = fut.done()
+            reply = decode_reply(await fut, GetCall, 10_000)
+            return at_once, reply.value.get_secret_value()
+
+    old = _core._spin_limit(2.0)
+    try:
+        at_once, got = run(main())
+    finally:
+        _core._spin_limit(old)
+    assert got == "slow"
+    assert at_once is not busy
 
 
 def test_no_executor_is_used(plugin: LoadedPlugin) -> None:

@@ -16,7 +16,7 @@ import pytest
 from plugin_client._core_errors import DeadlineExceeded, PipeClosed, ProcessExited, StreamEOF
 from plugin_client._process import IDLE_EXITED, IDLE_OK, IDLE_OUTPUT
 
-from _helpers import make_pipe, spawner, wait_until  # noqa: F401  (fixtures)
+from _helpers import make_pipe, spawner, two_cpus, wait_until  # noqa: F401  (fixtures)
 
 CAT = shutil.which("cat") or "/bin/cat"
 SH = shutil.which("sh") or "/bin/sh"
@@ -226,3 +226,54 @@ def test_exit_fd_is_checked(core: types.ModuleType) -> None:
         core.FrameReader(-1, exit_fd=-2)
     with pytest.raises(TypeError):
         core.FrameReader(-1, exit_fd="3")
+
+
+def test_spin_ready_follows_the_spin_rules(core: types.ModuleType, make_pipe: Any, two_cpus: Any) -> None:
+    """The asyncio client's spin: never on a reader's first wait; True at once
+    for bytes that are there; False when nothing comes within the spin; after
+    three spins in a row ran out, none for the next 64 waits (readable or not)."""
+    pipe = make_pipe()
+    os.set_blocking(pipe.r, False)
+    reader = core.FrameReader(pipe.r)
+    os.write(pipe.w, b"there\n")
+    assert reader.spin_ready() is False  # the first wait never spins
+    if getattr(core, "_spin_limit", None) is None:
+        assert reader.spin_ready() is False  # the twin never spins
+        return
+    assert reader.spin_ready() is True
+    assert reader.read_frame(core.monotonic() + 5) == b"there"
+    for _ in range(3):
+        start = time.monotonic()
+        assert reader.spin_ready() is False
+        assert time.monotonic() - start < 1  # 50 µs on a quiet machine
+    os.write(pipe.w, b"late\n")
+    assert [reader.spin_ready() for _ in range(64)] == [False] * 64
+    assert reader.spin_ready() is True
+    assert reader.read_frame(core.monotonic() + 5) == b"late"
+
+
+def test_spin_ready_never_spins_past_its_deadline_nor_on_one_cpu(
+    core: types.ModuleType, make_pipe: Any, two_cpus: Any
+) -> None:
+    limit = getattr(core, "_spin_limit", None)
+    if limit is None:
+        pytest.skip("the twin never spins")
+    pipe = make_pipe()
+    os.set_blocking(pipe.r, False)
+    reader = core.FrameReader(pipe.r)
+    assert reader.spin_ready() is False  # (the first wait)
+    with pytest.raises(ValueError):
+        reader.spin_ready(float("nan"))
+    old = limit(2.0)  # a spin of up to 2 s: the deadline must end it
+    try:
+        start = time.monotonic()
+        assert reader.spin_ready(core.monotonic() + 0.05) is False
+        assert 0.04 <= time.monotonic() - start < 1
+        os.write(pipe.w, b"x\n")
+        cpu = sorted(os.sched_getaffinity(0))[0]
+        os.sched_setaffinity(0, {cpu})
+        one = core.FrameReader(pipe.r)
+        # On one CPU the plugin would be waiting for the spin to end: never.
+        assert [one.spin_ready() for _ in range(70)] == [False] * 70
+    finally:
+        limit(old)

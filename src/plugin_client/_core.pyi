@@ -77,6 +77,13 @@ class FrameReader:
         plugin, which inherited that, would wait for the spin). The twin
         never spins.
         """
+    def spin_ready(self, deadline: Optional[float] = None) -> bool:
+        """Spin (as :meth:`read_frame` does before it sleeps) until ``fd`` turns
+        readable, never past ``deadline``, for a caller that reads it
+        elsewhere: the asyncio client, before its event loop would sleep.
+        ``True``: readable (or hung up) now; ``False``: no spin was allowed by
+        ``read_frame``'s rules, whose state it shares, or the spin ran out.
+        The twin never spins."""
     def exchange(self, fd: int, data: _Bytes, deadline: Optional[float] = None) -> bytes:
         """One request and its reply: :func:`write_all` ``data`` to ``fd``, then
         :meth:`read_frame`, both within ``deadline``, in one call."""

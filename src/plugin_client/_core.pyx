@@ -719,6 +719,41 @@ cdef class FrameReader:
             self._wfd_nonblocking = flags >= 0 and (flags & O_NONBLOCK) != 0
         return self._wfd_nonblocking
 
+    def spin_ready(self, deadline=None):
+        """Spin a little, without sleeping, until ``fd`` turns readable: the
+        adaptive spin of :meth:`read_frame`, for a caller that reads elsewhere
+        (the asyncio client, before its event loop would sleep). ``True``:
+        ``fd`` is readable (or hung up) now; ``False``: no spin was allowed,
+        or it ran out. The rules and the state are ``read_frame``'s: never for
+        the reader's first wait, never past ``deadline``, never on a blocking
+        fd, never when this thread may run on one CPU only, and none for
+        SPIN_SKIP waits after SPIN_FAILS spins in a row ran out. The GIL is
+        released meanwhile."""
+        cdef int r
+        cdef double until, dl = 0.0
+        cdef bint has_dl
+        self._idle()
+        has_dl = _deadline(deadline, &dl)
+        if self._spin_skip > 0:
+            self._spin_skip -= 1
+            return False
+        if SPIN_MAX <= 0.0 or self._poll_first or self._fd < 0 or not self._can_spin():
+            return False
+        until = _now() + SPIN_MAX
+        if has_dl and until > dl:
+            until = dl
+        with nogil:
+            r = pc_spin_poll(self._fd, until)
+        if r > 0:
+            self._spin_fails = 0
+            return True
+        if r == 0:
+            self._spin_fails += 1
+            if self._spin_fails >= SPIN_FAILS:
+                self._spin_fails = 0
+                self._spin_skip = SPIN_SKIP
+        return False
+
     def idle_state(self, int pidfd=-1):
         """What came while no request was in flight, with one ``poll`` that never waits.
 

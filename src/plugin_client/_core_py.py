@@ -244,6 +244,13 @@ class FrameReader:
             f" buffered={self.buffered}>"
         )
 
+    def spin_ready(self, deadline: Optional[float] = None) -> bool:
+        """The compiled reader's short spin for ``fd`` to turn readable; the
+        twin never spins, so always ``False`` (the caller waits its own way)."""
+        self._idle()
+        _check_deadline(deadline)
+        return False
+
     def read_frame(self, deadline: Optional[float] = None) -> bytes:
         """Return the next frame, reading from ``fd`` as needed.
 
