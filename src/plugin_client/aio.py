@@ -20,6 +20,10 @@ This module only performs those waits on the running event loop:
   arrive with no request waiting for them are left in the reader, and
   reading stops; the flow's idle check then sees them before the next
   request and recycles the process, as in the sync client.
+- **A warm** ``get``: with a live process and a reply that is plainly a
+  success, the request is made and decoded without the flow's generator or
+  a ``GetCall`` model, as ``PluginClient`` does it; anything else (a spawn,
+  a reply to wait for, an error) continues in the flow from that point.
 - **Writes**: ``os.write`` on the non-blocking stdin pipe; what a full pipe
   does not take is written from a ``loop.add_writer`` callback.
 - **Deadlines**: one loop timer per process, moved only when a deadline is
@@ -75,7 +79,7 @@ import weakref
 from typing import Any, Coroutine, Dict, Mapping, Optional, Set, Union, cast, overload
 
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, ProcessExited, StreamEOF
-from ._flow import Flow, FlowHandle, FlowSteps
+from ._flow import Flow, FlowHandle, FlowSteps, _need_bits
 from ._live import unwatch, watch
 from ._impl import Child, FrameReader, monotonic
 from ._process import Exchange, PluginProcess, WaitExit
@@ -83,6 +87,8 @@ from ._sweeper import SWEEPER
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
 from .protocol import (
+    _REF_JSON,
+    _T_GET,
     Call,
     DeleteCall,
     DeleteResult,
@@ -101,6 +107,8 @@ from .protocol import (
     Result,
     ValidateCall,
     ValidateResult,
+    _get_line,
+    _plain_result,
 )
 
 __all__ = ("AsyncPluginClient",)
@@ -123,6 +131,8 @@ def _loop_idle(loop: asyncio.AbstractEventLoop) -> bool:
     ready = getattr(loop, "_ready", None)
     return ready is not None and not ready
 
+
+_GET_NEED = _need_bits(GetCall)
 
 _SIGPIPE = int(signal.SIGPIPE)
 _SIGPIPE_SET = {signal.SIGPIPE}
@@ -575,7 +585,10 @@ class AsyncPluginClient(FlowHandle):
         return result
 
     async def get(self, reference: str) -> GetResult:
-        result: GetResult = await self._call(GetCall(reference=reference))
+        if reference.__class__ is str:
+            got: GetResult = await self._get(reference)
+            return got
+        result: GetResult = await self._call(GetCall(reference=reference))  # GetCall validates it
         return result
 
     async def list(self) -> ListResult:
@@ -666,6 +679,58 @@ class AsyncPluginClient(FlowHandle):
         flow.gate(call)
         return self._run(flow.request_steps(call), timed=True)
 
+    async def _get(self, reference: str) -> GetResult:
+        """``get(reference)`` for a ``str``. On a warm process the exchange is
+        begun here, and a reply that is plainly a success is decoded here, as
+        ``PluginClient`` does it (no ``GetCall`` model, no generator unless
+        needed). Anything else goes on in the flow, from where this got to
+        (:meth:`_drive`): a spawn, an error, a reply still to wait for."""
+        flow = self._flow
+        if not (flow.caps_bits & _GET_NEED):
+            raise flow.unsupported(GetCall(reference=reference))
+        lock = self._bind()
+        if lock.locked():
+            try:
+                await _acquire_within(lock, self._lock_timeout)
+            except asyncio.TimeoutError:
+                raise flow.lock_timeout_error() from None
+        else:
+            await lock.acquire()
+        # The lock is held: released here, or by _drive.
+        op: Any = None
+        waited: Any = None
+        try:
+            proc = flow.warm_process()
+            ch = proc.io if proc is not None else None
+            if proc is None or ch is None or not (flow.caps_bits & _GET_NEED):  # (a spawn may have come between)
+                steps = flow.request_steps(GetCall(reference=reference))
+            else:
+                rid = flow._take_id()
+                enc = _REF_JSON.get(reference)
+                line = _T_GET % (rid, enc) if enc is not None else _get_line(reference, rid)
+                op = Exchange(proc, line, monotonic() + flow.policy.request_timeout, True)
+                try:
+                    ch.begin(line, op.deadline)
+                    waited = ch.wait()
+                except BaseException as exc:
+                    steps = flow.exchange_steps(op, GetCall, rid)
+                    steps.send(None)  # at `yield op`: the failure is its to handle
+                    op = steps.throw(exc)
+                else:
+                    if waited.done() and waited.exception() is None:
+                        result = _plain_result(waited.result(), GetCall, rid)
+                        if result is not None:
+                            flow.life.last_used_mono = monotonic()
+                            lock.release()
+                            return cast(GetResult, result)
+                    # A reply to wait for, a failure, or one that is not plainly a success.
+                    steps = flow.exchange_steps(op, GetCall, rid)
+                    steps.send(None)
+        except BaseException:
+            lock.release()
+            raise
+        return cast(GetResult, await self._drive(steps, op, waited))
+
     async def _run(self, steps: FlowSteps, *, timed: bool = False, locked: bool = False) -> Any:
         """Take the request lock (``timed``: waiting at most the lock timeout;
         ``locked``: the caller has it), drive ``steps`` to its end, release the lock.
@@ -687,15 +752,24 @@ class AsyncPluginClient(FlowHandle):
             except BaseException:
                 steps.close()  # never started: nothing to undo
                 raise
+        return await self._drive(steps, None, None)
+
+    async def _drive(self, steps: FlowSteps, op: Any, waited: Any) -> Any:
+        """Drive ``steps`` to its end, then release the request lock (held by the
+        caller). ``op`` and ``waited``: None to start the flow; or the
+        operation the flow is at, begun already by the caller (the warm path
+        of :meth:`_get`), and its channel's ``wait()`` future."""
         loop = self._loop
         handed_over = False
         try:
-            op = steps.send(None)
+            if op is None:
+                op = steps.send(None)
             while True:
                 pending: Any = None
-                waited: Any = None
                 try:
-                    if type(op) is Exchange:
+                    if waited is not None:
+                        pending = op.proc.io
+                    elif type(op) is Exchange:
                         ch = op.proc.io
                         if ch is None:
                             ch = op.proc.io = _Channel(loop, op.proc)  # type: ignore[arg-type]
@@ -704,7 +778,8 @@ class AsyncPluginClient(FlowHandle):
                     else:
                         wait = cast(WaitExit, op)
                         pending = _ExitWait(loop, wait.proc.child, wait.timeout)  # type: ignore[arg-type]
-                    waited = pending.wait()
+                    if waited is None:
+                        waited = pending.wait()
                     res = await waited
                 except asyncio.CancelledError:
                     if pending is None:  # pragma: no cover - only an await raises it
@@ -716,8 +791,10 @@ class AsyncPluginClient(FlowHandle):
                     self._hand_over(steps, op, pending)
                     raise
                 except BaseException as exc:
+                    waited = None
                     op = steps.throw(exc)
                 else:
+                    waited = None
                     op = steps.send(res)
         except StopIteration as stop:
             return stop.value
