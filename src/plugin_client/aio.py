@@ -123,15 +123,6 @@ _QUICK_MAX = 16
 _POLL_FIRST = 0.0005
 _POLL_MAX = 0.002
 
-def _loop_idle(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether ``loop`` has no callback ready to run but the current one: then a
-    short spin for a reply delays no other task, where the loop would sleep
-    instead. Known only for asyncio's own loops (their ``_ready`` queue); for
-    another loop (uvloop), False."""
-    ready = getattr(loop, "_ready", None)
-    return ready is not None and not ready
-
-
 _GET_NEED = _need_bits(GetCall)
 
 _SIGPIPE = int(signal.SIGPIPE)
@@ -161,6 +152,15 @@ def _write(fd: int, data: Any) -> int:
     finally:
         if _SIGPIPE not in old:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _loop_idle(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` has no callback ready to run but the current one: then a
+    short spin for a reply delays no other task, where the loop would sleep
+    instead. Known only for asyncio's own loops (their ``_ready`` queue); for
+    another loop (uvloop), False."""
+    ready = getattr(loop, "_ready", None)
+    return ready is not None and not ready
 
 
 class _Channel:
