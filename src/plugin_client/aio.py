@@ -16,7 +16,8 @@ This module only performs those waits on the running event loop:
   there yet and the loop has no other callback ready, the compiled core
   spins for it briefly (``FrameReader.spin_ready``, at most 50 µs, GIL
   released) instead of letting the loop sleep: a plugin on another CPU then
-  answers a running CPU, not one that must be woken. Bytes that
+  answers a running CPU, not one that must be woken. (I/O of other tasks
+  that arrives during a spin waits for its end, 50 µs at most.) Bytes that
   arrive with no request waiting for them are left in the reader, and
   reading stops; the flow's idle check then sees them before the next
   request and recycles the process, as in the sync client.
@@ -156,9 +157,9 @@ def _write(fd: int, data: Any) -> int:
 
 def _loop_idle(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether ``loop`` has no callback ready to run but the current one: then a
-    short spin for a reply delays no other task, where the loop would sleep
-    instead. Known only for asyncio's own loops (their ``_ready`` queue); for
-    another loop (uvloop), False."""
+    short spin for a reply keeps no ready task waiting, where the loop would
+    sleep instead. Known only for asyncio's own loops (their ``_ready``
+    queue); for another loop (uvloop), False."""
     ready = getattr(loop, "_ready", None)
     return ready is not None and not ready
 
