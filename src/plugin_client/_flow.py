@@ -271,19 +271,19 @@ class Flow:
             raise self.unsupported(call)
         rid = self._take_id()
         op = Exchange(proc, encode_request(call, rid), monotonic() + self.policy.request_timeout, True)
-        return (yield from self.exchange_steps(op, call, rid))
+        return (yield from self.exchange_steps(op, type(call), rid))
 
-    def exchange_steps(self, op: Exchange, call: Any, rid: int) -> FlowSteps:
+    def exchange_steps(self, op: Exchange, call_type: Any, rid: int) -> FlowSteps:
         """A request's exchange (``op``, whose line has id ``rid``) and its reply:
-        the rest of :meth:`request_steps` once the line is made. ``call``: the
-        call, or its class. A driver that has begun ``op`` already (the asyncio
+        the rest of :meth:`request_steps` once the line is made. ``call_type``:
+        the call's class. A driver that has begun ``op`` already (the asyncio
         client's warm path) starts these steps to hand them its outcome."""
         try:
             frame = yield op
         except EXCHANGE_ERRORS as exc:
-            yield from self.exchange_failed_steps(op.proc, call, exc)
+            yield from self.exchange_failed_steps(op.proc, call_type, exc)
             raise  # pragma: no cover - the steps always raise
-        return (yield from self.reply_steps(op.proc, frame, call, rid))
+        return (yield from self.reply_steps(op.proc, frame, call_type, rid))
 
     def reply_steps(self, proc: PluginProcess, frame: bytes, call: Any, rid: int) -> FlowSteps:
         """Decode the reply to ``call`` (the call or its class) and book it. The
