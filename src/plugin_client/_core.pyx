@@ -440,6 +440,18 @@ cdef inline bint _deadline(object deadline, double *out) except -1:
     return True
 
 
+cdef int _spin_poll_for(int fd, double spin, bint has_dl, double dl) noexcept:
+    """pc_spin_poll on ``fd`` for ``spin`` seconds, never past ``dl`` (when
+    ``has_dl``), with the GIL released: 1 readable, 0 ran out, -1 poll failed."""
+    cdef double until = _now() + spin
+    cdef int r
+    if has_dl and until > dl:
+        until = dl
+    with nogil:
+        r = pc_spin_poll(fd, until)
+    return r
+
+
 cdef object _os_error(int err, str what):
     return OSError(err, f"{os.strerror(err)} ({what})")
 
@@ -730,7 +742,7 @@ cdef class FrameReader:
         SPIN_SKIP waits after SPIN_FAILS spins in a row ran out. The GIL is
         released meanwhile."""
         cdef int r
-        cdef double until, dl = 0.0
+        cdef double dl = 0.0
         cdef bint has_dl
         self._idle()
         has_dl = _deadline(deadline, &dl)
@@ -739,11 +751,7 @@ cdef class FrameReader:
             return False
         if SPIN_MAX <= 0.0 or self._poll_first or self._fd < 0 or not self._can_spin():
             return False
-        until = _now() + SPIN_MAX
-        if has_dl and until > dl:
-            until = dl
-        with nogil:
-            r = pc_spin_poll(self._fd, until)
+        r = _spin_poll_for(self._fd, SPIN_MAX, has_dl, dl)
         if r > 0:
             self._spin_fails = 0
             return True
@@ -1548,7 +1556,7 @@ cdef class Child:
         With ``reap=False`` the exited child is left a zombie and the would-be
         return code is returned while ``returncode`` stays ``None``.
         """
-        cdef double dl = 0.0, remaining = -1.0, delay = 50e-6, until
+        cdef double dl = 0.0, remaining = -1.0, delay = 50e-6
         cdef bint has_dl = False, use_pidfd
         cdef pollfd pfd
         cdef timespec ts
@@ -1561,11 +1569,7 @@ cdef class Child:
             dl = _now() + max(0.0, dl)
         use_pidfd = self._pidfd >= 0
         if use_pidfd and SPIN_MAX > 0.0 and pc_can_spin():
-            until = _now() + SPIN_EXIT
-            if has_dl and until > dl:
-                until = dl
-            with nogil:
-                r = pc_spin_poll(self._pidfd, until)
+            r = _spin_poll_for(self._pidfd, SPIN_EXIT, has_dl, dl)
             if r > 0:
                 rc = self._check(reap)
                 if rc is not None:
