@@ -577,6 +577,26 @@ cdef class FrameReader:
         self._spin_skip = 1
         self._drop()
 
+    cdef bint _may_spin(self) noexcept:
+        """Whether a wait may spin (and it counts as one): not one of the SPIN_SKIP
+        waits after SPIN_FAILS spins ran out (nor the first), spinning on, the fd
+        non-blocking, and this thread free to run on another CPU."""
+        if self._spin_skip > 0:
+            self._spin_skip -= 1
+            return False
+        return SPIN_MAX > 0.0 and not self._poll_first and self._can_spin()
+
+    cdef void _spun(self, bint got) noexcept:
+        """Book a spin that ended with data (``got``) or ran out: SPIN_FAILS of the
+        latter in a row, and the next SPIN_SKIP waits block at once."""
+        if got:
+            self._spin_fails = 0
+            return
+        self._spin_fails += 1
+        if self._spin_fails >= SPIN_FAILS:
+            self._spin_fails = 0
+            self._spin_skip = SPIN_SKIP
+
     cdef bint _can_spin(self) noexcept:
         """pc_can_spin(), a system call, asked again every SPIN_SKIP waits that could
         spin (not for a first wait, nor one where spinning is off)."""
@@ -746,21 +766,12 @@ cdef class FrameReader:
         cdef bint has_dl
         self._idle()
         has_dl = _deadline(deadline, &dl)
-        if self._spin_skip > 0:
-            self._spin_skip -= 1
-            return False
-        if SPIN_MAX <= 0.0 or self._poll_first or self._fd < 0 or not self._can_spin():
+        if self._fd < 0 or not self._may_spin():
             return False
         r = _spin_poll_for(self._fd, SPIN_MAX, has_dl, dl)
-        if r > 0:
-            self._spin_fails = 0
-            return True
-        if r == 0:
-            self._spin_fails += 1
-            if self._spin_fails >= SPIN_FAILS:
-                self._spin_fails = 0
-                self._spin_skip = SPIN_SKIP
-        return False
+        if r >= 0:
+            self._spun(r > 0)
+        return r > 0
 
     def idle_state(self, int pidfd=-1):
         """What came while no request was in flight, with one ``poll`` that never waits.
@@ -868,21 +879,14 @@ cdef class FrameReader:
                 if n < 0 and err == EAGAIN and not waited:
                     waited = True  # spin once per frame, on its first EAGAIN
                     waited_from = _now()
-                    if self._spin_skip > 0:
-                        self._spin_skip -= 1
-                    elif SPIN_MAX > 0.0 and not self._poll_first and self._can_spin():
+                    if self._may_spin():
                         until = waited_from + SPIN_MAX
                         if has_dl and until > dl:
                             until = dl
                         with nogil:
                             n = pc_spin_read(fd, dst, CHUNK, until, &err)
-                        if n >= 0:
-                            self._spin_fails = 0
-                        elif err == EAGAIN:
-                            self._spin_fails += 1
-                            if self._spin_fails >= SPIN_FAILS:
-                                self._spin_fails = 0
-                                self._spin_skip = SPIN_SKIP
+                        if n >= 0 or err == EAGAIN:
+                            self._spun(n >= 0)
                 if n > 0:
                     self._end += n
                     frame = self._pop()

@@ -80,7 +80,7 @@ import weakref
 from typing import Any, Coroutine, Dict, Mapping, Optional, Set, Union, cast, overload
 
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, ProcessExited, StreamEOF
-from ._flow import Flow, FlowHandle, FlowSteps, _need_bits
+from ._flow import Flow, FlowHandle, FlowSteps
 from ._live import unwatch, watch
 from ._impl import Child, FrameReader, monotonic
 from ._process import Exchange, PluginProcess, WaitExit
@@ -88,8 +88,6 @@ from ._sweeper import SWEEPER
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
 from .protocol import (
-    _REF_JSON,
-    _T_GET,
     Call,
     DeleteCall,
     DeleteResult,
@@ -123,8 +121,6 @@ _QUICK_MAX = 16
 # Exit waits without a pidfd poll with this backoff (seconds).
 _POLL_FIRST = 0.0005
 _POLL_MAX = 0.002
-
-_GET_NEED = _need_bits(GetCall)
 
 _SIGPIPE = int(signal.SIGPIPE)
 _SIGPIPE_SET = {signal.SIGPIPE}
@@ -687,7 +683,7 @@ class AsyncPluginClient(FlowHandle):
         needed). Anything else goes on in the flow, from where this got to
         (:meth:`_drive`): a spawn, an error, a reply still to wait for."""
         flow = self._flow
-        if not (flow.caps_bits & _GET_NEED):
+        if not flow.allows(GetCall):
             raise flow.unsupported(GetCall(reference=reference))
         lock = self._bind()
         if lock.locked():
@@ -703,12 +699,11 @@ class AsyncPluginClient(FlowHandle):
         try:
             proc = flow.warm_process()
             ch = proc.io if proc is not None else None
-            if proc is None or ch is None or not (flow.caps_bits & _GET_NEED):  # (a spawn may have come between)
+            if proc is None or ch is None or not flow.allows(GetCall):  # (a spawn may have come between)
                 steps = flow.request_steps(GetCall(reference=reference))
             else:
                 rid = flow._take_id()
-                enc = _REF_JSON.get(reference)
-                line = _T_GET % (rid, enc) if enc is not None else _get_line(reference, rid)
+                line = _get_line(reference, rid)
                 op = Exchange(proc, line, monotonic() + flow.policy.request_timeout, True)
                 try:
                     ch.begin(line, op.deadline)
