@@ -35,7 +35,7 @@ from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, Spaw
 from ._impl import monotonic
 from ._lifecycle import Lifecycle
 from ._live import Slot
-from ._process import IDLE_EXITED, IDLE_OK, Exchange, ExitRecord, Op, PluginProcess, run_sync
+from ._process import EXCHANGE_ERRORS, IDLE_EXITED, IDLE_OK, Exchange, ExitRecord, Op, PluginProcess, Steps, run_sync
 from ._stderr import StderrTail
 from .errors import (
     ClientClosed,
@@ -63,8 +63,10 @@ _log = logging.getLogger("plugin_client")
 _PathLike = Union[str, "os.PathLike[str]"]
 FlowSteps = Generator[Op, Any, Any]
 
-# What an Exchange raises when the plugin failed it (handled by exchange_failed_steps).
-EXCHANGE_ERRORS = (DeadlineExceeded, StreamEOF, PipeClosed, FrameTooLargeError)
+# What the plugin can be blamed for while it starts: an exchange's failure
+# (handled by exchange_failed_steps) or a reply that breaks the protocol.
+# Anything else raised meanwhile is the host's interruption (Flow.interrupted).
+_PLUGIN_FAULTS = EXCHANGE_ERRORS + (PluginClientError,)
 
 
 _NEED_BITS: Dict[type, int] = {}
@@ -464,8 +466,14 @@ class Flow:
         """:meth:`stop_steps` with blocking calls (``PluginProcess.stop``, whose
         common case drives no generator). Books the end with the ``meta`` lock
         only, so a process taken out of the slot may be stopped without the
-        request lock."""
-        self._stopped(proc, proc.stop(self.policy.exit_wait, self.policy.shutdown_grace))
+        request lock. An interrupted stop goes on in the background
+        (:meth:`interrupted`)."""
+        try:
+            info = proc.stop(self.policy.exit_wait, self.policy.shutdown_grace)
+        except BaseException:
+            self.interrupted(proc)
+            raise
+        self._stopped(proc, info)
 
     def shutdown_blocking(self) -> None:
         """:meth:`shutdown_steps` with blocking calls: the sync client's shutdown."""
@@ -503,11 +511,14 @@ class Flow:
         try:
             frame = yield Exchange(proc, _init_line(self._init_params, rid), deadline)
             init = self._decode_init(frame, rid)
-        except GeneratorExit:  # the flow was closed, not failed: yield nothing more
-            raise
-        except BaseException as exc:
+        except _PLUGIN_FAULTS as exc:
             yield from self._spawn_failed_steps(proc, exc)
             raise  # pragma: no cover - the steps always raise
+        except GeneratorExit:  # the flow was closed, not failed: yield nothing more
+            raise
+        except BaseException:
+            self.interrupted(proc)
+            raise
         self._spawned(init)
         return proc
 
@@ -518,9 +529,12 @@ class Flow:
         proc, rid, deadline = self._spawn_begin()
         try:
             init = self._decode_init(proc.exchange(_init_line(self._init_params, rid), deadline), rid)
-        except BaseException as exc:
-            run_sync(self._spawn_failed_steps(proc, exc))
+        except _PLUGIN_FAULTS as exc:
+            self.run_blocking(self._spawn_failed_steps(proc, exc))
             raise  # pragma: no cover - the steps always raise
+        except BaseException:
+            self.interrupted(proc)
+            raise
         self._spawned(init)
         return proc
 
@@ -530,8 +544,36 @@ class Flow:
         self._check_usable()
         if self.slot.proc is None:
             return self.spawn_blocking()
-        proc: PluginProcess = run_sync(self._live_steps())
+        proc: PluginProcess = self.run_blocking(self._live_steps())
         return proc
+
+    def run_blocking(self, steps: Steps) -> Any:
+        """Drive ``steps`` (one of this flow's) with blocking calls: :func:`run_sync`,
+        whose interruptions are :meth:`interrupted`'s to tidy up."""
+        return run_sync(steps, self.interrupted)
+
+    def interrupted(self, proc: PluginProcess) -> None:
+        """The host interrupted an operation on ``proc`` (``KeyboardInterrupt``,
+        ``SystemExit``, an exception raised by a signal handler such as a
+        ``SIGALRM`` timeout): a request half done, an ``init``, a stop under way.
+
+        The plugin did nothing wrong, so nothing is counted. But its state is
+        unknown (the request may be written in part, its reply may still come),
+        so no other request may be written to it: it leaves the slot and is
+        stopped gracefully without anybody waiting (:attr:`stop_later`; the
+        next request starts a fresh process), booked as stopped; ``shutdown()``
+        and the interpreter's exit wait for that stop. The caller re-raises.
+        """
+        if self.slot.proc is proc:
+            self.slot.proc = None
+        if proc.child.returncode is not None:  # reaped and closed already: nothing left
+            return
+        _log.info(
+            "Plugin %r (pid %d): interrupted by the host; stopping this process in the background",
+            self.name, proc.pid,
+        )
+        if not self._hand_over(proc):  # no background to be had: end it here, at once
+            self.abandon(proc)
 
     def _spawn_begin(self) -> Tuple[PluginProcess, int, float]:
         """A cold start up to its ``init`` line: check the executable, spawn, book

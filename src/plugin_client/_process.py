@@ -20,14 +20,16 @@ from __future__ import annotations
 import signal
 import time
 from datetime import datetime, timezone
-from typing import Any, Generator, Mapping, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Callable, Generator, Mapping, Optional, Sequence, Tuple, Union, cast
 
+from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, StreamEOF
 from ._impl import Child, FrameReader, spawn
 from ._stderr import PUMP, StderrTail
 from .health import ExitInfo, ExitStage
 
 __all__ = (
     "PluginProcess", "ExitRecord", "IDLE_OK", "IDLE_EXITED", "IDLE_OUTPUT", "Exchange", "WaitExit", "Steps", "run_sync",
+    "EXCHANGE_ERRORS",
 )
 
 IDLE_OK = 0
@@ -123,15 +125,26 @@ class WaitExit:
 
 
 Op = Union[Exchange, WaitExit]
+
+# What an Exchange raises when the plugin failed it (a ``WaitExit`` fails with
+# nothing): the flow handles these; anything else is the host's interruption.
+EXCHANGE_ERRORS = (DeadlineExceeded, StreamEOF, PipeClosed, FrameTooLargeError)
 # A step generator: yields operations, is sent their results, returns a value.
 Steps = Generator[Op, Any, Any]
 
 
-def run_sync(steps: Steps) -> Any:
+def run_sync(steps: Steps, interrupted: Optional[Callable[[PluginProcess], None]] = None) -> Any:
     """Drive ``steps`` to its end with blocking core calls; return its value.
 
-    An operation's error is thrown into the generator at its ``yield``, so the
-    flow handles it exactly as under the asyncio driver.
+    An operation's own failure (one of ``EXCHANGE_ERRORS`` from an
+    :class:`Exchange`: the plugin's doing) is thrown into the generator at its
+    ``yield``, so the flow handles it exactly as under the asyncio driver.
+    Anything else raised while an operation is performed (``KeyboardInterrupt``,
+    ``SystemExit``, an exception from a signal handler) is the host's
+    interruption, not the plugin's failure: the generator is closed, so it books
+    nothing and counts no crash, ``interrupted`` (if given) is called with the
+    operation's process, which is left in limbo (a request half done, a stop
+    under way), and the exception propagates unchanged.
     """
     send = steps.send
     try:
@@ -143,8 +156,13 @@ def run_sync(steps: Steps) -> Any:
                 else:
                     wait = cast(WaitExit, op)
                     res = wait.proc.child.wait(wait.timeout, reap=False)
-            except BaseException as exc:
+            except EXCHANGE_ERRORS as exc:
                 op = steps.throw(exc)
+            except BaseException:
+                steps.close()
+                if interrupted is not None:
+                    interrupted(op.proc)
+                raise
             else:
                 op = send(res)
     except StopIteration as stop:

@@ -12,7 +12,7 @@ client leaves a zombie or an orphan, or touches its parent's plugin after
 
 Deliberately not here: the decision flow (:mod:`plugin_client._flow`, shared
 with :class:`~plugin_client.aio.AsyncPluginClient`: this module only performs
-its operations with blocking calls, through :func:`~plugin_client._process.run_sync`),
+its operations with blocking calls, through :meth:`~plugin_client._flow.Flow.run_blocking`),
 the wire format (:mod:`plugin_client.protocol`), the process mechanics
 (:mod:`plugin_client._process`), the bookkeeping (:mod:`plugin_client._lifecycle`)
 and manifest checks (:mod:`plugin_client.manifest`).
@@ -27,7 +27,6 @@ from typing import Any, Mapping, Optional, Union, overload
 from ._flow import EXCHANGE_ERRORS, Flow, FlowHandle, _need_bits
 from ._impl import monotonic
 from ._live import unwatch, watch
-from ._process import run_sync
 from ._sweeper import SWEEPER, nudge
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
@@ -163,13 +162,13 @@ class PluginClient(FlowHandle):
     def start(self) -> InitResult:
         """Spawn and init now, instead of at the first request (for ``doctor``, warm-ups)."""
         with self._lock:
-            init: InitResult = run_sync(self._flow.start_steps())
+            init: InitResult = self._flow.run_blocking(self._flow.start_steps())
             return init
 
     def clear_disabled(self) -> None:
         """Re-enable a disabled plugin: clear the crash window and any leftover process."""
         with self._lock:
-            run_sync(self._flow.clear_disabled_steps())
+            self._flow.run_blocking(self._flow.clear_disabled_steps())
 
     def shutdown(self) -> None:
         """Stop the plugin gracefully (stdin close, SIGTERM, grace, SIGKILL). Idempotent.
@@ -238,19 +237,22 @@ class PluginClient(FlowHandle):
                 try:
                     frame = proc.reader.request(proc.child, line, now + flow.policy.request_timeout)
                 except EXCHANGE_ERRORS as exc:
-                    run_sync(flow.exchange_failed_steps(proc, call_type, exc))
+                    flow.run_blocking(flow.exchange_failed_steps(proc, call_type, exc))
                     raise  # pragma: no cover - the steps always raise
+                except BaseException:  # the host's interruption, mid-request: not the plugin's doing
+                    flow.interrupted(proc)
+                    raise
                 if frame is not None:  # None: output or an exit while idle; nothing was sent
                     result = _plain_result(frame, call_type, rid)
                     if result is None:  # not plainly a success: the flow's decode says what it is
-                        odd: Result = run_sync(flow.reply_steps(proc, frame, call_type, rid))
+                        odd: Result = flow.run_blocking(flow.reply_steps(proc, frame, call_type, rid))
                         return odd
                     flow.life.last_used_mono = monotonic()
                     return result
             # Refused by the gate, or output or an exit while idle: the shared flow.
             if call is None:
                 call = GetCall(reference=reference)
-            done: Result = run_sync(flow.request_steps(call))
+            done: Result = flow.run_blocking(flow.request_steps(call))
             return done
         finally:
             lock.release()
