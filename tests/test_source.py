@@ -239,6 +239,23 @@ def test_cache_serves_within_the_lease_and_never_past_it(sdk: LoadedPlugin, sour
     assert _count(src, "count:30") == first + 1
 
 
+@pytest.mark.parametrize("seconds", [86_399_999_999_998, 86_400_000_000_000, 2**64 - 1])
+def test_a_huge_lease_is_clamped_not_an_overflow(
+    sdk: LoadedPlugin, echo: LoadedPlugin, sources: Callable[..., PluginSecretSource], seconds: int
+) -> None:
+    """Any u64 ``lease_seconds`` is valid; past what a ``timedelta`` holds it means
+    no expiry in practice: ``timedelta.max``, cached and served as such."""
+    expected = timedelta.max if seconds >= 86_399_999_999_999 else timedelta(seconds=seconds)
+    assert sources(echo).get(f"lease:{seconds}") == Secret(value=SecretStr("leased"), lease=expected)
+    clock = FakeClock()
+    src = sources(sdk, cache=LeaseCache(clock=clock))
+    first = _count(src, f"count:{seconds}")
+    clock.advance(10 * 365 * 86400)
+    hit = src.get(f"count:{seconds}")
+    assert hit is not None and int(hit.value.get_secret_value()) == first
+    assert hit.lease is not None and hit.lease > timedelta(days=900_000_000)
+
+
 @pytest.mark.parametrize("ref", ["count:none", "count:0"])
 def test_no_lease_or_zero_lease_is_not_cached(sdk: LoadedPlugin, sources: Callable[..., PluginSecretSource], ref: str) -> None:
     src = sources(sdk, cache=True)

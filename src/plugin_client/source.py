@@ -92,12 +92,28 @@ class SourceStatus(BaseModel):
 
 class Secret(BaseModel):
     """One secret value. ``lease`` is how long it may be cached at most (``None``:
-    the plugin set no lease, so do not cache it). ``value`` prints as ``'**********'``."""
+    the plugin set no lease, so do not cache it). A lease longer than
+    ``timedelta.max`` (about 2.7 million years; ``lease_seconds`` is a u64) is
+    clamped to ``timedelta.max``: no expiry, in practice. ``value`` prints as
+    ``'**********'``."""
 
     model_config = ConfigDict(frozen=True)
 
     value: SecretStr
     lease: Optional[timedelta] = None
+
+
+_MAX_LEASE_SECONDS = int(timedelta.max.total_seconds())
+
+
+def _lease_of(lease_seconds: Optional[int]) -> Optional[timedelta]:
+    """A reply's ``lease_seconds`` as a ``timedelta``, clamped to ``timedelta.max``
+    (a valid u64 may be far larger than a ``timedelta`` holds)."""
+    if lease_seconds is None:
+        return None
+    if lease_seconds >= _MAX_LEASE_SECONDS:
+        return timedelta.max
+    return timedelta(seconds=lease_seconds)
 
 
 class SecretRef(BaseModel):
@@ -185,7 +201,7 @@ class LeaseCache:
             if left <= 0:
                 del self._entries[ref]
                 return None
-        return Secret(value=value, lease=timedelta(seconds=left))
+        return Secret(value=value, lease=timedelta(seconds=min(left, _MAX_LEASE_SECONDS)))
 
     def store(self, ref: str, secret: Secret, *, since: Optional[Tuple[int, int]] = None) -> bool:
         """Keep ``secret`` for ``min(lease, max_ttl)``; returns whether it was kept.
@@ -331,8 +347,7 @@ class PluginSecretSource:
             self._raise(exc)
         except PluginClientError as exc:
             self._raise(exc)
-        lease = None if res.lease_seconds is None else timedelta(seconds=res.lease_seconds)
-        secret = Secret(value=res.value, lease=lease)
+        secret = Secret(value=res.value, lease=_lease_of(res.lease_seconds))
         if cache is not None:
             cache.store(ref, secret, since=since)
         return secret
