@@ -6,7 +6,7 @@ variable), a value the host sends with ``put``, a credential in the ``init``
 config, and a host variable that is not allow-listed. Scanned: every log
 record of every logger at DEBUG (message, arguments and formatted traceback),
 each exception's ``str``, ``repr``, ``args``, attributes and full traceback
-(causes included), each result's ``repr``/``str``/dumps, ``repr(client)``,
+(causes included, with every frame's locals as ``capture_locals`` shows them), each result's ``repr``/``str``/dumps, ``repr(client)``,
 ``health()`` and ``health().to_json()``. The plugin's own stderr is its log and
 is shown as written, so no plugin here writes a secret to it.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import traceback
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
@@ -91,12 +92,30 @@ def capture() -> Iterator[Capture]:
 def exception_texts(exc: BaseException) -> List[str]:
     out = [str(exc), repr(exc), repr(exc.args), repr(getattr(exc, "__dict__", {}))]
     out.append("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    out += library_locals(exc)
     seen = set()
     cur: Any = exc
     while cur is not None and id(cur) not in seen:  # the whole chain, by hand too
         seen.add(id(cur))
         out += [str(cur), repr(cur), repr(getattr(cur, "__dict__", {}))]
         cur = cur.__cause__ or cur.__context__
+    return out
+
+
+def library_locals(exc: BaseException) -> List[str]:
+    """What Sentry, rich, ``pytest --showlocals`` and ``traceback`` with
+    ``capture_locals`` print of the library's frames: the repr of each local of
+    each of its frames in the traceback, for every exception of the chain. (The
+    test's own frames hold the secrets on purpose, as arguments.)"""
+    out: List[str] = []
+    te: Any = traceback.TracebackException(type(exc), exc, exc.__traceback__, capture_locals=True)
+    seen = set()
+    while te is not None and id(te) not in seen:
+        seen.add(id(te))
+        for frame in te.stack:
+            if f"{os.sep}plugin_client{os.sep}" in frame.filename:
+                out += [f"{frame.filename}:{frame.lineno} {name}={value}" for name, value in (frame.locals or {}).items()]
+        te = te.__cause__ or te.__context__
     return out
 
 
@@ -261,3 +280,40 @@ def test_doctor_and_call_output_keep_the_secrets(
     # The control: --reveal does print it, so the scan above could have seen it.
     assert cli.main(["call", "hostile", "get", "secret:good", "--plugins-dir", plugins_dir, "--reveal"]) == 0
     assert RETURNED in capsys.readouterr().out
+
+
+def test_traceback_locals_keep_the_secrets_asyncio(secret_plugin: Any) -> None:
+    """The asyncio client's paths, scanned the same way (frame locals included)."""
+    import asyncio
+
+    from plugin_client.aio import AsyncPluginClient
+
+    texts: List[str] = []
+
+    async def main() -> None:
+        async with AsyncPluginClient(secret_plugin, policy=POLICY, config={"token": CONFIG}) as client:
+            for how in ("wrongshape", "notstring", "badid", "badutf8", "huge", "partial-exit", "partial-hang"):
+                for coro in (client.get(f"secret:{how}"), client.put(f"secret:{how}", SENT)):
+                    try:
+                        texts.extend(result_texts(await coro))
+                    except errors.PluginClientError as exc:
+                        texts.extend(exception_texts(exc))
+            for ref in ("crash", "hang"):
+                try:
+                    await client.put(ref, SENT)
+                except errors.PluginClientError as exc:
+                    texts.extend(exception_texts(exc))
+
+    asyncio.run(main())
+    assert any("plugin_client" in t and "=" in t for t in texts)  # library frames were scanned
+    assert_clean(texts, "asyncio paths")
+
+
+def test_decode_reply_keeps_no_line_in_traceback_locals() -> None:
+    line = b'{"jsonrpc":"2.0","id":9,"result":{"value":"%s","lease_seconds":"x"}}' % RETURNED.encode()
+    for rid in (9, 10):  # the wrong shape; the wrong id
+        with pytest.raises(errors.ProtocolError) as info:
+            decode_reply(line, GetCall, rid)
+        texts = library_locals(info.value)
+        assert texts, "no library frame in the traceback: the scan would be vacuous"
+        assert_clean(texts, "decode_reply")

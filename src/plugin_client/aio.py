@@ -84,6 +84,7 @@ from ._flow import Flow, FlowHandle, FlowSteps
 from ._live import unwatch, watch
 from ._impl import Child, FrameReader, monotonic
 from ._process import Exchange, PluginProcess, WaitExit
+from ._scrub import scrub
 from ._sweeper import SWEEPER
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
@@ -598,7 +599,9 @@ class AsyncPluginClient(FlowHandle):
 
     async def put(self, reference: str, value: Any) -> PutResult:
         """``value`` is a ``str`` or a ``pydantic.SecretStr``."""
-        result: PutResult = await self._call(PutCall(reference=reference, value=value))
+        call = PutCall(reference=reference, value=value)
+        del value  # (not in this frame's locals if the request raises)
+        result: PutResult = await self._call(call)
         return result
 
     async def delete(self, reference: str) -> DeleteResult:
@@ -722,8 +725,10 @@ class AsyncPluginClient(FlowHandle):
                     # A reply to wait for, a failure, or one that is not plainly a success.
                     steps = flow.exchange_steps(op, GetCall, rid)
                     steps.send(None)
-        except BaseException:
+        except BaseException as err:
             lock.release()
+            waited = None  # (a future holding the reply frame)
+            scrub(err)
             raise
         return cast(GetResult, await self._drive(steps, op, waited))
 
@@ -794,6 +799,11 @@ class AsyncPluginClient(FlowHandle):
                     op = steps.send(res)
         except StopIteration as stop:
             return stop.value
+        except BaseException as err:
+            # The reply frame (a get value) must not ride along in locals.
+            res = waited = pending = None  # noqa: F841
+            scrub(err)
+            raise
         finally:
             if not handed_over:
                 assert self._lock is not None

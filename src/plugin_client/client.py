@@ -27,6 +27,7 @@ from typing import Any, Mapping, Optional, Union, overload
 from ._flow import EXCHANGE_ERRORS, Flow, FlowHandle, _need_bits
 from ._impl import monotonic
 from ._live import unwatch, watch
+from ._scrub import scrub
 from ._sweeper import SWEEPER, nudge
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
@@ -151,7 +152,9 @@ class PluginClient(FlowHandle):
 
     def put(self, reference: str, value: Any) -> PutResult:
         """``value`` is a ``str`` or a ``pydantic.SecretStr``."""
-        return self.request(PutCall(reference=reference, value=value))
+        call = PutCall(reference=reference, value=value)
+        del value  # (not in this frame's locals if the request raises)
+        return self.request(call)
 
     def delete(self, reference: str) -> DeleteResult:
         return self.request(DeleteCall(reference=reference))
@@ -162,13 +165,21 @@ class PluginClient(FlowHandle):
     def start(self) -> InitResult:
         """Spawn and init now, instead of at the first request (for ``doctor``, warm-ups)."""
         with self._lock:
-            init: InitResult = self._flow.run_blocking(self._flow.start_steps())
+            try:
+                init: InitResult = self._flow.run_blocking(self._flow.start_steps())
+            except BaseException as err:
+                scrub(err)  # the init line carries the config
+                raise
             return init
 
     def clear_disabled(self) -> None:
         """Re-enable a disabled plugin: clear the crash window and any leftover process."""
         with self._lock:
-            self._flow.run_blocking(self._flow.clear_disabled_steps())
+            try:
+                self._flow.run_blocking(self._flow.clear_disabled_steps())
+            except BaseException as err:
+                scrub(err)
+                raise
 
     def shutdown(self) -> None:
         """Stop the plugin gracefully (stdin close, SIGTERM, grace, SIGKILL). Idempotent.
@@ -254,6 +265,12 @@ class PluginClient(FlowHandle):
                 call = GetCall(reference=reference)
             done: Result = flow.run_blocking(flow.request_steps(call))
             return done
+        except BaseException as err:
+            # The request line (a put value) and the reply frame (a get value)
+            # must not ride along in this frame's or the library's locals.
+            line = frame = None  # noqa: F841
+            scrub(err)
+            raise
         finally:
             lock.release()
 

@@ -86,6 +86,7 @@ from pydantic import (
 from typing_extensions import Annotated, NotRequired, TypedDict
 
 from ._impl import split_result
+from ._scrub import scrub
 from .errors import (
     AmbiguousReply,
     BadJsonRpcVersion,
@@ -768,8 +769,18 @@ def decode_reply(
       which is also an :class:`~plugin_client.errors.UnsupportedCapability`.
 
     The checks run in that order, so a reply broken in several ways gets the
-    first error of the list. None of them holds the line or a value from it.
+    first error of the list. None of them holds the line or a value from it,
+    and neither do the locals of the library's frames in their traceback.
     """
+    try:
+        return _decode_reply(line, call, request_id, plugin)
+    except BaseException as err:
+        del line
+        scrub(err)
+        raise
+
+
+def _decode_reply(line: bytes, call: Union[Call, Type[Call]], request_id: int, plugin: Optional[str]) -> Result:
     cls = call if isinstance(call, type) else call.__class__
     if line.__class__ is bytes and request_id.__class__ is int and 0 <= request_id <= MAX_REQUEST_ID:
         compact = _compact_result(line, cls, request_id)
