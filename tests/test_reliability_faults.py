@@ -13,6 +13,7 @@ records the bounds and the measured figures.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import signal
 import threading
@@ -435,6 +436,34 @@ def test_setsid_daemon_what_we_promise(make_client: Callable[..., PluginClient])
 STOP_BOUND = FAST.exit_wait + FAST.shutdown_grace + PROMPT
 
 
+class _Counting(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+@pytest.fixture
+def plugin_lines_logged() -> Iterator[_Counting]:
+    """The plugins' stderr logged at INFO, as a host with logging configured has it
+    (a flood then costs a handler call per line logged), to a handler that only
+    counts: pytest's own would keep every record."""
+    logger = logging.getLogger("plugin_client.plugin")
+    handler = _Counting()
+    saved = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
 def flooder(c: Any, ref: str) -> int:
     """Make ``c``'s plugin fork the descendant ``ref`` asks for; its pid, once it floods."""
     pid = int(c.get(ref).value.get_secret_value())
@@ -442,6 +471,7 @@ def flooder(c: Any, ref: str) -> int:
     return pid
 
 
+@pytest.mark.usefixtures("plugin_lines_logged")
 @pytest.mark.parametrize("mode", ["nl", "block"])
 def test_shutdown_with_a_group_child_flooding_stderr_is_bounded(
     new_client: Callable[..., Any], hostile: Any, mode: str
@@ -467,6 +497,7 @@ def test_shutdown_with_a_group_child_flooding_stderr_is_bounded(
         kill_quietly(kid)
 
 
+@pytest.mark.usefixtures("plugin_lines_logged")
 def test_crash_with_a_group_child_flooding_stderr_is_prompt(new_client: Callable[..., Any], hostile: Any) -> None:
     """The plugin crashes while its child floods stderr: PluginCrashed as promptly
     as without the flood, the child dies with the group, and a fresh process answers."""
@@ -487,6 +518,7 @@ def test_crash_with_a_group_child_flooding_stderr_is_prompt(new_client: Callable
         kill_quietly(kid)
 
 
+@pytest.mark.usefixtures("plugin_lines_logged")
 def test_a_flood_does_not_hold_up_another_plugins_stderr(new_client: Callable[..., Any], hostile: Any) -> None:
     """One pump thread reads every plugin's stderr: while one plugin's child floods
     it, another plugin that logs 300 KB before its reply (more than a pipe holds)
@@ -511,6 +543,7 @@ def test_a_flood_does_not_hold_up_another_plugins_stderr(new_client: Callable[..
         kill_quietly(kid)
 
 
+@pytest.mark.usefixtures("plugin_lines_logged")
 def test_idle_reaps_stay_on_time_while_a_flooding_plugin_is_stopped(
     new_client: Callable[..., Any], hostile: Any
 ) -> None:
@@ -536,6 +569,7 @@ def test_idle_reaps_stay_on_time_while_a_flooding_plugin_is_stopped(
         kill_quietly(kid)
 
 
+@pytest.mark.usefixtures("plugin_lines_logged")
 @pytest.mark.parametrize("ref", ["setpgid-child", "setpgid-flood:nl", "setsid-flood:block"])
 def test_a_descendant_that_leaves_the_group_what_we_promise(
     new_client: Callable[..., Any], hostile: Any, ref: str

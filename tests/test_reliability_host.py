@@ -402,8 +402,9 @@ def test_host_exiting_while_group_children_flood_stderr_leaves_none(c_echo: Any)
     kids: List[int] = []
     try:
         assert host.stdout is not None
+        # Each was flooding when its plugin replied; the exit may have begun by now.
         kids = [int(p) for p in host.stdout.readline().split()]
-        assert len(kids) == 2 and all(alive(k) for k in kids)
+        assert len(kids) == 2
         t0 = time.monotonic()
         _out, err = host.communicate(timeout=30)
         took = time.monotonic() - t0
