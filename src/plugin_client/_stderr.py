@@ -88,7 +88,7 @@ class StderrTail:
             self._unlogged += 1
 
     def _take_lines(self, buf: bytes, end: int) -> None:
-        """The complete lines of ``buf[:end]`` (``end``: the index of its last newline)."""
+        """Take the complete lines of ``buf``, whose last newline is at ``end``."""
         count = buf.count(b"\n", 0, end + 1)
         keep = self._lines.maxlen or 0
         room = _LOG_LINES - self._logged
@@ -117,7 +117,11 @@ class StderrTail:
                 return self._drain(limit)
             finally:
                 if self._unlogged:
-                    self._logger.info("(%d more lines not logged: the plugin writes them faster than they are logged)", self._unlogged)
+                    self._logger.info(
+                        "The plugin wrote %d more lines than are logged at once; they are left out"
+                        " (health().stderr_tail keeps the last of them)",
+                        self._unlogged,
+                    )
 
     def _drain(self, limit: int) -> bool:
         left = limit
