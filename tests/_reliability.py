@@ -6,6 +6,8 @@
 * ``c_plugin``: copies one of them into a fresh plugin directory beside a
   manifest with the right checksum, as ``make_plugin`` does for scripts;
 * ``/proc`` probes (zombies, fds, RSS and its peak) and waits;
+* ``bounded``: a call that fails the test, rather than hangs it, if it never
+  returns; ``kill_quietly`` for what a test leaves behind on purpose;
 * ``scaled``: the CI figure of a long scenario, or the issue's full figure
   under ``PLUGIN_CLIENT_STRESS=1``.
 
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
 import pytest
 
@@ -29,6 +33,8 @@ from plugin_factory import make_plugin
 
 PLUGINS = Path(__file__).parent / "plugins"
 C_SOURCES = ("c_hostile", "c_crash")
+
+T = TypeVar("T")
 
 STRESS = os.environ.get("PLUGIN_CLIENT_STRESS", "") not in ("", "0")
 
@@ -183,3 +189,40 @@ def peak_rss_bytes() -> int:
 
 
 MiB = 1024 * 1024
+
+
+# --- bounds ---------------------------------------------------------------------------
+
+
+def bounded(fn: Callable[[], T], timeout: float) -> Tuple[float, T]:
+    """``(seconds it took, its result)`` of ``fn()``, run in a daemon thread so that a
+    call that never returns fails the test after ``timeout`` instead of hanging the
+    suite (the caller's teardown must then free it: kill what it waits for).
+    ``fn``'s exception is raised here."""
+    box: List[Tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            box.append((True, fn()))
+        except BaseException as exc:
+            box.append((False, exc))
+
+    t = threading.Thread(target=run, name="bounded-call", daemon=True)
+    t0 = time.monotonic()
+    t.start()
+    t.join(timeout)
+    took = time.monotonic() - t0
+    assert box, f"still running after {timeout:g} s"
+    ok, out = box[0]
+    if not ok:
+        raise out
+    return took, out
+
+
+def kill_quietly(*pids: int) -> None:
+    """SIGKILL each of ``pids`` that still exists (a test's escaped daemons)."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -32,10 +32,13 @@ from plugin_client.policy import LifetimePolicy
 from plugin_client.protocol import GetCall, decode_reply, encode_request
 
 from _helpers import is_dead, two_cpus, wait_until  # noqa: F401  (fixture)
-from _reliability import c_plugin, c_plugins  # noqa: F401  (fixture)
+from _reliability import bounded, c_plugin, c_plugins, kill_quietly  # noqa: F401  (fixture)
 from plugin_factory import STUBBORN, make_plugin, python_script
 
 FAST = LifetimePolicy(request_timeout=2.0, start_timeout=5.0, shutdown_grace=1.0, exit_wait=0.5)
+# The longest the loop may go without running a task while a plugin's stderr
+# floods: a few bounded drains on a busy 2-core machine, not a stall.
+_MAX_LAG = 0.1
 
 
 @pytest.fixture
@@ -755,3 +758,44 @@ def test_crash_while_descendants_hold_stdout_is_prompt(c_plugins: Any, tmp_path:
                         pass
 
     run(main())
+
+
+def test_a_descendant_flooding_stderr_never_stalls_the_loop(c_plugins: Any, tmp_path: Path) -> None:
+    """A plugin whose child (in its group, deaf to SIGTERM) floods stderr crashes, and
+    then one is shut down: each ends within its bound, the children die with their
+    group, and the loop keeps ticking all along (the final drain of a stderr pipe is
+    bounded, and the pump's reads happen in its own thread)."""
+    hostile = c_plugin(c_plugins, tmp_path / "hostile")
+    policy = FAST.model_copy(update={"exit_wait": 0.2, "shutdown_grace": 0.5})
+    bound = policy.exit_wait + policy.shutdown_grace + 1.0
+    kids: List[int] = []
+
+    async def main() -> Tuple[float, float, float]:
+        ticker = Ticker()
+        ticker.start()
+        c = AsyncPluginClient(hostile, policy=policy)
+        try:
+            kids.append(int(value(await c.get("flood-child:nl"))))
+            await asyncio.sleep(0.1)
+            t0 = monotonic()
+            with pytest.raises(errors.PluginCrashed, match="exited while answering"):
+                await c.get("crash")
+            crash = monotonic() - t0
+            kids.append(int(value(await c.get("flood-child:block"))))
+            await asyncio.sleep(0.1)
+            t0 = monotonic()
+            await c.shutdown()
+            stop = monotonic() - t0
+        finally:
+            await ticker.stop()
+        return crash, stop, max(ticker.gaps)
+
+    try:
+        _, (crash, stop, lag) = bounded(lambda: run(main()), 30.0)
+        assert crash < policy.request_timeout / 2, crash
+        assert stop < bound, stop
+        assert lag < _MAX_LAG, lag
+        assert all(wait_until(lambda k=k: is_dead(k), 1.0) for k in kids)
+        print(f"\nflooding child: crash {crash * 1e3:.1f} ms, shutdown {stop * 1e3:.0f} ms, longest loop gap {lag * 1e3:.1f} ms")
+    finally:
+        kill_quietly(*kids)

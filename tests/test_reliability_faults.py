@@ -13,6 +13,7 @@ records the bounds and the measured figures.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import signal
 import threading
@@ -27,15 +28,18 @@ from plugin_client.client import PluginClient
 from plugin_client.health import ExitStage, PluginState
 from plugin_client.policy import LifetimePolicy
 
+from client_kinds import client_kind, new_client  # noqa: F401  (fixtures)
 from _reliability import (
     FDS_PER_PROCESS,
     MiB,
     alive,
+    bounded,
     c_plugin,
     c_plugins,  # noqa: F401  (fixture)
     children_of,
     fd_count,
     group_members,
+    kill_quietly,
     peak_rss_bytes,
     reset_peak_rss,
     rss_bytes,
@@ -68,13 +72,6 @@ def make_client(hostile: Any) -> Iterator[Callable[..., PluginClient]]:
     yield make
     for c in made:
         c.shutdown()
-
-
-def kill_quietly(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 # --- one fault at a time: error, bound, leftovers ----------------------------------
@@ -428,6 +425,186 @@ def test_setsid_daemon_what_we_promise(make_client: Callable[..., PluginClient])
         kill_quietly(daemon)
         if "daemon2" in locals():
             kill_quietly(daemon2)
+
+
+# --- descendants that flood stderr, or leave the group ---------------------------------
+#
+# A flooder writes "\n"s to the plugin's stderr for ever, ignoring SIGTERM and
+# SIGPIPE. Every call that could wait for it runs under bounded(), and the test
+# kills what it left in `finally`, which also frees a call stuck on it.
+
+STOP_BOUND = FAST.exit_wait + FAST.shutdown_grace + PROMPT
+
+
+class _Counting(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+@pytest.fixture
+def plugin_lines_logged() -> Iterator[_Counting]:
+    """The plugins' stderr logged at INFO, as a host with logging configured has it
+    (a flood then costs a handler call per line logged), to a handler that only
+    counts: pytest's own would keep every record."""
+    logger = logging.getLogger("plugin_client.plugin")
+    handler = _Counting()
+    saved = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+def flooder(c: Any, ref: str) -> int:
+    """Make ``c``'s plugin fork the descendant ``ref`` asks for; its pid, once it floods."""
+    pid = int(c.get(ref).value.get_secret_value())
+    assert alive(pid)
+    return pid
+
+
+@pytest.mark.usefixtures("plugin_lines_logged")
+@pytest.mark.parametrize("mode", ["nl", "block"])
+def test_shutdown_with_a_group_child_flooding_stderr_is_bounded(
+    new_client: Callable[..., Any], hostile: Any, mode: str
+) -> None:
+    """The child stays in the group, ignores SIGTERM and never stops writing to
+    stderr: shutdown() still returns within exit_wait + grace + 1 s, the child lives
+    until the group is killed and is gone after, and nothing is left."""
+    c = new_client(hostile, policy=FAST)
+    c.get("value:warm")
+    fds = fd_count()
+    kid = flooder(c, f"flood-child:{mode}")
+    leader = c.health().pid
+    try:
+        time.sleep(0.1)  # the pipe is full by now, and refilled as fast as it is read
+        assert alive(kid)
+        took, _ = bounded(c.shutdown, STOP_BOUND + 5.0)
+        assert took < STOP_BOUND, took
+        assert wait_gone(kid, PROMPT)
+        assert leader is not None and not alive(leader) and zombies() == []
+        assert fd_count() == fds - FDS_PER_PROCESS
+        print(f"\nshutdown with a group child flooding stderr ({mode}): {took * 1e3:.0f} ms")
+    finally:
+        kill_quietly(kid)
+
+
+@pytest.mark.usefixtures("plugin_lines_logged")
+def test_crash_with_a_group_child_flooding_stderr_is_prompt(new_client: Callable[..., Any], hostile: Any) -> None:
+    """The plugin crashes while its child floods stderr: PluginCrashed as promptly
+    as without the flood, the child dies with the group, and a fresh process answers."""
+    c = new_client(hostile, policy=FAST)
+    kid = flooder(c, "flood-child:nl")
+    leader = c.health().pid
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(errors.PluginCrashed, match="exited while answering"):
+            bounded(lambda: c.get("crash"), FAST.request_timeout + 5.0)
+        took = time.monotonic() - t0
+        assert took < FAST.request_timeout / 2, took
+        assert wait_gone(kid, PROMPT)
+        assert leader is not None and not alive(leader) and zombies() == []
+        assert c.get("value:after").value.get_secret_value() == "after"
+        print(f"\ncrash with a group child flooding stderr: PluginCrashed in {took * 1e3:.1f} ms")
+    finally:
+        kill_quietly(kid)
+
+
+@pytest.mark.usefixtures("plugin_lines_logged")
+def test_a_flood_does_not_hold_up_another_plugins_stderr(new_client: Callable[..., Any], hostile: Any) -> None:
+    """One pump thread reads every plugin's stderr: while one plugin's child floods
+    it, another plugin that logs 300 KB before its reply (more than a pipe holds)
+    still answers well within its request_timeout, and the flooding one still stops
+    within its bound."""
+    flooding = new_client(hostile, policy=FAST)
+    healthy = new_client(hostile, policy=FAST)
+    healthy.get("value:warm")
+    kid = flooder(flooding, "flood-child:block")
+    try:
+        time.sleep(0.1)
+        for _ in range(3):
+            took, got = bounded(lambda: healthy.get("stderr:300000:100"), FAST.request_timeout + 5.0)
+            assert got.value.get_secret_value() == "logged"
+            assert took < FAST.request_timeout, took
+        assert len(healthy.health().stderr_tail) > 0
+        stop_took, _ = bounded(flooding.shutdown, STOP_BOUND + 5.0)
+        assert stop_took < STOP_BOUND
+        assert wait_gone(kid, PROMPT)
+        print(f"\n300 KB of stderr beside a flood: answered in {took * 1e3:.0f} ms")
+    finally:
+        kill_quietly(kid)
+
+
+@pytest.mark.usefixtures("plugin_lines_logged")
+def test_idle_reaps_stay_on_time_while_a_flooding_plugin_is_stopped(
+    new_client: Callable[..., Any], hostile: Any
+) -> None:
+    """The background stop of an idle plugin whose child floods stderr (the sync
+    clients' sweeper thread, an asyncio client's loop) holds up neither that stop's
+    own bound nor another client's idle reap."""
+    flooding = new_client(hostile, policy=FAST.model_copy(update={"idle_timeout": 0.2}))
+    quiet = new_client(hostile, policy=FAST.model_copy(update={"idle_timeout": 0.6}))
+    quiet.get("value:warm")
+    t0 = time.monotonic()
+    kid = flooder(flooding, "flood-child:nl")
+    quiet_pid, leader = quiet.health().pid, flooding.health().pid
+    try:
+        assert leader is not None and quiet_pid is not None
+        assert wait_for(lambda: not os.path.exists(f"/proc/{leader}"), 0.2 + STOP_BOUND)
+        assert wait_gone(kid, PROMPT)
+        assert wait_for(lambda: not os.path.exists(f"/proc/{quiet_pid}"), 0.6 + STOP_BOUND)
+        took = time.monotonic() - t0
+        assert took < 0.6 + STOP_BOUND, took
+        assert zombies() == []
+        print(f"\nidle reap beside a flooding plugin's stop: both gone {took * 1e3:.0f} ms after the request")
+    finally:
+        kill_quietly(kid)
+
+
+@pytest.mark.usefixtures("plugin_lines_logged")
+@pytest.mark.parametrize("ref", ["setpgid-child", "setpgid-flood:nl", "setsid-flood:block"])
+def test_a_descendant_that_leaves_the_group_what_we_promise(
+    new_client: Callable[..., Any], hostile: Any, ref: str
+) -> None:
+    """A child that setpgid(0, 0)s (or setsid()s) escapes the group kill, as the
+    setsid daemon does, and may keep the plugin's pipes and flood its stderr.
+    Promised: requests, a crash report and shutdown() within their bounds; the leader
+    killed and reaped; the host's fds closed. Not promised (RELIABILITY.md): the
+    escaped process's death; we kill it here by hand."""
+    c = new_client(hostile, policy=FAST)
+    c.get("value:warm")
+    fds = fd_count()
+    escaped: List[int] = []
+    try:
+        escaped.append(flooder(c, ref))
+        leader = c.health().pid
+        assert leader is not None and os.getpgid(escaped[0]) not in (leader, os.getpgid(0))
+        took, got = bounded(lambda: c.get("value:still"), FAST.request_timeout + 5.0)
+        assert got.value.get_secret_value() == "still" and took < PROMPT
+        t0 = time.monotonic()
+        with pytest.raises(errors.PluginCrashed, match="exited while answering"):
+            bounded(lambda: c.get("crash"), FAST.request_timeout + 5.0)
+        assert time.monotonic() - t0 < FAST.request_timeout / 2
+        assert not alive(leader) and zombies() == []
+        assert fd_count() == fds - FDS_PER_PROCESS
+        escaped.append(flooder(c, ref))  # a fresh process, and a second escapee
+        leader2 = c.health().pid
+        took, _ = bounded(c.shutdown, STOP_BOUND + 5.0)
+        assert took < STOP_BOUND, took
+        assert leader2 is not None and not alive(leader2) and zombies() == []
+        assert fd_count() == fds - FDS_PER_PROCESS
+        assert all(alive(p) for p in escaped)  # escaped: documented, not promised
+        print(f"\n{ref}: shutdown in {took * 1e3:.0f} ms")
+    finally:
+        kill_quietly(*escaped)
 
 
 def test_plugin_killed_while_idle_is_replaced_and_reaped(make_client: Callable[..., PluginClient]) -> None:

@@ -28,7 +28,7 @@ import plugin_client
 from plugin_client.client import PluginClient
 from plugin_client.policy import LifetimePolicy
 
-from _reliability import alive, c_plugin, c_plugins, wait_gone, zombies  # noqa: F401  (fixture)
+from _reliability import alive, c_plugin, c_plugins, kill_quietly, wait_gone, zombies  # noqa: F401  (fixture)
 from plugin_factory import make_plugin
 
 FAST = LifetimePolicy(request_timeout=5.0, start_timeout=5.0, shutdown_grace=0.5, exit_wait=0.2)
@@ -380,6 +380,43 @@ def test_host_exiting_while_a_background_stop_runs_and_a_reap_comes_due(tmp_path
     assert host.returncode == 0, err
     pids = [int(p) for p in out.split()[:2]]
     assert all(wait_gone(p, 3.0) for p in pids), [alive(p) for p in pids]
+
+
+def test_host_exiting_while_group_children_flood_stderr_leaves_none(c_echo: Any) -> None:
+    """Two plugins (a sync client's, an asyncio client's) whose children stay in
+    their group, ignore SIGTERM and flood stderr when the host exits without
+    shutdown(): the exit takes at most exit_wait + grace + 1 s, and the children
+    are gone with it (the group is killed before its stderr is drained)."""
+    script = """
+        import asyncio, sys
+        from plugin_client import AsyncPluginClient, LifetimePolicy, PluginClient, load_plugin
+        policy = LifetimePolicy(exit_wait=0.2, shutdown_grace=0.5)
+        client = PluginClient(load_plugin(sys.argv[1]), policy=policy)
+        aclient = AsyncPluginClient(load_plugin(sys.argv[1]), policy=policy)
+        kids = [client.get("flood-child:nl"), asyncio.run(aclient.get("flood-child:block"))]
+        print(*[k.value.get_secret_value() for k in kids], flush=True)
+        # no shutdown(): the interpreter's exit must end both plugins and their children
+    """
+    bound = 0.2 + 0.5 + 1.0
+    host = run_host(script, str(c_echo.manifest_path))
+    kids: List[int] = []
+    try:
+        assert host.stdout is not None
+        # Each was flooding when its plugin replied; the exit may have begun by now.
+        kids = [int(p) for p in host.stdout.readline().split()]
+        assert len(kids) == 2
+        t0 = time.monotonic()
+        _out, err = host.communicate(timeout=30)
+        took = time.monotonic() - t0
+        assert host.returncode == 0, err
+        assert took < bound, took
+        assert all(wait_gone(k, 1.0) for k in kids), [k for k in kids if alive(k)]
+        print(f"\nhost exit with two flooding group children: {took * 1e3:.0f} ms")
+    finally:
+        kill_quietly(*kids)
+        if host.poll() is None:  # pragma: no cover - only if an assertion failed early
+            host.kill()
+            host.communicate(timeout=10)
 
 
 def test_host_exiting_with_stubborn_plugins_stops_them_all_at_once(tmp_path: Path) -> None:

@@ -274,14 +274,18 @@ class PluginProcess:
 
     def _finish(self, stage: ExitStage) -> ExitRecord:
         """The end of every stop, once the leader has exited or was sent SIGKILL."""
-        # The leader's last words first (it has exited: they are all in the pipe).
+        child = self.child
+        # The leader is dead or dying but not yet reaped, so its pid (the group
+        # id) cannot be reused: SIGKILL whatever else is left in the group
+        # first, so that no descendant keeps filling its stderr while it is
+        # drained, then read the group's last words (a bounded drain: a writer
+        # that left the group is not waited for).
+        child.kill()
         PUMP.unregister(self.tail)
         self.release_io()
-        # The leader is dead or dying but not yet reaped, so its pid (the group
-        # id) cannot be reused: SIGKILL whatever else is left in the group, then
-        # reap the leader last (a zombie by now: that wait does not block), and
-        # close the fds; one core call.
-        rc = self.child.finish()
+        # Reap the leader last (a zombie by now: that wait does not block) and
+        # close the fds; one core call (its SIGKILL finds nothing left).
+        rc = child.finish()
         self.reader.clear()
         return ExitRecord(self.pid, stage, rc)
 

@@ -6,8 +6,20 @@ a spawn costs one ``epoll_ctl``, not a thread start. Each process gets a
 :class:`StderrTail`: the last N lines (each cut to 1,000 characters), kept for
 ``health()`` and forwarded to the logger ``plugin_client.plugin.<name>``.
 
+Every drain is bounded, in bytes and in logger calls, whatever a plugin (or a
+descendant that shares its stderr) writes, at any rate and for any length of
+time: the thread reads one buffer per ready fd per wake-up and moves on to the
+next fd (the ``epoll`` set is level-triggered, so a fd with more to read comes
+back), and :meth:`StderrPump.unregister` reads at most one full pipe's worth
+and gives up (a daemon that left the process group may keep writing for
+ever). A drain logs at most ``_LOG_LINES`` lines and one record saying how
+many more it did not log; the ring still keeps the last N of them all. So one
+plugin's stderr delays neither another plugin's, nor a stop, nor an event
+loop by more than one bounded drain.
+
 Deliberately not done here: deciding anything about the process. The pump only
-reads; the client owns the fd and closes it after :meth:`StderrPump.unregister`.
+reads; the client owns the fd and closes it after :meth:`StderrPump.unregister`
+(and kills the process group first, so that the pipe stops filling).
 """
 
 from __future__ import annotations
@@ -25,12 +37,19 @@ _EVENTS = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
 _MAX_LINE = 1000
 _MAX_PARTIAL = 4096
 _READ = 65536
+# The most a final drain reads: the largest pipe an unprivileged process can
+# ask for (/proc/sys/fs/pipe-max-size's default), so a dead group's last words
+# are all read, and a writer outside the group cannot hold the drain.
+_FINAL_READ = 16 * _READ
+# The most lines one drain hands to the logger: a flood of short lines would
+# otherwise cost one logger call per byte.
+_LOG_LINES = 1000
 
 
 class StderrTail:
     """The bounded tail of one process's stderr, and where its lines are logged."""
 
-    __slots__ = ("fd", "_lines", "_partial", "_logger", "_lock", "closed", "bytes_seen")
+    __slots__ = ("fd", "_lines", "_partial", "_logger", "_lock", "closed", "bytes_seen", "_logged", "_unlogged")
 
     def __init__(self, fd: int, logger: logging.Logger, max_lines: int) -> None:
         self.fd = fd
@@ -40,6 +59,9 @@ class StderrTail:
         self._lock = threading.Lock()
         self.closed = False
         self.bytes_seen = 0
+        # Of the drain under way: the lines logged, and those not logged.
+        self._logged = 0
+        self._unlogged = 0
 
     def lines(self) -> List[str]:
         with self._lock:
@@ -56,46 +78,83 @@ class StderrTail:
     def _emit(self, raw: bytes) -> None:
         line = self._decode(raw)
         self._lines.append(line)
-        self._logger.info("%s", line)
+        self._log(line)
 
-    def drain(self) -> bool:
-        """Read what is available now. Returns False at end of stream."""
+    def _log(self, line: str) -> None:
+        if self._logged < _LOG_LINES:
+            self._logged += 1
+            self._logger.info("%s", line)
+        else:
+            self._unlogged += 1
+
+    def _take_lines(self, buf: bytes, end: int) -> None:
+        """Take the complete lines of ``buf``, whose last newline is at ``end``."""
+        count = buf.count(b"\n", 0, end + 1)
+        keep = self._lines.maxlen or 0
+        room = _LOG_LINES - self._logged
+        if count <= keep or count <= room:
+            for raw in buf[:end].split(b"\n"):
+                self._emit(raw)
+            return
+        # A flood: decode only the lines that are logged and those the ring keeps,
+        # so the work stays bounded however short the lines are.
+        body = buf[:end]
+        if room > 0:
+            for raw in body.split(b"\n", room)[:room]:
+                self._log(self._decode(raw))
+        self._unlogged += count - room
+        if keep:
+            self._lines.extend(self._decode(raw) for raw in body.rsplit(b"\n", keep)[-keep:])
+
+    def drain(self, limit: int = _READ) -> bool:
+        """Read what is available now, up to about ``limit`` bytes (one read at
+        least). Returns False at end of stream."""
         with self._lock:
             if self.closed:
                 return False
-            while True:
-                try:
-                    data = os.read(self.fd, _READ)
-                except BlockingIOError:
-                    return True
-                except InterruptedError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    if self._partial:
-                        self._emit(self._partial)
-                        self._partial = b""
-                    self.closed = True
-                    return False
-                self.bytes_seen += len(data)
-                buf = self._partial + data if self._partial else data
-                start = 0
-                while True:
-                    nl = buf.find(b"\n", start)
-                    if nl < 0:
-                        break
-                    self._emit(buf[start:nl])
-                    start = nl + 1
-                rest = buf[start:]
-                # A line with no newline for 4 KiB is logged in pieces, so the
-                # partial buffer stays bounded whatever the plugin writes.
-                while len(rest) > _MAX_PARTIAL:
-                    self._emit(rest[:_MAX_PARTIAL])
-                    rest = rest[_MAX_PARTIAL:]
-                self._partial = rest
-                if len(data) < _READ:
-                    return True
+            self._logged = self._unlogged = 0
+            try:
+                return self._drain(limit)
+            finally:
+                if self._unlogged:
+                    self._logger.info(
+                        "The plugin wrote %d more lines than are logged at once; they are left out"
+                        " (health().stderr_tail keeps the last of them)",
+                        self._unlogged,
+                    )
+
+    def _drain(self, limit: int) -> bool:
+        left = limit
+        while True:
+            try:
+                data = os.read(self.fd, _READ)
+            except BlockingIOError:
+                return True
+            except InterruptedError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                if self._partial:
+                    self._emit(self._partial)
+                    self._partial = b""
+                self.closed = True
+                return False
+            self.bytes_seen += len(data)
+            buf = self._partial + data if self._partial else data
+            end = buf.rfind(b"\n")
+            if end >= 0:
+                self._take_lines(buf, end)
+            rest = buf[end + 1 :]
+            # A line with no newline for 4 KiB is logged in pieces, so the
+            # partial buffer stays bounded whatever the plugin writes.
+            while len(rest) > _MAX_PARTIAL:
+                self._emit(rest[:_MAX_PARTIAL])
+                rest = rest[_MAX_PARTIAL:]
+            self._partial = rest
+            left -= len(data)
+            if len(data) < _READ or left <= 0:
+                return True
 
 
 class StderrPump:
@@ -149,13 +208,15 @@ class StderrPump:
             self._epoll.register(tail.fd, _EVENTS)
 
     def unregister(self, tail: StderrTail) -> None:
-        """Stop watching ``tail.fd`` and read what is left; the caller closes the fd afterwards."""
+        """Stop watching ``tail.fd`` and read what is left, one full pipe at most;
+        the caller closes the fd afterwards. Kill the writers first: a writer that
+        lives on gets the rest of its lines dropped, not waited for."""
         if self._tails.get(tail.fd) is tail:  # (not after pause(): the lock is not needed then)
             with self._lock:
                 if self._tails.get(tail.fd) is tail:
                     del self._tails[tail.fd]
                     self._unwatch(tail.fd)
-        if tail.drain():  # not at its end (a grandchild holds it): done anyway
+        if tail.drain(_FINAL_READ):  # not at its end (a descendant holds it): done anyway
             with tail._lock:
                 tail.closed = True
 
@@ -174,6 +235,8 @@ class StderrPump:
                 continue
             except (OSError, ValueError):  # the epoll was closed after a fork
                 return
+            # One read per ready fd (drain's default), then the next fd: a fd
+            # with more to read is in the next poll's events again.
             for fd, _ in events:
                 with self._lock:
                     tail = self._tails.get(fd)

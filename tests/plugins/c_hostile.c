@@ -29,6 +29,16 @@
  *                      open); reply with their pids
  *     setsid-daemon    double-fork a daemon that setsid()s, ignores SIGTERM and
  *                      keeps the plugin's stdout/stderr open; reply with its pid
+ *     setpgid-child    fork a child that setpgid(0, 0)s (leaves the group, stays
+ *                      in the session), ignores SIGTERM and keeps the plugin's
+ *                      stdin/stdout/stderr open; reply with its pid
+ *     flood-child:<m>  fork a child that stays in the group, ignores SIGTERM and
+ *                      SIGPIPE and writes to stderr for ever: one "\n" per
+ *                      write (m = nl) or 64 KiB of them (m = block); reply with
+ *                      its pid. The plugin itself still exits at stdin EOF.
+ *     setpgid-flood:<m>, setsid-flood:<m>
+ *                      the same flooding child, after setpgid(0, 0) / setsid()
+ *     (a flooder whose write fails, the host having closed the pipe, sleeps)
  *     stop-reading     reply, then never read stdin again
  *     environ          hex of every "NAME=value" entry, comma-separated
  *     fds              the open fds, comma-separated (checked with fcntl)
@@ -185,6 +195,48 @@ static void flood_stderr(long long n, long long linelen) {
     free(line);
 }
 
+/* Write "\n"s to stderr for ever (m = "nl": one per write; else 64 KiB per write). */
+static void flood_forever(const char *m) {
+    static char block[65536];
+    size_t len = strcmp(m, "nl") ? sizeof block : 1;
+    memset(block, '\n', sizeof block);
+    for (;;) {
+        if (write(2, block, len) < 0 && errno != EINTR) sleep_forever();
+    }
+}
+
+/* Fork a child that ignores SIGTERM and SIGPIPE, leaves the group (how = 1:
+ * setpgid(0, 0)) or the session (how = 2: setsid()) or neither (how = 0), and
+ * then floods stderr (m) or, for m == NULL, sleeps holding the plugin's pipes.
+ * Returns its pid once it has left, so the host never sees it half-way. */
+static pid_t fork_escapee(int how, const char *m) {
+    int p[2];
+    if (pipe(p) != 0) _exit(22);
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGPIPE, SIG_IGN);
+        if (how == 1) setpgid(0, 0);
+        if (how == 2) setsid();
+        close(p[0]);
+        write_all(p[1], "k", 1);
+        close(p[1]);
+        if (m) flood_forever(m);
+        sleep_forever();
+    }
+    char k;
+    close(p[1]);
+    if (read(p[0], &k, 1) != 1) _exit(23);
+    close(p[0]);
+    return pid;
+}
+
+static void reply_pid(unsigned long long id, pid_t pid) {
+    char out[32];
+    snprintf(out, sizeof out, "%d", (int)pid);
+    reply_str(id, out);
+}
+
 static void secret_reply(unsigned long long id, const char *secret, const char *how) {
     char buf[1024];
     int n;
@@ -310,6 +362,10 @@ static void do_ref(unsigned long long id, const char *ref) {
         snprintf(out, sizeof out, "%d", (int)d);
         return reply_str(id, out);
     }
+    if (!strcmp(ref, "setpgid-child")) return reply_pid(id, fork_escapee(1, NULL));
+    if (!strncmp(ref, "flood-child:", 12)) return reply_pid(id, fork_escapee(0, ref + 12));
+    if (!strncmp(ref, "setpgid-flood:", 14)) return reply_pid(id, fork_escapee(1, ref + 14));
+    if (!strncmp(ref, "setsid-flood:", 13)) return reply_pid(id, fork_escapee(2, ref + 13));
     if (!strcmp(ref, "stop-reading")) {
         reply_str(id, "deaf");
         sleep_forever();
