@@ -234,6 +234,7 @@ def test_control_the_exchange_loop_runs_the_evil_binary_by_path(
     ex = Exchange(tmp_path, c_plugins["c_hostile"], monkeypatch)
     object.__setattr__(ex.plugin.executable, "exec_fd", None)
     spawns = ex.run(2_000, until_marker=True)
+    print(f"\ncontrol: the evil binary ran within {spawns} spawns ({ex.swaps} swaps)")
     assert ex.marker.exists(), f"the evil binary never ran in {spawns} spawns"
 
 

@@ -17,12 +17,17 @@ What this module does:
   problem is raised as a typed :class:`~plugin_client.errors.ManifestError`
   whose message names the file and says what to do; no pydantic or TOML
   exception escapes.
-* :func:`verify_executable` opens the executable once, refuses a symbolic link,
-  a non-regular file, a file without an execute bit, a file writable by group
-  or others, and a file in a directory writable by others without the sticky
-  bit; it then hashes the bytes *from that same descriptor* and compares them
-  with the declared checksum. It returns a :class:`VerifiedExecutable` that
-  remembers the file's identity (device, inode, size, mtime, ctime).
+* :func:`verify_executable` walks the executable's resolved directory from
+  ``/`` and refuses a directory on the way that a user other than root and the
+  host's user owns, or that its group or others can write without the sticky
+  bit (``_trusted_path``); it then opens the executable once in the directory
+  it checked, refuses a symbolic link, a non-regular file, a file without an
+  execute bit, a file writable by group or others or owned by another user,
+  hashes the bytes *from that same descriptor* and compares them with the
+  declared checksum. It returns a :class:`VerifiedExecutable` that remembers
+  the file's identity (device, inode, size, mtime, ctime) and holds what a
+  spawn runs (``_exec_image``: for an ELF binary a sealed memfd copy of the
+  bytes that were hashed).
 * :func:`load_plugin` does both; :func:`discover_plugins` does it for every
   ``<prefix>*.toml`` in a directory and reports each manifest on its own, so
   one broken manifest never hides the others.
@@ -31,11 +36,15 @@ What it deliberately does not do: it never spawns or executes anything, never
 reads the environment and never talks to a plugin. Spawning belongs to
 ``PluginClient``. It does not check the manifest file's own permissions or
 ownership, and it does not follow a symbolic link as the executable's last
-path component (symbolic links in the directories above it are followed).
+path component (symbolic links in the directories above it are followed, and
+the directories they lead to are the ones judged).
 
 The spawn-time defence. Verification and execution happen at different times,
-so the file could be replaced in between. The client calls
-:meth:`VerifiedExecutable.check_unchanged` right before ``posix_spawn`` and
+so the file could be replaced in between. An ELF binary is run from the
+descriptor the verification holds (``spawn(exec_fd=...)``), so what runs is
+what was hashed whatever happens to the path. In addition, and for scripts,
+which run by path, the client calls
+:meth:`VerifiedExecutable.check_unchanged` right before the spawn and
 refuses to run the file if its device, inode, size, mtime or ctime differ from
 those recorded when it was hashed. A rename over the path gives a new inode;
 an in-place rewrite changes the ctime, which, unlike the mtime, no user can set
@@ -49,20 +58,20 @@ the file (through a fresh ``O_NOFOLLOW`` descriptor) until the ctime is old
 enough for the cheap check to be sound. For an executable installed more than a
 few seconds before verification, ``check_unchanged`` is one ``lstat``.
 
-Why not execute the verified descriptor itself (``fexecve`` or
-``/proc/self/fd/N``)? For a ``#!`` script the kernel hands the interpreter a
-``/dev/fd/N`` path: if the descriptor is close-on-exec that path no longer
-exists when the interpreter opens it, and if it is not, the descriptor leaks
-into the plugin, which must see only fds 0, 1 and 2. Most plugins in the
-ecosystem are scripts, so the descriptor cannot be what is run.
+Why not execute a script's descriptor too? For a ``#!`` script the kernel
+hands the interpreter a ``/dev/fd/N`` path: if the descriptor is close-on-exec
+that path no longer exists when the interpreter opens it, and if it is not, the
+descriptor leaks into the plugin, which must see only fds 0, 1 and 2; and the
+interpreter reads the script by that name anyway.
 
-The residual window, stated honestly: between the final ``lstat`` in
-``check_unchanged`` and the kernel's ``execve`` in the child (microseconds), a
-local user able to write the file or its directory could still swap it. The
-permission checks above are what make that user the file's owner (or root),
-who can run code as the host's user anyway. On network file systems whose
-server clock or timestamp granularity differs from ours the racy-window
-reasoning is weaker.
+The residual window, stated honestly: for a script, between the final
+``lstat`` in ``check_unchanged`` and the kernel's ``execve`` (microseconds),
+and for the interpreter's own open of the script after it, whoever may change
+the path could still swap it. The rules on the path are what make that user
+root or the host's user, who can run code as the host's user anyway. The same
+two can rewrite in place an ELF binary that uses ``$ORIGIN`` (run from the
+verified file, not a copy). On network file systems whose server clock or
+timestamp granularity differs from ours the racy-window reasoning is weaker.
 """
 
 from __future__ import annotations
