@@ -14,7 +14,9 @@ It implements ``_core.pyi`` exactly, as its pure-Python twin ``_core_py`` does:
   run time because the wheel targets glibc 2.28 and the action is glibc 2.34.
   Without it a ``vfork`` fallback written in C below does the same job. Its
   attributes are made once, and the last spawn's file actions are kept for
-  the next one whose pipes get the same fd numbers (see ``_kept_fa``).
+  the next one whose pipes get the same fd numbers (see ``_kept_fa``). A
+  spawn of a descriptor (``exec_fd``) always takes the ``vfork`` path, which
+  keeps that descriptor open up to its ``execveat``.
 * :class:`Child` waits on a pidfd with ``poll`` (or ``waitpid(WNOHANG)`` with a
   backoff from 50 us to 1 ms) and signals through the pidfd or the group.
 

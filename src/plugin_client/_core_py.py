@@ -18,6 +18,9 @@ under ``PLUGIN_CLIENT_NO_EXTENSIONS=1``, and the type source for the selector
   empty signal mask. A working directory is set in a short-lived helper thread
   that first unshares its filesystem context (``unshare(CLONE_FS)``), so the
   host's own working directory never changes, not even for an instant.
+  A descriptor (``exec_fd``) is run as the path ``/proc/self/fd/N``, which the
+  kernel resolves before the exec closes that close-on-exec descriptor; the
+  file actions leave it open until then.
 * :class:`Child` waits on a pidfd with ``poll`` where the kernel has pidfds,
   else with ``waitpid(WNOHANG)`` and a backoff from 50 µs to 1 ms.
 
