@@ -180,8 +180,9 @@ def spawn(
     interpreter would be handed a ``/dev/fd`` path that is closed by then and
     fail. The compiled core runs it with ``execveat(AT_EMPTY_PATH)`` from its
     ``vfork`` path (``posix_spawn``'s ``closefrom`` would close it first), the
-    twin with ``posix_spawn`` of ``/proc/self/fd/N``. ``ValueError`` if it is
-    not close-on-exec, ``OSError`` if it is not open.
+    twin with ``posix_spawn`` of ``/proc/self/fd/N`` (so the twin needs
+    ``/proc`` for it). ``ValueError`` if it is not close-on-exec, ``OSError``
+    if it is not open.
 
     The child gets exactly ``env`` (an empty mapping included), pipes on fds
     0, 1 and 2 and no other fd, every signal at its default disposition, an
