@@ -852,3 +852,84 @@ def test_write_all_on_a_blocking_fd(core: types.ModuleType, make_pipe: Any) -> N
     finally:
         t.join(10)
     assert got == [b"q" * (256 * 1024)]
+
+
+# --- exec_fd: run the file open at a descriptor ---------------------------------
+
+
+def _cat_fd(tmp_path: Path) -> tuple[Path, int]:
+    """A copy of cat, opened close-on-exec, then its path taken by a shell script."""
+    exe = tmp_path / "plugin"
+    exe.write_bytes(Path(CAT).read_bytes())
+    os.chmod(exe, 0o755)
+    fd = os.open(exe, os.O_RDONLY | os.O_CLOEXEC)
+    impostor = tmp_path / "impostor"
+    impostor.write_text(f"#!{SH}\necho impostor\n")
+    os.chmod(impostor, 0o755)
+    os.replace(impostor, exe)
+    return exe, fd
+
+
+def test_exec_fd_runs_the_open_file_not_the_path(core: types.ModuleType, spawner: Spawner, tmp_path: Path) -> None:
+    exe, fd = _cat_fd(tmp_path)
+    try:
+        child = spawner(core, [str(exe), "-u"], {}, exec_fd=fd)
+        assert roundtrip(core, child) == b"ping"  # cat, not the script now at the path
+        assert open_fds(child.pid) == {0, 1, 2}  # the descriptor did not follow
+        assert Path(f"/proc/{child.pid}/cmdline").read_bytes() == os.fsencode(exe) + b"\0-u\0"
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC  # still the caller's
+    finally:
+        os.close(fd)
+
+
+def test_exec_fd_on_a_low_number_survives_the_stdio_dup2s(core: types.ModuleType, spawner: Spawner,
+                                                           tmp_path: Path) -> None:
+    """A host that closed its stdin may hold the descriptor as fd 0."""
+    exe, fd = _cat_fd(tmp_path)
+    saved = os.dup(0)
+    try:
+        os.dup2(fd, 0, inheritable=False)
+        child = spawner(core, [str(exe)], {}, exec_fd=0)
+        assert roundtrip(core, child) == b"ping"
+        assert open_fds(child.pid) == {0, 1, 2}
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(fd)
+
+
+def test_exec_fd_must_be_close_on_exec_and_open(core: types.ModuleType, tmp_path: Path) -> None:
+    exe, fd = _cat_fd(tmp_path)
+    before = open_fds()
+    try:
+        os.set_inheritable(fd, True)
+        with pytest.raises(ValueError, match="close-on-exec"):
+            core.spawn([str(exe)], {}, exec_fd=fd)
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError) as info:
+        core.spawn([str(exe)], {}, exec_fd=fd)
+    assert info.value.errno == errno.EBADF
+    assert open_fds() == before - {fd}
+
+
+def test_exec_fd_of_a_script_fails_as_a_spawn_error(core: types.ModuleType, tmp_path: Path) -> None:
+    """Why scripts run by path: the interpreter gets a /dev/fd path that is closed by then.
+    The compiled core reports the failed exec; the twin's interpreter fails after it."""
+    script = tmp_path / "script"
+    script.write_text(f"#!{SH}\necho ran\n")
+    os.chmod(script, 0o755)
+    fd = os.open(script, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            child = core.spawn([str(script)], {}, exec_fd=fd)
+        except SpawnFailed as exc:
+            assert exc.filename == str(script)
+            return
+        try:
+            assert child.wait(5) != 0
+            assert read_until_eof(child.stdout_fd) == b""
+        finally:
+            child.close()
+    finally:
+        os.close(fd)

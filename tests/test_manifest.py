@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Type
 import pydantic
 import pytest
 
+from plugin_client import _exec_image as exec_image
 from plugin_client import manifest as mf
 from plugin_client.errors import (
     BadManifestName,
@@ -347,7 +348,7 @@ def test_unexpected_oserror_is_wrapped_and_others_still_load(
 def test_executable_changing_during_discovery_is_reported(plugins: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_plugin(plugins, "a")
     make_plugin(plugins, "b")
-    real_hash = mf._sha256_fd
+    real_hash = exec_image.sha256_fd
 
     def hash_then_append(fd: int) -> Any:
         result = real_hash(fd)
@@ -356,7 +357,7 @@ def test_executable_changing_during_discovery_is_reported(plugins: Path, monkeyp
                 f.write(b"# appended while hashing\n")
         return result
 
-    monkeypatch.setattr(mf, "_sha256_fd", hash_then_append)
+    monkeypatch.setattr(exec_image, "sha256_fd", hash_then_append)
     with pytest.raises(ExecutableChanged, match="while it was being verified"):
         load_plugin(plugins / "devboy-source-b.toml")
     outcomes = {o.name: o for o in discover_plugins(plugins)}
@@ -547,7 +548,8 @@ def test_execute_bit_follows_owner_group_other_rule_for_non_root(
     plugins: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As a non-root user the kernel uses the owner, else group, else other bits. CI runs
-    as root, so the file is given to a made-up owner and the ids we report are faked."""
+    as root, so the file is given to a made-up owner and the ids we report are faked;
+    for the group and other bits it belongs to root (another user's file is refused)."""
     uid, gid = 4242, 4343
     exe = write_exe(plugins / "x", mode=0o711)
     os.chown(exe, uid, gid)
@@ -558,7 +560,7 @@ def test_execute_bit_follows_owner_group_other_rule_for_non_root(
     os.chmod(exe, 0o611)  # others may execute, the owner may not
     with pytest.raises(ExecutableNotExecutable):
         verify_executable(exe, sha(SCRIPT))
-    monkeypatch.setattr(os, "geteuid", lambda: uid + 1)  # an "other"
+    os.chown(exe, 0, gid)  # we are an "other" to a file of root's
     verify_executable(exe, sha(SCRIPT))
     os.chmod(exe, 0o710)  # only owner and group
     with pytest.raises(ExecutableNotExecutable):
@@ -577,7 +579,9 @@ def test_group_or_world_writable_file_is_unsafe(plugins: Path, mode: int) -> Non
         verify_executable(exe, sha(SCRIPT), plugin="p")
 
 
-@pytest.mark.parametrize(("dir_mode", "ok"), [(0o777, False), (0o1777, True), (0o775, True), (0o757, False), (0o755, True)])
+@pytest.mark.parametrize(
+    ("dir_mode", "ok"), [(0o777, False), (0o1777, True), (0o775, False), (0o1775, True), (0o757, False), (0o755, True)]
+)
 def test_world_writable_directory_needs_sticky_bit(plugins: Path, dir_mode: int, ok: bool) -> None:
     exe = write_exe(plugins / "d" / "x")
     os.chmod(plugins / "d", dir_mode)

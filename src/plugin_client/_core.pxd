@@ -67,6 +67,8 @@ cdef extern from "<fcntl.h>" nogil:
         F_GETFL
         F_SETFL
         F_DUPFD_CLOEXEC
+        F_GETFD
+        FD_CLOEXEC
         F_SETPIPE_SZ
         O_NONBLOCK
         O_ACCMODE

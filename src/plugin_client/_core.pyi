@@ -168,8 +168,21 @@ def spawn(
     env: _Env,
     *,
     cwd: Optional[_StrOrBytes] = None,
+    exec_fd: Optional[int] = None,
 ) -> "Child":
     """Start ``argv[0]`` (a path; no ``PATH`` search) with ``posix_spawn``.
+
+    ``exec_fd``, if given, is an open close-on-exec descriptor of the file to
+    run instead of the one ``argv[0]`` names (which stays the child's
+    ``argv[0]``): the kernel executes that very file, whatever a rename did to
+    the path since it was opened. The descriptor stays the caller's; the child
+    does not inherit it. It must name a binary (ELF): a ``#!`` script's
+    interpreter would be handed a ``/dev/fd`` path that is closed by then and
+    fail. The compiled core runs it with ``execveat(AT_EMPTY_PATH)`` from its
+    ``vfork`` path (``posix_spawn``'s ``closefrom`` would close it first), the
+    twin with ``posix_spawn`` of ``/proc/self/fd/N`` (so the twin needs
+    ``/proc`` for it). ``ValueError`` if it is not close-on-exec, ``OSError``
+    if it is not open.
 
     The child gets exactly ``env`` (an empty mapping included), pipes on fds
     0, 1 and 2 and no other fd, every signal at its default disposition, an

@@ -14,7 +14,9 @@ It implements ``_core.pyi`` exactly, as its pure-Python twin ``_core_py`` does:
   run time because the wheel targets glibc 2.28 and the action is glibc 2.34.
   Without it a ``vfork`` fallback written in C below does the same job. Its
   attributes are made once, and the last spawn's file actions are kept for
-  the next one whose pipes get the same fd numbers (see ``_kept_fa``).
+  the next one whose pipes get the same fd numbers (see ``_kept_fa``). A
+  spawn of a descriptor (``exec_fd``) always takes the ``vfork`` path, which
+  keeps that descriptor open up to its ``execveat``.
 * :class:`Child` waits on a pidfd with ``poll`` (or ``waitpid(WNOHANG)`` with a
   backoff from 50 us to 1 ms) and signals through the pidfd or the group.
 
@@ -85,6 +87,12 @@ cdef extern from *:
     #endif
     #ifndef SYS_close_range
     #define SYS_close_range 436
+    #endif
+    #ifndef SYS_execveat
+    #error "execveat's system call number is unknown on this architecture"
+    #endif
+    #ifndef AT_EMPTY_PATH
+    #define AT_EMPTY_PATH 0x1000
     #endif
 
     static int pc_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
@@ -220,10 +228,23 @@ cdef extern from *:
         unsigned short d_reclen; unsigned char d_type; char d_name[];
     };
 
-    /* Close every fd >= 3 except keep (the report pipe, >= 3, close-on-exec). */
-    static void pc_child_close_fds(int keep, long maxfd) {
-        if ((keep == 3 || pc_close_range(3, (unsigned int)keep - 1) == 0)
-            && pc_close_range((unsigned int)keep + 1, ~0U) == 0)
+    /* Close [lo, hi] (hi >= lo - 1: an empty range is nothing to do). */
+    static int pc_close_between(int lo, int hi) {
+        return hi < lo ? 0 : pc_close_range((unsigned int)lo, (unsigned int)hi);
+    }
+
+    /* Close every fd >= 3 except keep (the report pipe, >= 3, close-on-exec) and
+       keep2 (the fd to exec, >= 3 and close-on-exec, or -1). */
+    static void pc_child_close_fds(int keep, int keep2, long maxfd) {
+        int lo = keep, hi = keep2;
+        if (hi < 0)
+            hi = lo;
+        else if (hi < lo) {
+            lo = keep2;
+            hi = keep;
+        }
+        if (pc_close_between(3, lo - 1) == 0 && pc_close_between(lo + 1, hi - 1) == 0
+            && pc_close_range((unsigned int)hi + 1, ~0U) == 0)
             return;
         /* close_range is Linux 5.9: list /proc/self/fd with raw getdents64.
            Closing while listing is safe there: its offsets are fd numbers. */
@@ -241,7 +262,7 @@ cdef extern from *:
                         continue;
                     for (; *p >= '0' && *p <= '9'; p++)
                         fd = fd * 10 + (*p - '0');
-                    if (fd >= 3 && fd != keep && fd != dfd)
+                    if (fd >= 3 && fd != keep && fd != keep2 && fd != dfd)
                         close(fd);
                 }
             }
@@ -250,13 +271,14 @@ cdef extern from *:
                 return;
         }
         for (long fd = 3; fd < maxfd; fd++)  /* no /proc: brute force */
-            if (fd != keep)
+            if (fd != keep && fd != keep2)
                 close((int)fd);
     }
 
     __attribute__((noreturn, noinline))
     static void pc_child_exec(const char *path, char *const argv[], char *const envp[],
-                              const char *cwd, int fd0, int fd1, int fd2, int repfd, long maxfd) {
+                              const char *cwd, int fd0, int fd1, int fd2, int execfd,
+                              const char *fdpath, int repfd, long maxfd) {
         struct pc_report rep = { PC_STEP_SETUP, 0 };
         struct sigaction sa;
         sigset_t empty;
@@ -274,7 +296,7 @@ cdef extern from *:
         /* The parent made every pipe fd >= 3, so no dup2 clobbers another. */
         if (dup2(fd0, 0) < 0 || dup2(fd1, 1) < 0 || dup2(fd2, 2) < 0)
             goto fail;
-        pc_child_close_fds(repfd, maxfd);
+        pc_child_close_fds(repfd, execfd, maxfd);
         if (cwd != NULL && chdir(cwd) < 0) {
             rep.step = PC_STEP_CHDIR;
             goto fail;
@@ -282,7 +304,14 @@ cdef extern from *:
         sigemptyset(&empty);
         (void)sigprocmask(SIG_SETMASK, &empty, NULL);
         rep.step = PC_STEP_EXEC;
-        execve(path, argv, envp);
+        if (execfd >= 0) {
+            /* The verified file itself, whatever its path names by now. The
+               fd is close-on-exec: the plugin never holds it. */
+            syscall(SYS_execveat, execfd, "", argv, envp, AT_EMPTY_PATH);
+            if (errno == ENOSYS)  /* Linux < 3.19: the same file through /proc */
+                execve(fdpath, argv, envp);
+        } else
+            execve(path, argv, envp);
     fail:
         rep.err = errno;
         while (write(repfd, &rep, sizeof rep) < 0 && errno == EINTR) {
@@ -290,9 +319,11 @@ cdef extern from *:
         _exit(127);
     }
 
-    /* 0 and *out_pid, or an errno with *out_step saying which step failed. */
+    /* 0 and *out_pid, or an errno with *out_step saying which step failed.
+       execfd >= 3: exec that fd (fdpath is its /proc/self/fd path) instead of path. */
     static int pc_vfork_spawn(const char *path, char *const argv[], char *const envp[],
                               const char *cwd, int fd0, int fd1, int fd2,
+                              int execfd, const char *fdpath,
                               pid_t *out_pid, int *out_step) {
         struct rlimit rl;
         struct pc_report rep;
@@ -328,7 +359,7 @@ cdef extern from *:
         pthread_sigmask(SIG_SETMASK, &all, &old);
         pid = vfork();
         if (pid == 0)
-            pc_child_exec(path, argv, envp, cwd, fd0, fd1, fd2, rp[1], maxfd);
+            pc_child_exec(path, argv, envp, cwd, fd0, fd1, fd2, execfd, fdpath, rp[1], maxfd);
         err = errno;  /* meaningful only if vfork failed: the child clobbers errno */
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         close(rp[1]);
@@ -367,6 +398,7 @@ cdef extern from *:
     int pc_fa_chdir(posix_spawn_file_actions_t *fa, const char *path) nogil
     int pc_vfork_spawn(const char *path, char *const argv[], char *const envp[],
                        const char *cwd, int fd0, int fd1, int fd2,
+                       int execfd, const char *fdpath,
                        pid_t *out_pid, int *out_step) nogil
 
 __all__ = (
@@ -1301,12 +1333,26 @@ cdef bytes _fsencode(object value):
     return b
 
 
+cdef int _exec_fd_arg(object exec_fd) except -1:
+    """``exec_fd`` checked: an open, close-on-exec descriptor (else it would reach
+    the plugin)."""
+    cdef int fd = _as_int(exec_fd, "exec_fd")
+    cdef int flags = fcntl(fd, F_GETFD)
+    if flags < 0:
+        raise _os_error(errno, f"fcntl(F_GETFD) on exec_fd {fd}")
+    if not flags & FD_CLOEXEC:
+        raise ValueError(f"exec_fd {fd} must be close-on-exec, or the plugin would inherit it")
+    return fd
+
+
 cdef bint _dir_ok(bytes path):
     return os.path.isdir(path) and os.access(path, os.X_OK)
 
 
-def spawn(argv, env, *, cwd=None):
-    """Start ``argv[0]`` (a path; no ``PATH`` search) with ``posix_spawn``.
+def spawn(argv, env, *, cwd=None, exec_fd=None):
+    """Start ``argv[0]`` (a path; no ``PATH`` search) with ``posix_spawn``, or
+    the file open at ``exec_fd`` with the ``vfork`` fallback and ``execveat``
+    (``posix_spawn``'s ``closefrom`` would close it before the exec).
 
     The child gets exactly ``env``, pipes on fds 0, 1 and 2 and no other fd,
     every signal at its default disposition, an empty signal mask, and a new
@@ -1323,7 +1369,10 @@ def spawn(argv, env, *, cwd=None):
     cdef const char *c_cwd = NULL
     # in_r, in_w, out_r, out_w, err_r, err_w
     cdef int fds[6]
-    cdef int err = 0, step = 0, pidfd, moved
+    cdef int err = 0, step = 0, pidfd, moved, flags
+    cdef int c_execfd = -1, moved_exec = -1
+    cdef bytes fdpath_b = None
+    cdef const char *c_fdpath = NULL
     cdef pid_t pid = 0
     global _kept_busy
     cdef bint fallback, kept = False, ok = False
@@ -1346,6 +1395,9 @@ def spawn(argv, env, *, cwd=None):
         cwd_b = _fsencode(cwd)
         c_cwd = cwd_b
     fallback = _use_fallback(cwd is not None)
+    if exec_fd is not None:
+        c_execfd = _exec_fd_arg(exec_fd)
+        fallback = True
 
     for i in range(6):
         fds[i] = -1
@@ -1361,6 +1413,14 @@ def spawn(argv, env, *, cwd=None):
             c_envp[i] = PyBytes_AS_STRING(envl[i])
         c_envp[len(envl)] = NULL
         c_path = c_argv[0]
+        if 0 <= c_execfd < 3:  # off the numbers the child's dup2s write over
+            moved_exec = fcntl(c_execfd, F_DUPFD_CLOEXEC, 3)
+            if moved_exec < 0:
+                raise _os_error(errno, f"fcntl(F_DUPFD_CLOEXEC) on exec_fd {c_execfd}")
+            c_execfd = moved_exec
+        if c_execfd >= 0:
+            fdpath_b = b"/proc/self/fd/%d" % c_execfd
+            c_fdpath = fdpath_b
 
         _pipe(&fds[0])
         _pipe(&fds[2])
@@ -1376,7 +1436,7 @@ def spawn(argv, env, *, cwd=None):
         if fallback:
             with nogil:
                 err = pc_vfork_spawn(c_path, c_argv, c_envp, c_cwd,
-                                     fds[0], fds[3], fds[5], &pid, &step)
+                                     fds[0], fds[3], fds[5], c_execfd, c_fdpath, &pid, &step)
         else:
             if c_cwd == NULL and not _kept_busy:
                 kept = True
@@ -1422,6 +1482,8 @@ def spawn(argv, env, *, cwd=None):
             posix_spawn_file_actions_destroy(&own_fa)
         free(c_argv)
         free(c_envp)
+        if moved_exec >= 0:
+            close(moved_exec)
         for i in range(6):
             # The child's ends always; the parent's only if no Child owns them.
             if fds[i] >= 0 and (not ok or i in (0, 3, 5)):

@@ -18,6 +18,9 @@ under ``PLUGIN_CLIENT_NO_EXTENSIONS=1``, and the type source for the selector
   empty signal mask. A working directory is set in a short-lived helper thread
   that first unshares its filesystem context (``unshare(CLONE_FS)``), so the
   host's own working directory never changes, not even for an instant.
+  A descriptor (``exec_fd``) is run as the path ``/proc/self/fd/N``, which the
+  kernel resolves before the exec closes that close-on-exec descriptor; the
+  file actions leave it open until then.
 * :class:`Child` waits on a pidfd with ``poll`` where the kernel has pidfds,
   else with ``waitpid(WNOHANG)`` and a backoff from 50 µs to 1 ms.
 
@@ -737,6 +740,20 @@ def _posix_spawn_in(
     return result[0]
 
 
+def _exec_fd_arg(exec_fd: int) -> int:
+    """``exec_fd`` checked: an open, close-on-exec descriptor (else it would reach
+    the plugin)."""
+    if isinstance(exec_fd, bool) or not isinstance(exec_fd, int):
+        raise TypeError(f"exec_fd must be an int, not {exec_fd!r}")
+    try:
+        flags = fcntl.fcntl(exec_fd, fcntl.F_GETFD)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{os.strerror(exc.errno or 0)} (fcntl(F_GETFD) on exec_fd {exec_fd})") from None
+    if not flags & fcntl.FD_CLOEXEC:
+        raise ValueError(f"exec_fd {exec_fd} must be close-on-exec, or the plugin would inherit it")
+    return int(exec_fd)
+
+
 def _posix_spawn(
     path: _StrOrBytes,
     argv: List[_StrOrBytes],
@@ -762,8 +779,11 @@ def spawn(
     env: _Env,
     *,
     cwd: Optional[_StrOrBytes] = None,
+    exec_fd: Optional[int] = None,
 ) -> "Child":
-    """Start ``argv[0]`` (a path; no ``PATH`` search) with ``posix_spawn``.
+    """Start ``argv[0]`` (a path; no ``PATH`` search) with ``posix_spawn``, or
+    the file open at ``exec_fd`` through its ``/proc/self/fd`` path, which the
+    kernel resolves before it closes the close-on-exec descriptor.
 
     The child gets exactly ``env``, pipes on fds 0, 1 and 2 and no other fd,
     every signal at its default disposition, an empty signal mask, and a new
@@ -777,8 +797,16 @@ def spawn(
     if not args:
         raise ValueError("argv must not be empty")
     path = args[0]
+    exec_path: _StrOrBytes = path
     fds: List[int] = []
+    moved_exec = -1
+    if exec_fd is not None:
+        exec_fd = _exec_fd_arg(exec_fd)
     try:
+        if exec_fd is not None:
+            if exec_fd <= 2:  # off the numbers the child's dup2s write over
+                exec_fd = moved_exec = fcntl.fcntl(exec_fd, fcntl.F_DUPFD_CLOEXEC, 3)
+            exec_path = f"/proc/self/fd/{exec_fd}"
         for _ in range(3):
             fds.extend(_pipe())
         in_r, in_w, out_r, out_w, err_r, err_w = fds
@@ -793,16 +821,20 @@ def spawn(
             (os.POSIX_SPAWN_DUP2, out_w, 1),
             (os.POSIX_SPAWN_DUP2, err_w, 2),
         ]
-        if _CLOSEFROM is not None:
+        if _CLOSEFROM is not None and exec_fd is not None:
+            # Every fd but exec_fd, which must stay open until the exec closes it.
+            actions.extend((os.POSIX_SPAWN_CLOSE, fd) for fd in range(3, exec_fd))
+            actions.append((_CLOSEFROM, exec_fd + 1))
+        elif _CLOSEFROM is not None:
             # After the dup2s: it closes our pipe ends' originals in the child too.
             actions.append((_CLOSEFROM, 3))
         else:
             actions.extend((os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds())
         try:
             if cwd is None:
-                pid = _posix_spawn(path, args, env, actions)
+                pid = _posix_spawn(exec_path, args, env, actions)
             else:
-                pid = _posix_spawn_in(cwd, path, args, env, actions)
+                pid = _posix_spawn_in(cwd, exec_path, args, env, actions)
         except SpawnFailed:
             raise
         except OSError as exc:
@@ -814,6 +846,8 @@ def spawn(
         for fd in fds:
             _close_quietly(fd)
         raise
+    finally:
+        _close_quietly(moved_exec)
     pidfd = -1
     pidfd_open = getattr(os, "pidfd_open", None)
     if pidfd_open is not None:

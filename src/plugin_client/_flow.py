@@ -24,6 +24,7 @@ cancelled caller's flow in a task of its own rather than abandoning it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -32,6 +33,7 @@ from typing import Any, Callable, Dict, Generator, List, Mapping, Optional, Tupl
 from pydantic import ValidationError
 
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, SpawnFailed, StreamEOF
+from ._exec_image import FD_EXHAUSTED
 from ._impl import monotonic
 from ._lifecycle import Lifecycle
 from ._live import Slot
@@ -583,7 +585,12 @@ class Flow:
         try:
             exe = self._executable()
             exe.check_unchanged(plugin=self.name)
-        except PluginClientError as exc:
+        except (PluginClientError, OSError) as exc:
+            # Out of fds is the host's state, not the plugin's: no crash is booked.
+            if getattr(exc, "errno", None) in FD_EXHAUSTED:
+                raise self._out_of_fds(exc) from exc
+            if not isinstance(exc, PluginClientError):
+                raise
             self.life.on_crash(str(exc))
             raise
         try:
@@ -593,8 +600,13 @@ class Flow:
                 plugin_name=self.name,
                 max_frame_bytes=p.max_frame_bytes,
                 stderr_lines=p.stderr_lines,
+                exec_fd=exe.exec_fileno,
             )
-        except SpawnFailed as exc:
+        except OSError as exc:
+            if exc.errno in FD_EXHAUSTED:
+                raise self._out_of_fds(exc) from exc
+            if not isinstance(exc, SpawnFailed):
+                raise
             msg = (
                 f"Plugin {self.name!r}: cannot start {str(exe.path)!r}: {os.strerror(exc.errno or 0)}; "
                 "check the manifest's executable and its permissions."
@@ -604,6 +616,16 @@ class Flow:
         self.slot.proc = proc
         self.life.on_spawned(proc.pid)
         return proc, self._take_id(), deadline
+
+    def _out_of_fds(self, exc: BaseException) -> SpawnError:
+        code = getattr(exc, "errno", None) or errno.EMFILE
+        whose = "the system" if code == errno.ENFILE else "the host process"
+        return SpawnError(
+            f"Plugin {self.name!r} was not started: {whose} has run out of file descriptors "
+            f"({errno.errorcode[code]}: {os.strerror(code)}); close files the host no longer needs or raise "
+            "the limit (ulimit -n, RLIMIT_NOFILE), then retry. No crash was counted.",
+            plugin=self.name,
+        )
 
     def _decode_init(self, frame: bytes, rid: int) -> InitResult:
         init = decode_reply(frame, InitCall, rid, plugin=self.name)

@@ -201,9 +201,10 @@ class PluginProcess:
         plugin_name: str,
         max_frame_bytes: int,
         stderr_lines: int,
+        exec_fd: Optional[int] = None,
     ) -> PluginProcess:
-        """Spawn; raises the core's ``SpawnFailed``."""
-        child = spawn(argv, env)
+        """Spawn (``argv[0]``, or the file open at ``exec_fd``); raises the core's ``SpawnFailed``."""
+        child = spawn(argv, env, exec_fd=exec_fd)
         tail = PUMP.register(child.stderr_fd, plugin_name, stderr_lines)
         return cls(child, child.reader(max_frame_bytes), tail)
 

@@ -280,7 +280,26 @@ class ExecutableNotExecutable(ManifestError):
 
 
 class UnsafePermissions(ManifestError):
-    """The executable, or its directory, can be changed by users other than its owner."""
+    """The executable, or a directory on its resolved path up to ``/``, could be changed
+    or renamed by a user other than root and the host's own user. ``component`` is
+    the file or directory at fault and ``rule`` the rule it breaks: ``"symlink"``
+    (the executable is a symbolic link), ``"owner"`` (owned by another user),
+    ``"writable"`` (writable by group or others, a directory without the sticky
+    bit), or ``"sticky"`` (owned by another user inside a sticky directory that
+    others can write)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        component: Optional[str] = None,
+        rule: Optional[str] = None,
+        plugin: Optional[str] = None,
+    ) -> None:
+        super().__init__(message, path=path, plugin=plugin)
+        self.component = component
+        self.rule = rule
 
 
 class ChecksumMismatch(ManifestError):

@@ -17,12 +17,17 @@ What this module does:
   problem is raised as a typed :class:`~plugin_client.errors.ManifestError`
   whose message names the file and says what to do; no pydantic or TOML
   exception escapes.
-* :func:`verify_executable` opens the executable once, refuses a symbolic link,
-  a non-regular file, a file without an execute bit, a file writable by group
-  or others, and a file in a directory writable by others without the sticky
-  bit; it then hashes the bytes *from that same descriptor* and compares them
-  with the declared checksum. It returns a :class:`VerifiedExecutable` that
-  remembers the file's identity (device, inode, size, mtime, ctime).
+* :func:`verify_executable` walks the executable's resolved directory from
+  ``/`` and refuses a directory on the way that a user other than root and the
+  host's user owns, or that its group or others can write without the sticky
+  bit (``_trusted_path``); it then opens the executable once in the directory
+  it checked, refuses a symbolic link, a non-regular file, a file without an
+  execute bit, a file writable by group or others or owned by another user,
+  hashes the bytes *from that same descriptor* and compares them with the
+  declared checksum. It returns a :class:`VerifiedExecutable` that remembers
+  the file's identity (device, inode, size, mtime, ctime) and holds what a
+  spawn runs (``_exec_image``: for an ELF binary a sealed memfd copy of the
+  bytes that were hashed).
 * :func:`load_plugin` does both; :func:`discover_plugins` does it for every
   ``<prefix>*.toml`` in a directory and reports each manifest on its own, so
   one broken manifest never hides the others.
@@ -31,11 +36,15 @@ What it deliberately does not do: it never spawns or executes anything, never
 reads the environment and never talks to a plugin. Spawning belongs to
 ``PluginClient``. It does not check the manifest file's own permissions or
 ownership, and it does not follow a symbolic link as the executable's last
-path component (symbolic links in the directories above it are followed).
+path component (symbolic links in the directories above it are followed, and
+the directories they lead to are the ones judged).
 
 The spawn-time defence. Verification and execution happen at different times,
-so the file could be replaced in between. The client calls
-:meth:`VerifiedExecutable.check_unchanged` right before ``posix_spawn`` and
+so the file could be replaced in between. An ELF binary is run from the
+descriptor the verification holds (``spawn(exec_fd=...)``), so what runs is
+what was hashed whatever happens to the path. In addition, and for scripts,
+which run by path, the client calls
+:meth:`VerifiedExecutable.check_unchanged` right before the spawn and
 refuses to run the file if its device, inode, size, mtime or ctime differ from
 those recorded when it was hashed. A rename over the path gives a new inode;
 an in-place rewrite changes the ctime, which, unlike the mtime, no user can set
@@ -49,28 +58,26 @@ the file (through a fresh ``O_NOFOLLOW`` descriptor) until the ctime is old
 enough for the cheap check to be sound. For an executable installed more than a
 few seconds before verification, ``check_unchanged`` is one ``lstat``.
 
-Why not execute the verified descriptor itself (``fexecve`` or
-``/proc/self/fd/N``)? For a ``#!`` script the kernel hands the interpreter a
-``/dev/fd/N`` path: if the descriptor is close-on-exec that path no longer
-exists when the interpreter opens it, and if it is not, the descriptor leaks
-into the plugin, which must see only fds 0, 1 and 2. Most plugins in the
-ecosystem are scripts, so the descriptor cannot be what is run.
+Why not execute a script's descriptor too? For a ``#!`` script the kernel
+hands the interpreter a ``/dev/fd/N`` path: if the descriptor is close-on-exec
+that path no longer exists when the interpreter opens it, and if it is not, the
+descriptor leaks into the plugin, which must see only fds 0, 1 and 2; and the
+interpreter reads the script by that name anyway.
 
-The residual window, stated honestly: between the final ``lstat`` in
-``check_unchanged`` and the kernel's ``execve`` in the child (microseconds), a
-local user able to write the file or its directory could still swap it. The
-permission checks above are what make that user the file's owner (or root),
-who can run code as the host's user anyway. On network file systems whose
-server clock or timestamp granularity differs from ours the racy-window
-reasoning is weaker.
+The residual window, stated honestly: for a script, between the final
+``lstat`` in ``check_unchanged`` and the kernel's ``execve`` (microseconds),
+and for the interpreter's own open of the script after it, whoever may change
+the path could still swap it. The rules on the path are what make that user
+root or the host's user, who can run code as the host's user anyway. The same
+two can rewrite in place an ELF binary that uses ``$ORIGIN`` (run from the
+verified file, not a copy). On network file systems whose server clock or
+timestamp granularity differs from ours the racy-window reasoning is weaker.
 """
 
 from __future__ import annotations
 
 import errno as _errno
-import hashlib
 import hmac
-import io
 import os
 import re
 import reprlib
@@ -83,6 +90,8 @@ from typing import Annotated, Any, Final, List, Optional, Tuple, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, StrictStr, ValidationError, field_validator
 
+from ._exec_image import FD_EXHAUSTED, HeldFd, read_image, sha256_fd
+from ._trusted_path import check_owner, of_plugin, open_trusted_dir
 from .errors import (
     BadManifestName,
     ChecksumMismatch,
@@ -158,7 +167,6 @@ _STRINGS_AND_COMMENTS: Final = re.compile(
 # appears, hanging discovery; it has no effect on reads from a regular file.
 _OPEN_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
 _EXE_OPEN_FLAGS: Final = _OPEN_FLAGS | os.O_NOFOLLOW
-_DIR_OPEN_FLAGS: Final = os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECTORY
 
 _FIELD_HELP: Final = {
     "name": f"the plugin's name ({_NAME_RULE}), equal to the name in the file name",
@@ -185,8 +193,7 @@ def _short(value: object) -> str:
         return f"<{type(value).__name__}>"
 
 
-def _of(plugin: Optional[str]) -> str:
-    return f" of plugin {plugin!r}" if plugin is not None else ""
+_of = of_plugin
 
 
 def _absolute(path: _PathArg) -> Path:
@@ -348,12 +355,21 @@ class VerifiedExecutable:
     ``racy`` is true while the file's ctime is too recent for its timestamps to
     prove it unchanged (see the module docstring); ``check_unchanged`` then
     re-hashes it, and clears the flag once the file is old enough.
+
+    ``via`` says what a spawn runs: ``"memfd"`` (an ELF binary: a sealed
+    in-memory copy of the bytes that were hashed), ``"fd"`` (an ELF binary that
+    uses ``$ORIGIN``, or where no memfd could be made: the verified file, by
+    descriptor) or ``"path"`` (a ``#!`` script or anything else: the path).
+    :attr:`exec_fileno` is the descriptor for the first two, held open (and
+    close-on-exec) for as long as this object lives.
     """
 
     path: Path
     sha256: str
     identity: FileIdentity
     racy: bool = field(default=False, compare=False)
+    exec_fd: Optional[HeldFd] = field(default=None, compare=False, repr=False)
+    via: str = field(default="path", compare=False)
     #: ``path`` as bytes: the ``argv[0]`` a spawn passes.
     path_bytes: bytes = field(init=False, repr=False, compare=False)
     # What check_unchanged needs before every spawn, computed once: the path as
@@ -365,6 +381,12 @@ class VerifiedExecutable:
         object.__setattr__(self, "path_bytes", os.fsencode(self.path))
         object.__setattr__(self, "_spath", str(self.path))
         object.__setattr__(self, "_key", self.identity.key())
+
+    @property
+    def exec_fileno(self) -> Optional[int]:
+        """The descriptor a spawn executes (``spawn(exec_fd=...)``), or ``None``: run ``path``."""
+        held = self.exec_fd
+        return None if held is None else held.fd
 
     def check_unchanged(self, *, plugin: Optional[str] = None) -> None:
         """Raise :class:`~plugin_client.errors.ExecutableChanged` unless the file at
@@ -400,6 +422,8 @@ class VerifiedExecutable:
         try:
             fd = os.open(spath, _EXE_OPEN_FLAGS)
         except OSError as exc:
+            if exc.errno in FD_EXHAUSTED:
+                raise  # the host's trouble, not the file's: the client says so
             raise ExecutableChanged(
                 f"Executable {spath!r}{_of(plugin)} cannot be re-opened for checking ({exc.strerror}); "
                 "it was not run: load the plugin again",
@@ -409,7 +433,7 @@ class VerifiedExecutable:
             before = os.fstat(fd)
             changes = self.identity.differences(before)
             if not changes:
-                digest, nread = _sha256_fd(fd)
+                digest, nread = sha256_fd(fd)
                 changes = self.identity.differences(os.fstat(fd))
                 if not changes and (nread != self.identity.size or not hmac.compare_digest(digest, self.sha256)):
                     changes = ["its contents changed"]
@@ -678,25 +702,6 @@ def _may_execute(st: os.stat_result) -> bool:
     return mode & stat.S_IXOTH != 0
 
 
-def _sha256_fd(fd: int) -> Tuple[str, int]:
-    """The SHA-256 of the bytes read from ``fd`` to its end, and how many were read.
-    ``fd`` stays open."""
-    with io.FileIO(fd, "rb", closefd=False) as f:
-        if sys.version_info >= (3, 11):
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        else:  # pragma: no cover - exercised on Python < 3.11 only
-            h = hashlib.sha256()
-            buf = bytearray(_HASH_CHUNK)
-            view = memoryview(buf)
-            while True:
-                n = f.readinto(buf)
-                if not n:
-                    break
-                h.update(view[:n])
-            digest = h.hexdigest()
-        return digest, f.tell()
-
-
 def _open_failure(exc: OSError, base: str, dfd: int, spath: str, plugin: Optional[str]) -> ManifestError:
     """Turn a failed ``open(O_NOFOLLOW)`` of the executable into a typed error."""
     try:
@@ -719,6 +724,8 @@ def _open_failure(exc: OSError, base: str, dfd: int, spath: str, plugin: Optiona
             f"Executable {spath!r}{_of(plugin)} is a symbolic link{target}; it was refused because a link "
             "can be re-pointed after verification: set 'executable' in the manifest to the real file",
             path=spath,
+            component=spath,
+            rule="symlink",
             plugin=plugin,
         )
     if lst is not None and not stat.S_ISREG(lst.st_mode):
@@ -736,7 +743,7 @@ def _open_failure(exc: OSError, base: str, dfd: int, spath: str, plugin: Optiona
     )
 
 
-def _check_modes(st: os.stat_result, dst: os.stat_result, spath: str, parent: str, plugin: Optional[str]) -> None:
+def _check_modes(st: os.stat_result, spath: str, plugin: Optional[str], sticky_above: Optional[str]) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise ExecutableNotExecutable(
             f"Executable {spath!r}{_of(plugin)} is {_file_kind(st.st_mode)}, not a regular file; "
@@ -757,17 +764,11 @@ def _check_modes(st: os.stat_result, dst: os.stat_result, spath: str, parent: st
             f"Executable {spath!r}{_of(plugin)} is writable by its group or by others (mode {mode:#o}), "
             "so it could be replaced after verification; remove those write bits (chmod go-w)",
             path=spath,
+            component=spath,
+            rule="writable",
             plugin=plugin,
         )
-    dmode = stat.S_IMODE(dst.st_mode)
-    if dmode & stat.S_IWOTH and not dmode & stat.S_ISVTX:
-        raise UnsafePermissions(
-            f"Executable {spath!r}{_of(plugin)} is in directory {parent!r}, which is writable by all users "
-            f"without the sticky bit (mode {dmode:#o}), so anyone could replace it; move the plugin to a "
-            "directory only its owner can write (or chmod o-w or +t the directory)",
-            path=spath,
-            plugin=plugin,
-        )
+    check_owner(st, spath, spath, plugin, sticky_above)
 
 
 def verify_executable(
@@ -796,7 +797,7 @@ def verify_executable(
     declared = checksum_sha256.lower()
     parent, base = os.path.split(spath)
     try:
-        dfd = os.open(parent or os.sep, _DIR_OPEN_FLAGS)
+        dfd, _, sticky_above = open_trusted_dir(parent or os.sep, spath, plugin)
     except (FileNotFoundError, NotADirectoryError):
         raise ExecutableMissing(
             f"Executable {spath!r}{_of(plugin)} does not exist (its directory {parent!r} is missing); install "
@@ -815,7 +816,6 @@ def verify_executable(
             plugin=plugin,
         ) from None
     try:
-        dst = os.fstat(dfd)
         try:
             fd = os.open(base, _EXE_OPEN_FLAGS, dir_fd=dfd)
         except OSError as exc:
@@ -824,8 +824,9 @@ def verify_executable(
         os.close(dfd)
     try:
         st = os.fstat(fd)
-        _check_modes(st, dst, spath, parent, plugin)
-        actual, nread = _sha256_fd(fd)
+        _check_modes(st, spath, plugin, sticky_above)
+        image = read_image(fd)
+        actual, nread = image.sha256, image.nread
         after = os.fstat(fd)
     except OSError as exc:
         raise ManifestUnreadable(
@@ -855,7 +856,9 @@ def verify_executable(
             actual=actual,
             plugin=plugin,
         )
-    return VerifiedExecutable(path=exe, sha256=actual, identity=identity, racy=_is_racy(st))
+    return VerifiedExecutable(
+        path=exe, sha256=actual, identity=identity, racy=_is_racy(st), exec_fd=image.exec_fd, via=image.via
+    )
 
 
 # --- plugins ------------------------------------------------------------------------
