@@ -16,6 +16,7 @@ Every test that starts a process also ends it; these helpers never leave one.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -144,6 +145,9 @@ def zombies() -> List[int]:
 
 
 def fd_count() -> int:
+    # Garbage first: an earlier test's unreachable client may still hold a
+    # verified executable's descriptor, which a collection could close mid-test.
+    gc.collect()
     # The listing's own directory fd is counted every time, so it cancels out.
     return len(os.listdir("/proc/self/fd"))
 
