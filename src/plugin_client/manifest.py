@@ -23,6 +23,8 @@ What this module does:
   bit; it then hashes the bytes *from that same descriptor* and compares them
   with the declared checksum. It returns a :class:`VerifiedExecutable` that
   remembers the file's identity (device, inode, size, mtime, ctime).
+* :func:`executable_sha256` makes the same checks and returns the hash, for
+  a tool that writes a manifest (``plugin-client manifest``).
 * :func:`load_plugin` does both; :func:`discover_plugins` does it for every
   ``<prefix>*.toml`` in a directory and reports each manifest on its own, so
   one broken manifest never hides the others.
@@ -113,6 +115,7 @@ __all__ = (
     "DiscoveryOutcome",
     "load_manifest",
     "verify_executable",
+    "executable_sha256",
     "load_plugin",
     "discover_plugins",
 )
@@ -794,6 +797,31 @@ def verify_executable(
             plugin=plugin,
         )
     declared = checksum_sha256.lower()
+    actual, st = _hash_executable(exe, plugin)
+    if not hmac.compare_digest(actual, declared):
+        raise ChecksumMismatch(
+            f"Executable {spath!r}{_of(plugin)} has SHA-256 {actual} but the manifest declares {declared}; "
+            f'if the new binary is intended, set checksum_sha256 = "{actual}", otherwise restore the original',
+            path=spath,
+            declared=declared,
+            actual=actual,
+            plugin=plugin,
+        )
+    return VerifiedExecutable(path=exe, sha256=actual, identity=FileIdentity.from_stat(st), racy=_is_racy(st))
+
+
+def executable_sha256(path: _PathArg, *, plugin: Optional[str] = None) -> str:
+    """The SHA-256 (lower-case hex) of the executable at ``path``, after the same
+    checks as :func:`verify_executable` (so a file it would refuse has no checksum
+    here either), for writing it into a manifest. Raises what that raises, except
+    :class:`ChecksumMismatch`. Nothing is executed."""
+    return _hash_executable(_absolute(path), plugin)[0]
+
+
+def _hash_executable(exe: Path, plugin: Optional[str]) -> Tuple[str, os.stat_result]:
+    """Open ``exe`` once, check it, and hash it from that descriptor: its SHA-256
+    and the ``fstat`` it was hashed under. See :func:`verify_executable`."""
+    spath = str(exe)
     parent, base = os.path.split(spath)
     try:
         dfd = os.open(parent or os.sep, _DIR_OPEN_FLAGS)
@@ -836,8 +864,7 @@ def verify_executable(
         ) from None
     finally:
         os.close(fd)
-    identity = FileIdentity.from_stat(st)
-    changes = identity.differences(after)
+    changes = FileIdentity.from_stat(st).differences(after)
     if not changes and nread != st.st_size:
         changes = [f"{nread} bytes read of {st.st_size}"]
     if changes:
@@ -846,16 +873,7 @@ def verify_executable(
             "wait for the update to finish and load the plugin again",
             plugin=plugin,
         )
-    if not hmac.compare_digest(actual, declared):
-        raise ChecksumMismatch(
-            f"Executable {spath!r}{_of(plugin)} has SHA-256 {actual} but the manifest declares {declared}; "
-            f'if the new binary is intended, set checksum_sha256 = "{actual}", otherwise restore the original',
-            path=spath,
-            declared=declared,
-            actual=actual,
-            plugin=plugin,
-        )
-    return VerifiedExecutable(path=exe, sha256=actual, identity=identity, racy=_is_racy(st))
+    return actual, st
 
 
 # --- plugins ------------------------------------------------------------------------
