@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from . import __version__
-from . import _cli_manifest
+from . import _cli_conformance, _cli_manifest
 from ._cli_common import (
     EXIT_FAILED, EXIT_OK, EXIT_USAGE, PYTHON_ENV, Out, config_object, positive_seconds, python_for_plugins,
 )
@@ -420,6 +420,7 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--config", type=config_object, metavar="JSON", help="the config object sent in init")
     call.add_argument("--source-name", metavar="NAME", help="the source name sent in init (default: the plugin's name)")
     _cli_manifest.add_parser(sub)
+    _cli_conformance.add_parser(sub)
     return parser
 
 
@@ -445,6 +446,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _cmd_doctor(args, out)
         if args.command == "manifest":
             return _cli_manifest.run(args, out)
+        if args.command == "conformance":
+            return _cli_conformance.run(args, out)
         return _cmd_call(args, out, sys.stdin)
     except BrokenPipeError:  # e.g. `plugin-client doctor | head`
         with contextlib.suppress(OSError):
