@@ -14,6 +14,11 @@
     ``delete REF`` or ``key_material PURPOSE``. A secret (``get``'s value, key
     material) is printed masked unless ``--reveal`` is given.
 
+``plugin-client manifest new|update|verify ...`` and ``plugin-client conformance MANIFEST``
+    For plugin authors: write, re-hash and verify a manifest
+    (:mod:`plugin_client._cli_manifest`), and check a plugin against PROTOCOL.md
+    (:mod:`plugin_client._cli_conformance`).
+
 The plugins directory is ``--plugins-dir``, else ``$PLUGIN_CLIENT_PLUGINS_DIR``,
 else ``$XDG_CONFIG_HOME/plugin-client/plugins`` (``~/.config/plugin-client/plugins``
 when ``XDG_CONFIG_HOME`` is unset or empty).
@@ -30,7 +35,7 @@ with ``$PLUGIN_CLIENT_PYTHON``; unless that variable is already set, this
 command sets it to its own interpreter (which has plugin-client installed), and
 a manifest that lists it passes it on. See ``examples/plugins/README.md``.
 
-Only this module prints; the library only logs. ``-v`` shows the library's log
+Only this module and the ``_cli_*`` modules print; the library only logs. ``-v`` shows the library's log
 on stderr.
 """
 
