@@ -11,9 +11,14 @@ import contextlib
 import json
 import os
 import sys
-from typing import Any, Iterator, Optional, TextIO
+from typing import Any, Callable, Dict, Iterator, Optional, TextIO
 
-__all__ = ("Out", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "PYTHON_ENV", "python_for_plugins", "positive_seconds")
+from .errors import PluginClientError
+
+__all__ = (
+    "Out", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "PYTHON_ENV", "python_for_plugins", "positive_seconds",
+    "config_object", "refused", "report",
+)
 
 PYTHON_ENV = "PLUGIN_CLIENT_PYTHON"
 
@@ -72,3 +77,22 @@ def config_object(text: str) -> dict:  # type: ignore[type-arg]
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object")
     return value
+
+
+def refused(out: Out, exc: PluginClientError, *, command: str, as_json: bool, empty: Dict[str, Any]) -> int:
+    """A command stopped before it had a report (a refused manifest, an unreadable
+    directory): ``empty`` with the error as JSON, or one line on stderr."""
+    if as_json:
+        out.json({**empty, "error_type": type(exc).__name__, "error": exc.message})
+    else:
+        out.err(f"plugin-client {command}: {type(exc).__name__}: {exc.message}")
+    return EXIT_FAILED
+
+
+def report(out: Out, doc: Dict[str, Any], *, as_json: bool, text: Callable[[], None], ok: bool) -> int:
+    """A command's report: ``doc`` as JSON, or ``text()``; the exit code for ``ok``."""
+    if as_json:
+        out.json(doc)
+    else:
+        text()
+    return EXIT_OK if ok else EXIT_FAILED

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._cli_common import EXIT_FAILED, EXIT_OK, Out, config_object, positive_seconds, python_for_plugins
+from ._cli_common import Out, config_object, positive_seconds, python_for_plugins, refused, report
 from .conformance import ConformanceReport, run_conformance
 from .errors import PluginClientError
 from .manifest import load_plugin
@@ -42,16 +42,16 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("-v", "--verbose", action="store_true", help="show the library's log on stderr")
 
 
-def _print(out: Out, report: ConformanceReport) -> None:
-    out.line(f"conformance of {report.plugin!r} ({report.manifest_path})")
-    width = max(len(c.name) for c in report.checks)
-    for c in report.checks:
+def _print(out: Out, result: ConformanceReport) -> None:
+    out.line(f"conformance of {result.plugin!r} ({result.manifest_path})")
+    width = max(len(c.name) for c in result.checks)
+    for c in result.checks:
         out.line(f"{c.status.upper():4}  {c.name.ljust(width)}  {c.detail}")
-    if not report.ok and report.stderr_tail:
-        out.line(f"stderr (last {len(report.stderr_tail)} lines):")
-        for line in report.stderr_tail:
+    if not result.ok and result.stderr_tail:
+        out.line(f"stderr (last {len(result.stderr_tail)} lines):")
+        for line in result.stderr_tail:
             out.line(f"  | {line}")
-    failed = report.failed()
+    failed = result.failed()
     out.line(f"{len(failed)} check(s) failed: {', '.join(failed)}" if failed else "conformant")
 
 
@@ -60,17 +60,9 @@ def run(args: argparse.Namespace, out: Out) -> int:
     try:
         with python_for_plugins():
             plugin = load_plugin(args.manifest)
-            report = run_conformance(
+            result = run_conformance(
                 plugin, write=args.write, config=args.config, source_name=args.source_name, timeout=args.timeout,
             )
     except PluginClientError as exc:
-        if args.json:
-            out.json({"ok": False, "error_type": type(exc).__name__, "error": exc.message, "checks": []})
-        else:
-            out.err(f"plugin-client conformance: {type(exc).__name__}: {exc.message}")
-        return EXIT_FAILED
-    if args.json:
-        out.json(report.to_dict())
-    else:
-        _print(out, report)
-    return EXIT_OK if report.ok else EXIT_FAILED
+        return refused(out, exc, command="conformance", as_json=args.json, empty={"ok": False, "checks": []})
+    return report(out, result.to_dict(), as_json=args.json, text=lambda: _print(out, result), ok=result.ok)

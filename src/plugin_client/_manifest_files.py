@@ -21,7 +21,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Final, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Final, Optional, Sequence, Tuple, Union
 
 from pydantic import ValidationError
 
@@ -69,7 +69,7 @@ def _toml_string(text: str, what: str, spath: str) -> str:
     return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-def _validated(fields: dict, spath: str, name: str) -> PluginManifest:
+def _validated(fields: Dict[str, Any], spath: str, name: str) -> PluginManifest:
     """The fields checked by the loader's own model, so a name or variable the
     loader would refuse is refused here, with its message."""
     try:

@@ -55,7 +55,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 from . import __version__
 from . import _cli_conformance, _cli_manifest
 from ._cli_common import (
-    EXIT_FAILED, EXIT_OK, EXIT_USAGE, PYTHON_ENV, Out, config_object, positive_seconds, python_for_plugins,
+    EXIT_FAILED, EXIT_OK, EXIT_USAGE, PYTHON_ENV, Out, config_object, positive_seconds, python_for_plugins, refused,
+    report,
 )
 from ._impl import IMPLEMENTATION, NO_EXTENSIONS, spawn_method
 from .client import PluginClient
@@ -273,16 +274,8 @@ def _cmd_doctor(args: argparse.Namespace, out: Out) -> int:
     try:
         doc = run_doctor(plugins_dir, timeout=args.timeout, source=source)
     except PluginClientError as exc:
-        if args.json:
-            out.json({"healthy": False, "error_type": type(exc).__name__, "error": exc.message, "plugins": []})
-        else:
-            out.err(f"plugin-client doctor: {exc.message}")
-        return EXIT_FAILED
-    if args.json:
-        out.json(doc)
-    else:
-        _print_doctor(out, doc)
-    return EXIT_OK if doc["healthy"] else EXIT_FAILED
+        return refused(out, exc, command="doctor", as_json=args.json, empty={"healthy": False, "plugins": []})
+    return report(out, doc, as_json=args.json, text=lambda: _print_doctor(out, doc), ok=doc["healthy"])
 
 
 # --- call ---------------------------------------------------------------------------------

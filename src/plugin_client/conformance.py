@@ -50,6 +50,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
 
+from pydantic import SecretStr
+
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, SpawnFailed, StreamEOF
 from ._impl import monotonic
 from ._process import IDLE_EXITED, IDLE_OUTPUT, PluginProcess
@@ -96,7 +98,7 @@ _PROBES: Dict[str, Tuple[Capability, Call, Tuple[str, ...]]] = {
     "validate": (Capability.VALIDATE, ValidateCall(reference=PROBE_REFERENCE), ("bad-reference",) + _NOT_READY),
     "key_material": (Capability.KEY_SOURCE, KeyMaterialCall(purpose="plugin-client-conformance"),
                      ("bad-reference",) + _NOT_READY),
-    "put": (Capability.WRITE, PutCall(reference=PROBE_REFERENCE, value="unused"), ("bad-reference",) + _NOT_READY),
+    "put": (Capability.WRITE, PutCall(reference=PROBE_REFERENCE, value=SecretStr("unused")), ("bad-reference",) + _NOT_READY),
     "delete": (Capability.DELETE, DeleteCall(reference=PROBE_REFERENCE), ("bad-reference",) + _NOT_READY),
 }
 _WRITES = ("put", "delete")
@@ -428,7 +430,7 @@ def run_conformance(
                     checks.append(Check(name, SKIP, "claimed; not called without --write (it changes the store)"))
                     continue
                 if name == "put":
-                    call = PutCall(reference=PROBE_REFERENCE, value=secrets.token_hex(8))
+                    call = PutCall(reference=PROBE_REFERENCE, value=SecretStr(secrets.token_hex(8)))
                 try:
                     checks.append(_answer_check(run, name, call, fine))
                 except _Broken as exc:
