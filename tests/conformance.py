@@ -3,8 +3,9 @@
 ``check_conformance`` is what every plugin that plays the echo behaviour must
 pass through a :class:`PluginClient`: the hand-written ``echo_plugin.py`` and
 the SDK-built ``sdk_plugin.py`` both run it (``test_sdk.py``).
-``check_raw_conformance`` drives a plugin over its pipes directly, for what a
-client never sends (unknown methods) or never shows (exit status on EOF).
+``check_raw_conformance`` drives a plugin over its pipes directly, then runs the
+library's :func:`~plugin_client.conformance.run_conformance` for the wire rules
+every plugin must follow (what a client never sends or never shows).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 
 from plugin_client import errors
 from plugin_client.client import PluginClient
+from plugin_client.conformance import run_conformance
 from plugin_client.manifest import LoadedPlugin
 from plugin_client.protocol import Capability
 
@@ -201,18 +203,18 @@ class RawPlugin:
         self._done = True
 
 
-def check_raw_conformance(argv: List[str]) -> None:
-    """Wire facts both plugins honour: params-less requests, an unknown method, EOF."""
-    p = RawPlugin(argv)
+def check_raw_conformance(plugin: LoadedPlugin) -> None:
+    """The echo behaviour over the pipes (params-less requests), then every wire rule
+    of the library's own conformance run (unknown and unclaimed methods, ids, stray
+    output, exit on EOF and SIGTERM), with put and delete."""
+    p = RawPlugin([str(plugin.executable.path)])
     try:
         res = p.init({"entries": 2})
         assert res["source_name"] == "raw"
         assert p.call("is_available")["result"]["status"] == "available"
         assert [e["reference"] for e in p.call("list")["result"]["entries"]] == ["ref-0", "ref-1"]
-        err = p.call("frobnicate", {"x": 1})["error"]
-        assert err["kind"] == "unsupported-capability"
         assert p.call("get", {"reference": "value:after"})["result"]["value"] == "after"
-        code, rest, _ = p.finish()
-        assert code == 0 and rest == b""
     finally:
         p.kill()
+    report = run_conformance(plugin, write=True, quiet_wait=0.1)
+    assert report.ok, report.to_dict()

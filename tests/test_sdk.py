@@ -72,7 +72,7 @@ def test_conformance_through_the_client(any_plugin: LoadedPlugin) -> None:
 
 
 def test_conformance_over_the_pipes(any_plugin: LoadedPlugin) -> None:
-    check_raw_conformance([str(any_plugin.executable.path)])
+    check_raw_conformance(any_plugin)
 
 
 # --- what the SDK adds ---------------------------------------------------------------------

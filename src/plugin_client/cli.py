@@ -14,6 +14,11 @@
     ``delete REF`` or ``key_material PURPOSE``. A secret (``get``'s value, key
     material) is printed masked unless ``--reveal`` is given.
 
+``plugin-client manifest new|update|verify ...`` and ``plugin-client conformance MANIFEST``
+    For plugin authors: write, re-hash and verify a manifest
+    (:mod:`plugin_client._cli_manifest`), and check a plugin against PROTOCOL.md
+    (:mod:`plugin_client._cli_conformance`).
+
 The plugins directory is ``--plugins-dir``, else ``$PLUGIN_CLIENT_PLUGINS_DIR``,
 else ``$XDG_CONFIG_HOME/plugin-client/plugins`` (``~/.config/plugin-client/plugins``
 when ``XDG_CONFIG_HOME`` is unset or empty).
@@ -30,7 +35,7 @@ with ``$PLUGIN_CLIENT_PYTHON``; unless that variable is already set, this
 command sets it to its own interpreter (which has plugin-client installed), and
 a manifest that lists it passes it on. See ``examples/plugins/README.md``.
 
-Only this module prints; the library only logs. ``-v`` shows the library's log
+Only this module and the ``_cli_*`` modules print; the library only logs. ``-v`` shows the library's log
 on stderr.
 """
 
@@ -45,9 +50,14 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from . import __version__
+from . import _cli_conformance, _cli_manifest
+from ._cli_common import (
+    EXIT_FAILED, EXIT_OK, EXIT_USAGE, PYTHON_ENV, Out, config_object, positive_seconds, python_for_plugins, refused,
+    report,
+)
 from ._impl import IMPLEMENTATION, NO_EXTENSIONS, spawn_method
 from .client import PluginClient
 from .errors import ChecksumMismatch, PluginClientError, PluginError
@@ -58,11 +68,6 @@ from .protocol import Capability, KeyMaterialResult, Result
 __all__ = ("main", "default_plugins_dir", "run_doctor", "PLUGINS_DIR_ENV", "PYTHON_ENV")
 
 PLUGINS_DIR_ENV = "PLUGIN_CLIENT_PLUGINS_DIR"
-PYTHON_ENV = "PLUGIN_CLIENT_PYTHON"
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 MASK = "**********"
 _TAIL_SHOWN = 5
@@ -78,24 +83,6 @@ _METHODS: Dict[str, Tuple[str, int, int]] = {
     "delete": ("secret_source.delete", 1, 1),
     "key_material": ("secret_source.key_material", 1, 1),
 }
-
-
-# --- output: the only place that writes to stdout/stderr ------------------------------
-
-
-class _Out:
-    def __init__(self, stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> None:
-        self.stdout = stdout if stdout is not None else sys.stdout
-        self.stderr = stderr if stderr is not None else sys.stderr
-
-    def line(self, text: str = "") -> None:
-        self.stdout.write(text + "\n")
-
-    def json(self, doc: Any) -> None:
-        self.stdout.write(json.dumps(doc, indent=2, sort_keys=False) + "\n")
-
-    def err(self, text: str) -> None:
-        self.stderr.write(text + "\n")
 
 
 # --- configuration ----------------------------------------------------------------------
@@ -115,19 +102,6 @@ def _plugins_dir(arg: Optional[str]) -> Tuple[Path, str]:
     if arg:
         return Path(arg), "--plugins-dir"
     return default_plugins_dir()
-
-
-@contextlib.contextmanager
-def _python_for_plugins() -> Iterator[None]:
-    """Offer this interpreter to Python plugins as $PLUGIN_CLIENT_PYTHON (see the module doc)."""
-    if os.environ.get(PYTHON_ENV) or not sys.executable:
-        yield
-        return
-    os.environ[PYTHON_ENV] = sys.executable
-    try:
-        yield
-    finally:
-        os.environ.pop(PYTHON_ENV, None)
 
 
 def _capability_names(bits: Optional[int]) -> List[str]:
@@ -221,7 +195,7 @@ def run_doctor(plugins_dir: Path, *, timeout: float = 10.0, source: str = "--plu
     exists but cannot be listed.
     """
     outcomes = discover_plugins(plugins_dir)
-    with _python_for_plugins():
+    with python_for_plugins():
         plugins = [_probe(outcome, timeout) for outcome in outcomes]
     return {
         "plugin_client_version": __version__,
@@ -245,7 +219,7 @@ def _table(rows: Sequence[Sequence[str]]) -> List[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
 
-def _print_doctor(out: _Out, doc: Dict[str, Any]) -> None:
+def _print_doctor(out: Out, doc: Dict[str, Any]) -> None:
     core = doc["implementation"] + (" (extensions off)" if doc["no_extensions"] else "")
     out.line(f"plugin-client {doc['plugin_client_version']}  core: {core}  spawn: {doc['spawn_method']}")
     out.line(f"python: {doc['python']}")
@@ -295,21 +269,13 @@ def _print_doctor(out: _Out, doc: Dict[str, Any]) -> None:
     )
 
 
-def _cmd_doctor(args: argparse.Namespace, out: _Out) -> int:
+def _cmd_doctor(args: argparse.Namespace, out: Out) -> int:
     plugins_dir, source = _plugins_dir(args.plugins_dir)
     try:
         doc = run_doctor(plugins_dir, timeout=args.timeout, source=source)
     except PluginClientError as exc:
-        if args.json:
-            out.json({"healthy": False, "error_type": type(exc).__name__, "error": exc.message, "plugins": []})
-        else:
-            out.err(f"plugin-client doctor: {exc.message}")
-        return EXIT_FAILED
-    if args.json:
-        out.json(doc)
-    else:
-        _print_doctor(out, doc)
-    return EXIT_OK if doc["healthy"] else EXIT_FAILED
+        return refused(out, exc, command="doctor", as_json=args.json, empty={"healthy": False, "plugins": []})
+    return report(out, doc, as_json=args.json, text=lambda: _print_doctor(out, doc), ok=doc["healthy"])
 
 
 # --- call ---------------------------------------------------------------------------------
@@ -327,7 +293,7 @@ def _result_doc(result: Result, reveal: bool) -> Dict[str, Any]:
     return doc
 
 
-def _print_result(out: _Out, doc: Dict[str, Any]) -> None:
+def _print_result(out: Out, doc: Dict[str, Any]) -> None:
     if "entries" in doc:
         for entry in doc["entries"]:
             display = entry.get("display")
@@ -343,7 +309,7 @@ def _print_result(out: _Out, doc: Dict[str, Any]) -> None:
         out.line(f"{key}: {value}")
 
 
-def _cmd_call(args: argparse.Namespace, out: _Out, stdin: TextIO) -> int:
+def _cmd_call(args: argparse.Namespace, out: Out, stdin: TextIO) -> int:
     method = args.method.replace("-", "_")
     if method.startswith("secret_source."):
         method = method[len("secret_source.") :]
@@ -355,16 +321,6 @@ def _cmd_call(args: argparse.Namespace, out: _Out, stdin: TextIO) -> int:
         want = str(lo) if lo == hi else f"{lo} or {hi}"
         out.err(f"plugin-client call: {method} takes {want} argument(s), got {len(args.args)}")
         return EXIT_USAGE
-    config: Dict[str, Any] = {}
-    if args.config:
-        try:
-            config = json.loads(args.config)
-        except ValueError as exc:
-            out.err(f"plugin-client call: --config is not JSON ({exc})")
-            return EXIT_USAGE
-        if not isinstance(config, dict):
-            out.err("plugin-client call: --config must be a JSON object")
-            return EXIT_USAGE
     name = args.name
     plugins_dir, _ = _plugins_dir(args.plugins_dir)
     manifest_path = plugins_dir / f"{DEFAULT_PREFIX}{name}.toml"
@@ -380,9 +336,9 @@ def _cmd_call(args: argparse.Namespace, out: _Out, stdin: TextIO) -> int:
         value = args.args[1] if len(args.args) > 1 else stdin.readline().rstrip("\r\n")
     policy = LifetimePolicy(start_timeout=args.timeout, request_timeout=args.timeout, exit_wait=1.0, shutdown_grace=2.0)
     try:
-        with _python_for_plugins():
+        with python_for_plugins():
             plugin = load_plugin(manifest_path)
-            with PluginClient(plugin, policy=policy, source_name=args.source_name, config=config) as client:
+            with PluginClient(plugin, policy=policy, source_name=args.source_name, config=args.config or {}) as client:
                 arg = args.args[0] if args.args else ""
                 result: Result
                 if method == "init":
@@ -422,16 +378,6 @@ def _cmd_call(args: argparse.Namespace, out: _Out, stdin: TextIO) -> int:
 # --- entry point ---------------------------------------------------------------------------
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value < 1e6:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number of seconds > 0")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -440,7 +386,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"the plugins directory (default: ${PLUGINS_DIR_ENV}, else $XDG_CONFIG_HOME/plugin-client/plugins)",
     )
     common.add_argument("--json", action="store_true", help="print one JSON document")
-    common.add_argument("--timeout", type=_positive, default=10.0, metavar="S", help="start and request timeout (default 10)")
+    common.add_argument("--timeout", type=positive_seconds, default=10.0, metavar="S", help="start and request timeout (default 10)")
     common.add_argument("-v", "--verbose", action="store_true", help="show the library's log on stderr")
 
     parser = argparse.ArgumentParser(
@@ -469,14 +415,16 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("method", metavar="METHOD", help=", ".join(_METHODS))
     call.add_argument("args", metavar="ARG", nargs="*", help="the reference, purpose, or put's reference and value")
     call.add_argument("--reveal", action="store_true", help="print secret values instead of masking them")
-    call.add_argument("--config", metavar="JSON", help="the config object sent in init")
+    call.add_argument("--config", type=config_object, metavar="JSON", help="the config object sent in init")
     call.add_argument("--source-name", metavar="NAME", help="the source name sent in init (default: the plugin's name)")
+    _cli_manifest.add_parser(sub)
+    _cli_conformance.add_parser(sub)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit code."""
-    out = _Out()
+    out = Out()
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -494,6 +442,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "doctor":
             return _cmd_doctor(args, out)
+        if args.command == "manifest":
+            return _cli_manifest.run(args, out)
+        if args.command == "conformance":
+            return _cli_conformance.run(args, out)
         return _cmd_call(args, out, sys.stdin)
     except BrokenPipeError:  # e.g. `plugin-client doctor | head`
         with contextlib.suppress(OSError):

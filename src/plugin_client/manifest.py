@@ -28,6 +28,8 @@ What this module does:
   the file's identity (device, inode, size, mtime, ctime) and holds what a
   spawn runs (``_exec_image``: for an ELF binary a sealed memfd copy of the
   bytes that were hashed).
+* :func:`executable_sha256` makes the same checks and returns the hash, for
+  a tool that writes a manifest (``plugin-client manifest``).
 * :func:`load_plugin` does both; :func:`discover_plugins` does it for every
   ``<prefix>*.toml`` in a directory and reports each manifest on its own, so
   one broken manifest never hides the others.
@@ -90,7 +92,7 @@ from typing import Annotated, Any, Final, List, Optional, Tuple, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, StrictStr, ValidationError, field_validator
 
-from ._exec_image import FD_EXHAUSTED, HeldFd, read_image, sha256_fd
+from ._exec_image import FD_EXHAUSTED, HeldFd, Image, read_image, sha256_fd
 from ._trusted_path import check_owner, of_plugin, open_trusted_dir
 from .errors import (
     BadManifestName,
@@ -122,6 +124,7 @@ __all__ = (
     "DiscoveryOutcome",
     "load_manifest",
     "verify_executable",
+    "executable_sha256",
     "load_plugin",
     "discover_plugins",
 )
@@ -795,6 +798,37 @@ def verify_executable(
             plugin=plugin,
         )
     declared = checksum_sha256.lower()
+    image, st = _hash_executable(exe, plugin)
+    actual = image.sha256
+    if not hmac.compare_digest(actual, declared):
+        raise ChecksumMismatch(
+            f"Executable {spath!r}{_of(plugin)} has SHA-256 {actual} but the manifest declares {declared}; "
+            f'if the new binary is intended, set checksum_sha256 = "{actual}", otherwise restore the original',
+            path=spath,
+            declared=declared,
+            actual=actual,
+            plugin=plugin,
+        )
+    return VerifiedExecutable(
+        path=exe, sha256=actual, identity=FileIdentity.from_stat(st), racy=_is_racy(st),
+        exec_fd=image.exec_fd, via=image.via,
+    )
+
+
+def executable_sha256(path: _PathArg, *, plugin: Optional[str] = None) -> str:
+    """The SHA-256 (lower-case hex) of the executable at ``path``, after the same
+    checks as :func:`verify_executable` (so a file it would refuse has no checksum
+    here either), for writing it into a manifest. Raises what that raises, except
+    :class:`ChecksumMismatch`. Nothing is executed."""
+    return _hash_executable(_absolute(path), plugin)[0].sha256
+
+
+def _hash_executable(exe: Path, plugin: Optional[str]) -> Tuple[Image, os.stat_result]:
+    """Open ``exe`` once, check it (its path too), and hash it from that
+    descriptor: what a spawn runs (:class:`Image`: the hash, and for an ELF
+    binary the sealed copy) and the ``fstat`` it was hashed under. See
+    :func:`verify_executable`."""
+    spath = str(exe)
     parent, base = os.path.split(spath)
     try:
         dfd, _, sticky_above = open_trusted_dir(parent or os.sep, spath, plugin)
@@ -826,7 +860,7 @@ def verify_executable(
         st = os.fstat(fd)
         _check_modes(st, spath, plugin, sticky_above)
         image = read_image(fd)
-        actual, nread = image.sha256, image.nread
+        nread = image.nread
         after = os.fstat(fd)
     except OSError as exc:
         raise ManifestUnreadable(
@@ -837,8 +871,7 @@ def verify_executable(
         ) from None
     finally:
         os.close(fd)
-    identity = FileIdentity.from_stat(st)
-    changes = identity.differences(after)
+    changes = FileIdentity.from_stat(st).differences(after)
     if not changes and nread != st.st_size:
         changes = [f"{nread} bytes read of {st.st_size}"]
     if changes:
@@ -847,18 +880,7 @@ def verify_executable(
             "wait for the update to finish and load the plugin again",
             plugin=plugin,
         )
-    if not hmac.compare_digest(actual, declared):
-        raise ChecksumMismatch(
-            f"Executable {spath!r}{_of(plugin)} has SHA-256 {actual} but the manifest declares {declared}; "
-            f'if the new binary is intended, set checksum_sha256 = "{actual}", otherwise restore the original',
-            path=spath,
-            declared=declared,
-            actual=actual,
-            plugin=plugin,
-        )
-    return VerifiedExecutable(
-        path=exe, sha256=actual, identity=identity, racy=_is_racy(st), exec_fd=image.exec_fd, via=image.via
-    )
+    return image, st
 
 
 # --- plugins ------------------------------------------------------------------------

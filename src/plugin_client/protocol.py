@@ -5,9 +5,9 @@ plugin's stdin (:func:`encode_request`) and one line read from its stdout
 into that call's typed :class:`Result` or a precise exception
 (:func:`decode_reply`). For the plugin side (the SDK) it does the mirror
 image: :func:`decode_request`, :func:`encode_result` and :func:`encode_error`.
-The format is the one of ``protocol-facts.md``, so plugins written for the
-existing Rust host work unmodified and plugins written with our SDK run under
-that host.
+The format is the one ``PROTOCOL.md`` (at the repository root) specifies, so
+plugins written for the existing Rust host work unmodified and plugins written
+with our SDK run under that host.
 
 What it deliberately does not do: any I/O. It never reads, writes, spawns,
 waits or times out; it does not split a byte stream into frames (the core's

@@ -1,7 +1,7 @@
 /* A fast, fault-injecting secret-source plugin in C, for the reliability and
  * security tests (tests/test_reliability_*.py, tests/test_security_*.py).
  *
- * Like echo_plugin.py it is a *foreign* plugin written from protocol-facts.md
+ * Like echo_plugin.py it is a *foreign* plugin written from PROTOCOL.md
  * only, but it starts in about a millisecond (a Python plugin needs ~30 ms),
  * so the tests can afford thousands of spawns, and it can misbehave in ways a
  * Python script cannot cheaply (write a gigabyte, fork daemons, dump its raw

@@ -1,4 +1,4 @@
-"""A devboy-compatible secret-source plugin for the tests, written from protocol-facts.md only.
+"""A devboy-compatible secret-source plugin for the tests, written from PROTOCOL.md only.
 
 It does not import plugin_client: it is a foreign plugin, as a third party
 would write it (the standard library, ``json.dumps`` default spacing). The
