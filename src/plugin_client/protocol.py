@@ -48,7 +48,6 @@ which the plugin wrote to be shown to a user: it is kept on
 
 import base64
 import binascii
-import enum
 import gc
 import json
 import re
@@ -85,6 +84,7 @@ from pydantic import (
 )
 from typing_extensions import Annotated, NotRequired, TypedDict
 
+from ._enums import AvailabilityStatus, Capability, ErrorKind, Method
 from ._impl import split_result
 from ._scrub import scrub
 from .errors import (
@@ -147,59 +147,6 @@ _MAX_U32: Final = 2**32 - 1
 _U64 = Annotated[int, Strict(), Field(ge=0, le=MAX_REQUEST_ID)]
 _U32 = Annotated[int, Strict(), Field(ge=0, le=_MAX_U32)]
 _StrictBool = Annotated[bool, Strict()]
-
-
-# --- enums ---------------------------------------------------------------------
-
-
-class Capability(enum.IntFlag):
-    """Capability bits a plugin claims in ``init``'s ``capabilities_bits``.
-
-    Bits this version does not know are kept, not rejected (``IntFlag``'s
-    default boundary is ``KEEP`` on 3.11+, and 3.9/3.10 keep them as
-    pseudo-members), so a newer plugin's claims survive a round trip.
-    """
-
-    READ = 0x1
-    LIST = 0x2
-    VALIDATE = 0x4
-    WRITE = 0x8
-    ROTATE = 0x10
-    BIOMETRIC_PROMPT = 0x20
-    AUDIT_LOGGED = 0x40
-    DELETE = 0x80
-    KEY_SOURCE = 0x100
-
-
-class Method(str, enum.Enum):
-    """The JSON-RPC method names."""
-
-    INIT = "secret_source.init"
-    IS_AVAILABLE = "secret_source.is_available"
-    GET = "secret_source.get"
-    LIST = "secret_source.list"
-    VALIDATE = "secret_source.validate"
-    PUT = "secret_source.put"
-    DELETE = "secret_source.delete"
-    KEY_MATERIAL = "secret_source.key_material"
-
-
-class ErrorKind(str, enum.Enum):
-    """The documented ``kind`` tags of an error reply."""
-
-    UNAVAILABLE = "unavailable"
-    UNSUPPORTED_CAPABILITY = "unsupported-capability"
-    BAD_REFERENCE = "bad-reference"
-    NEEDS_CREDENTIAL = "needs-credential"
-    OTHER = "other"
-
-
-class AvailabilityStatus(str, enum.Enum):
-    """``is_available``'s ``status``."""
-
-    AVAILABLE = "available"
-    UNAVAILABLE = "unavailable"
-    NEEDS_CREDENTIAL = "needs-credential"
 
 
 # --- results (plugin -> host) --------------------------------------------------
