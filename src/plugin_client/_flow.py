@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from typing import Any, Callable, Dict, Generator, List, Mapping, Optional, Tuple, Union
 
 from pydantic import ValidationError
@@ -70,6 +71,12 @@ _PLUGIN_FAULTS = EXCHANGE_ERRORS + (PluginClientError,)
 
 
 _NEED_BITS: Dict[type, int] = {}
+
+# A manifest that allow-lists this variable gets the host's value or, when the host
+# has none, the host's own interpreter: a Python plugin's launcher re-runs itself with
+# it, so an SDK plugin starts from any Python host with no set-up. The manifest shows it.
+PYTHON_ENV = "PLUGIN_CLIENT_PYTHON"
+_PYTHON_ENV_B = os.fsencode(PYTHON_ENV)
 
 # This process's pid, kept by an at-fork hook: the warm path's fork check
 # without a getpid() system call (ready_steps still asks the kernel).
@@ -503,6 +510,8 @@ class Flow:
             value = environb.get(key)
             if value is not None:
                 env[key] = value
+            elif key == _PYTHON_ENV_B and sys.executable:
+                env[key] = os.fsencode(sys.executable)
         return env
 
     def _spawn_steps(self) -> FlowSteps:

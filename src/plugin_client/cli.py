@@ -24,12 +24,6 @@ itself ``available``; an empty or missing directory is healthy); ``1`` a plugin
 is broken or not available, or the request failed; ``2`` usage errors
 (unknown options or methods, a wrong number of arguments, an unknown plugin).
 
-The interpreter for Python plugins: a plugin's environment holds only its
-manifest's ``allowed_env_vars``. The bundled Python example re-executes itself
-with ``$PLUGIN_CLIENT_PYTHON``; unless that variable is already set, this
-command sets it to its own interpreter (which has plugin-client installed), and
-a manifest that lists it passes it on. See ``examples/plugins/README.md``.
-
 Only this module prints; the library only logs. ``-v`` shows the library's log
 on stderr.
 """
@@ -45,9 +39,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from . import __version__
+from ._flow import PYTHON_ENV
 from ._impl import IMPLEMENTATION, NO_EXTENSIONS, spawn_method
 from .client import PluginClient
 from .errors import ChecksumMismatch, PluginClientError, PluginError
@@ -58,7 +53,6 @@ from .protocol import Capability, KeyMaterialResult, Result
 __all__ = ("main", "default_plugins_dir", "run_doctor", "PLUGINS_DIR_ENV", "PYTHON_ENV")
 
 PLUGINS_DIR_ENV = "PLUGIN_CLIENT_PLUGINS_DIR"
-PYTHON_ENV = "PLUGIN_CLIENT_PYTHON"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -115,19 +109,6 @@ def _plugins_dir(arg: Optional[str]) -> Tuple[Path, str]:
     if arg:
         return Path(arg), "--plugins-dir"
     return default_plugins_dir()
-
-
-@contextlib.contextmanager
-def _python_for_plugins() -> Iterator[None]:
-    """Offer this interpreter to Python plugins as $PLUGIN_CLIENT_PYTHON (see the module doc)."""
-    if os.environ.get(PYTHON_ENV) or not sys.executable:
-        yield
-        return
-    os.environ[PYTHON_ENV] = sys.executable
-    try:
-        yield
-    finally:
-        os.environ.pop(PYTHON_ENV, None)
 
 
 def _capability_names(bits: Optional[int]) -> List[str]:
@@ -221,8 +202,7 @@ def run_doctor(plugins_dir: Path, *, timeout: float = 10.0, source: str = "--plu
     exists but cannot be listed.
     """
     outcomes = discover_plugins(plugins_dir)
-    with _python_for_plugins():
-        plugins = [_probe(outcome, timeout) for outcome in outcomes]
+    plugins = [_probe(outcome, timeout) for outcome in outcomes]
     return {
         "plugin_client_version": __version__,
         "implementation": IMPLEMENTATION,
@@ -380,28 +360,27 @@ def _cmd_call(args: argparse.Namespace, out: _Out, stdin: TextIO) -> int:
         value = args.args[1] if len(args.args) > 1 else stdin.readline().rstrip("\r\n")
     policy = LifetimePolicy(start_timeout=args.timeout, request_timeout=args.timeout, exit_wait=1.0, shutdown_grace=2.0)
     try:
-        with _python_for_plugins():
-            plugin = load_plugin(manifest_path)
-            with PluginClient(plugin, policy=policy, source_name=args.source_name, config=config) as client:
-                arg = args.args[0] if args.args else ""
-                result: Result
-                if method == "init":
-                    result = client.start()
-                elif method == "is_available":
-                    result = client.is_available()
-                elif method == "get":
-                    result = client.get(arg)
-                elif method == "list":
-                    result = client.list()
-                elif method == "validate":
-                    result = client.validate(arg)
-                elif method == "put":
-                    assert value is not None
-                    result = client.put(arg, value)
-                elif method == "delete":
-                    result = client.delete(arg)
-                else:
-                    result = client.key_material(arg)
+        plugin = load_plugin(manifest_path)
+        with PluginClient(plugin, policy=policy, source_name=args.source_name, config=config) as client:
+            arg = args.args[0] if args.args else ""
+            result: Result
+            if method == "init":
+                result = client.start()
+            elif method == "is_available":
+                result = client.is_available()
+            elif method == "get":
+                result = client.get(arg)
+            elif method == "list":
+                result = client.list()
+            elif method == "validate":
+                result = client.validate(arg)
+            elif method == "put":
+                assert value is not None
+                result = client.put(arg, value)
+            elif method == "delete":
+                result = client.delete(arg)
+            else:
+                result = client.key_material(arg)
     except PluginClientError as exc:
         if args.json:
             err: Dict[str, Any] = {"type": type(exc).__name__, "message": exc.message}
