@@ -116,7 +116,7 @@ _PARAMS: Dict[str, Optional[_Spec]] = {
     Method.DELETE.value: _REFERENCE,
     Method.KEY_MATERIAL.value: (("purpose", str, _REQUIRED),),
 }
-_TYPE_NAMES = {str: "a string", dict: "an object"}
+_TYPE_NAMES: Dict[type, str] = {str: "a string", dict: "an object"}
 
 
 def _no_constant(name: str) -> Any:

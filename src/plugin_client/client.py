@@ -268,7 +268,7 @@ class PluginClient(FlowHandle):
         except BaseException as err:
             # The request line (a put value) and the reply frame (a get value)
             # must not ride along in this frame's or the library's locals.
-            line = frame = None  # noqa: F841
+            line = frame = None  # type: ignore[assignment]  # noqa: F841
             scrub(err)
             raise
         finally:

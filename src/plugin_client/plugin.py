@@ -101,6 +101,34 @@ if TYPE_CHECKING:
     from types import FrameType
     from typing import Any, BinaryIO, Callable, ClassVar, Dict, List, Optional, Tuple, Union
 
+    from collections.abc import Iterable as _Iterable
+    from collections.abc import Mapping as _Mapping
+    from datetime import timedelta
+
+    from pydantic import SecretBytes, SecretStr
+
+    from .protocol import (
+        DeleteResult,
+        GetResult,
+        InitResult,
+        IsAvailableResult,
+        KeyMaterialResult,
+        ListEntry,
+        ListResult,
+        PutResult,
+        ValidateResult,
+    )
+
+    # What each handler may return (the table in the module docstring), for type checkers.
+    _Text = Union[str, SecretStr, "SecretText"]
+    _Lease = Union[int, float, timedelta, None]
+    InitReturn = Union[None, int, Tuple[int, str], InitResult]
+    AvailableReturn = Union[None, bool, str, Tuple[Union[bool, str], Optional[str]], IsAvailableResult]
+    GetReturn = Union[None, _Text, Tuple[_Text, _Lease], GetResult]
+    ListItem = Union[str, Tuple[str, Optional[str]], _Mapping[str, Any], ListEntry]
+    ListReturn = Union[None, _Iterable[ListItem], ListResult]
+    KeyReturn = Union[bytes, bytearray, memoryview, SecretBytes, KeyMaterialResult]
+
     _Stream = Union[int, BinaryIO, None]
     _Invoke = Callable[[Callable[..., Any], Dict[str, Any]], Any]
     _Build = Callable[[Any, Dict[str, Any]], Dict[str, Any]]
@@ -238,7 +266,9 @@ _METHOD_CAPS: Dict[str, Capability] = {
 class SecretSourcePlugin:
     """A convenient base for handlers. Override the methods your plugin supports.
 
-    ``capabilities``: ``None`` (default) claims the overridden methods' bits;
+    The handler methods are declared with their signatures for type checkers
+    (mypy checks a subclass's overrides), but exist only on the subclass at run
+    time. ``capabilities``: ``None`` (default) claims the overridden methods' bits;
     set it to claim others as well (e.g. ``AUDIT_LOGGED``), then also
     implement each method it gates. ``version`` is sent as ``plugin_version``.
     After ``init``, ``source_name`` and ``config`` hold what the host sent.
@@ -250,13 +280,29 @@ class SecretSourcePlugin:
     source_name: str = ""
     config: Dict[str, Any] = {}
 
-    def init(self, source_name: str, config: Dict[str, Any]) -> Any:
+    def init(self, source_name: str, config: Dict[str, Any]) -> InitReturn:
         self.source_name = source_name
         self.config = config
         return None
 
-    def is_available(self) -> Any:
+    def is_available(self) -> AvailableReturn:
         return True
+
+    # The handlers a subclass may define, declared for type checkers only: at run
+    # time the class has none of them, so a subclass claims exactly what it defines.
+    if TYPE_CHECKING:
+
+        def get(self, reference: str) -> GetReturn: ...
+
+        def list(self) -> ListReturn: ...
+
+        def validate(self, reference: str) -> Union[bool, None, ValidateResult]: ...
+
+        def put(self, reference: str, value: SecretText) -> Union[bool, None, PutResult]: ...
+
+        def delete(self, reference: str) -> Union[bool, None, DeleteResult]: ...
+
+        def key_material(self, purpose: str) -> KeyReturn: ...
 
 
 def _implements(handler: Any, attr: str) -> bool:
