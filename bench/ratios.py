@@ -69,6 +69,15 @@ TARGETS: List[Target] = [
     ("aio_warm_get", "async-c", "sync-c", "(info) AsyncPluginClient vs PluginClient", lambda r: True),
     ("aio_warm_get", "async-c", "asyncio-naive", "(info) vs create_subprocess_exec+readline+json", lambda r: True),
     ("aio_warm_get", "async-c", "async-py", "(info) asyncio client, compiled core vs the twin", lambda r: True),
+    ("sdk_start", "sdk", "stdlib", "<= 1.3x the same handlers on stdlib json, spawn to init reply", lambda r: r <= 1.3),
+    ("import", "sdk", "json", "(info) import plugin_client.plugin vs import json", lambda r: True),
+    ("import", "sync-host", "json", "(info) from plugin_client import PluginClient, load_plugin", lambda r: True),
+]
+
+# (case, ours, baseline, extra_info key, target text, check(ratio)): memory, not time.
+MEMORY_TARGETS = [
+    ("sdk_start", "sdk", "stdlib", "rss_kb", "<= 1.3x the RSS after init (VmRSS)", lambda r: r <= 1.3),
+    ("sdk_start", "sdk", "stdlib", "hwm_kb", "(info) peak RSS after init (VmHWM)", lambda r: True),
 ]
 
 
@@ -110,6 +119,20 @@ def contention_rows(medians: Medians, extras: Dict[Tuple[str, str, str], Dict[st
     return out
 
 
+def memory_rows(extras: Dict[Tuple[str, str, str], Dict[str, Any]]) -> List[List[str]]:
+    out: List[List[str]] = []
+    for case, ours, base, key, goal, check in MEMORY_TARGETS:
+        for (c, placement, variant), info in sorted(extras.items()):
+            other = extras.get((case, placement, base), {})
+            if c != case or variant != ours or key not in info or key not in other:
+                continue
+            r = info[key] / other[key]
+            verdict = "" if goal.startswith("(info)") else ("met" if check(r) else "MISSED")
+            out.append([f"{case} {key}", placement, f"{ours} / {base}", f"{info[key] / 1024:.1f} MiB",
+                        f"{other[key] / 1024:.1f} MiB", f"{r:.2f}", "memory ratio", goal, verdict])
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("json", help="the file written by pytest --benchmark-json=FILE")
@@ -121,7 +144,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("no tagged benchmark results (run with --benchmark-only, not --benchmark-disable)", file=sys.stderr)
         return 1
     head = ["case", "placement", "ours / baseline", "ours", "baseline", "ratio", "", "target", ""]
-    table = rows(medians) + contention_rows(medians, extras)
+    table = rows(medians) + contention_rows(medians, extras) + memory_rows(extras)
     if args.markdown:
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, List, Optional
 
 import pytest
 
@@ -18,7 +19,7 @@ from plugin_client.policy import LifetimePolicy
 from plugin_client.protocol import Capability
 from plugin_client.source import PluginSecretSource
 
-from conformance import EXAMPLES, RawPlugin, python_for_examples
+from conformance import EXAMPLES, RawPlugin, make_sdk_plugin, python_for_examples
 
 POLICY = LifetimePolicy(request_timeout=10.0, start_timeout=15.0, shutdown_grace=1.0, exit_wait=1.0)
 SHIPPED = {"jsonfile", "shell-demo"}
@@ -143,6 +144,60 @@ def test_jsonfile_explains_an_interpreter_without_plugin_client(tmp_path: Path, 
     tail = "\n".join(client.health().stderr_tail)
     assert "cannot import plugin_client" in tail and "PLUGIN_CLIENT_PYTHON" in tail
     client.shutdown()
+
+
+README_HOST = """
+import sys
+from plugin_client import PluginClient, LifetimePolicy, PluginError, load_plugin
+
+plugin = load_plugin(sys.argv[1])
+with PluginClient(plugin, policy=LifetimePolicy(request_timeout=10.0, start_timeout=15.0)) as vault:
+    secret = vault.get("demo/db-password")
+    print("lease:", secret.lease_seconds, "value:", secret.value.get_secret_value())
+"""
+
+
+def test_jsonfile_from_a_plain_host_with_no_set_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's host, in a fresh process with no PLUGIN_CLIENT_PYTHON: the manifest
+    allow-lists it, so the client passes its own interpreter (issue 23, item 2)."""
+    monkeypatch.delenv("PLUGIN_CLIENT_PYTHON", raising=False)
+    monkeypatch.delenv("JSONFILE_SECRETS_PATH", raising=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", README_HOST, str(EXAMPLES / "devboy-source-jsonfile.toml")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "lease: 300 value: dummy-db-password-not-a-secret\n"
+
+
+def test_jsonfile_in_process_with_no_set_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PLUGIN_CLIENT_PYTHON", raising=False)
+    monkeypatch.delenv("JSONFILE_SECRETS_PATH", raising=False)
+    with PluginClient(load_plugin(EXAMPLES / "devboy-source-jsonfile.toml"), policy=POLICY) as client:
+        assert client.get("demo/greeting").value.get_secret_value() == "hello from a JSON file"
+        _stopped_cleanly(client)
+
+
+@pytest.mark.parametrize(
+    "allowed, host_value, seen",
+    [
+        (["PLUGIN_CLIENT_PYTHON"], None, sys.executable),  # the host's own interpreter
+        (["PLUGIN_CLIENT_PYTHON"], "/opt/py/bin/python3", "/opt/py/bin/python3"),  # the host's choice wins
+        ([], None, "<unset>"),  # not allow-listed: nothing is added
+        ([], "/opt/py/bin/python3", "<unset>"),
+    ],
+)
+def test_the_interpreter_reaches_only_a_manifest_that_lists_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, allowed: List[str], host_value: Optional[str], seen: str
+) -> None:
+    if host_value is None:
+        monkeypatch.delenv("PLUGIN_CLIENT_PYTHON", raising=False)
+    else:
+        monkeypatch.setenv("PLUGIN_CLIENT_PYTHON", host_value)
+    plugin = make_sdk_plugin(tmp_path / "p", allowed_env_vars=allowed)
+    with PluginClient(plugin, policy=POLICY) as client:
+        assert client.get("env:PLUGIN_CLIENT_PYTHON").value.get_secret_value() == seen
+        assert client.get("env:PATH").value.get_secret_value() == "<unset>"
 
 
 # --- shell-demo: the dependency-free POSIX sh example ----------------------------------------------

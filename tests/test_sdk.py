@@ -367,3 +367,108 @@ def test_sdk_plugin_under_the_existing_host_request_shapes(raw: RawPlugin) -> No
     assert raw.read() == {"jsonrpc": "2.0", "id": 2, "result": {"status": "available"}}
     raw.send_line(b'{"jsonrpc":"2.0","id":3,"method":"secret_source.list"}')
     assert raw.read()["id"] == 3
+
+
+# --- a light SDK: no pydantic, asyncio, clients or core in a plugin process --------------
+
+HEAVY = ("pydantic", "pydantic_core", "asyncio", "plugin_client.client", "plugin_client.aio",
+         "plugin_client.protocol", "plugin_client._impl", "plugin_client._core", "plugin_client._core_py")
+
+
+def _fresh_modules(code: str) -> List[str]:
+    import subprocess
+    import sys
+
+    from _helpers import SRC_DIR
+
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {SRC_DIR!r}); {code}; "
+         "print('\\n'.join(sorted(sys.modules)))"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+def _loaded(modules: List[str], names: Any) -> List[str]:
+    return [m for m in modules if any(m == n or m.startswith(n + ".") for n in names)]
+
+
+def test_importing_the_sdk_loads_nothing_heavy() -> None:
+    modules = _fresh_modules("import plugin_client.plugin")
+    assert _loaded(modules, HEAVY) == []
+    # Not even these until a plugin needs them (logging: at its first record).
+    assert _loaded(modules, ("typing", "logging", "threading", "datetime", "base64")) == []
+
+
+def test_the_package_loads_names_on_first_use() -> None:
+    assert _loaded(_fresh_modules("import plugin_client"), HEAVY) == []
+    sync_host = _fresh_modules("from plugin_client import PluginClient, load_plugin")
+    assert "plugin_client.client" in sync_host and _loaded(sync_host, ("asyncio", "plugin_client.aio")) == []
+    impl = _fresh_modules("import plugin_client; assert plugin_client.IMPLEMENTATION in ('cython', 'python')")
+    assert "plugin_client._impl" in impl and _loaded(impl, ("pydantic",)) == []
+
+
+def test_every_public_name_is_reachable_and_listed() -> None:
+    import plugin_client
+
+    assert isinstance(plugin_client.__all__, tuple)
+    for name in plugin_client.__all__:
+        assert getattr(plugin_client, name) is not None, name
+    assert set(plugin_client.__all__) <= set(dir(plugin_client))
+    with pytest.raises(AttributeError):
+        plugin_client.NoSuchName  # type: ignore[attr-defined]
+
+
+def test_host_and_sdk_share_one_class_per_error_kind() -> None:
+    import plugin_client
+    from plugin_client import plugin
+
+    assert plugin_client.BadReference is plugin.BadReference
+    assert plugin_client.NeedsCredential is plugin.NeedsCredential
+    assert issubclass(plugin.NotFound, plugin_client.BadReference)
+    host = plugin_client.BadReference("Plugin 'p' rejected 'r'.", reference="r", reason="not found", plugin="p")
+    assert (host.reference, host.reason, host.plugin, str(host)) == ("r", "not found", "p", "Plugin 'p' rejected 'r'.")
+    assert BadReference("r", "must look like a/b").fields() == {"reference": "r", "reason": "must look like a/b"}
+    cred = plugin_client.NeedsCredential("Plugin 'p' needs a credential.", detail="sign in", plugin="p")
+    assert cred.detail == "sign in" and cred.fields() == {"detail": "sign in"}
+
+
+def test_put_value_is_masked() -> None:
+    from plugin_client.plugin import SecretText
+
+    seen: List[Any] = []
+
+    class Store(SecretSourcePlugin):
+        def put(self, reference: str, value: SecretText) -> bool:
+            seen.append(value)
+            return False
+
+    replies = run_in_process(Store, INIT, req(2, "put", reference="r", value="hunter2"))
+    assert replies[1]["result"] == {"replaced": False}
+    (value,) = seen
+    assert value.get_secret_value() == "hunter2" and "hunter2" not in f"{value} {value!r}"
+
+
+@pytest.mark.parametrize("value", ["plain", 'h\u00e9llo \u2713 "q" \\ \t\x00\x1f\x7f \U0001f511', ""])
+@pytest.mark.parametrize("lease", [None, 0, 2**64 - 1])
+def test_sdk_writes_the_bytes_the_protocol_module_writes(value: str, lease: Any) -> None:
+    from plugin_client import protocol
+    from plugin_client._plugin_wire import result_line
+
+    body: Dict[str, Any] = {"value": value} if lease is None else {"value": value, "lease_seconds": lease}
+    model = GetResult(value=SecretStr(value), lease_seconds=lease)
+    assert result_line(7, body) == protocol.encode_result(7, model)
+    entries = protocol.ListResult(entries=[ListEntry(reference=value), ListEntry(reference="x", display=value)])
+    assert result_line(8, {"entries": [{"reference": value}, {"reference": "x", "display": value}]}) == (
+        protocol.encode_result(8, entries)
+    )
+
+
+def test_a_lone_surrogate_is_refused_without_echoing_the_secret() -> None:
+    class Bad(SecretSourcePlugin):
+        def get(self, reference: str) -> str:
+            return "secret\ud800"
+
+    err = run_in_process(Bad, INIT, req(2, "get", reference="r"))[1]["error"]
+    assert err["kind"] == "other" and "secret" not in err["detail"] and "surrogate" in err["detail"]

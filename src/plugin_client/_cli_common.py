@@ -7,20 +7,17 @@ one place that writes to stdout and stderr. It holds no command of its own.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import sys
-from typing import Any, Callable, Dict, Iterator, Optional, TextIO
+from typing import Any, Callable, Dict, Optional, TextIO
 
 from .errors import PluginClientError
 
 __all__ = (
-    "Out", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "PYTHON_ENV", "python_for_plugins", "positive_seconds",
+    "Out", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "positive_seconds",
     "config_object", "refused", "report",
 )
 
-PYTHON_ENV = "PLUGIN_CLIENT_PYTHON"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -42,19 +39,6 @@ class Out:
 
     def err(self, text: str) -> None:
         self.stderr.write(text + "\n")
-
-
-@contextlib.contextmanager
-def python_for_plugins() -> Iterator[None]:
-    """Offer this interpreter to Python plugins as $PLUGIN_CLIENT_PYTHON (see ``cli``'s docstring)."""
-    if os.environ.get(PYTHON_ENV) or not sys.executable:
-        yield
-        return
-    os.environ[PYTHON_ENV] = sys.executable
-    try:
-        yield
-    finally:
-        os.environ.pop(PYTHON_ENV, None)
 
 
 def positive_seconds(text: str) -> float:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._cli_common import Out, config_object, positive_seconds, python_for_plugins, refused, report
+from ._cli_common import Out, config_object, positive_seconds, refused, report
 from .conformance import ConformanceReport, run_conformance
 from .errors import PluginClientError
 from .manifest import load_plugin
@@ -58,11 +58,10 @@ def _print(out: Out, result: ConformanceReport) -> None:
 def run(args: argparse.Namespace, out: Out) -> int:
     """Run ``conformance``; returns the exit code."""
     try:
-        with python_for_plugins():
-            plugin = load_plugin(args.manifest)
-            result = run_conformance(
-                plugin, write=args.write, config=args.config, source_name=args.source_name, timeout=args.timeout,
-            )
+        plugin = load_plugin(args.manifest)
+        result = run_conformance(
+            plugin, write=args.write, config=args.config, source_name=args.source_name, timeout=args.timeout,
+        )
     except PluginClientError as exc:
         return refused(out, exc, command="conformance", as_json=args.json, empty={"ok": False, "checks": []})
     return report(out, result.to_dict(), as_json=args.json, text=lambda: _print(out, result), ok=result.ok)

@@ -28,7 +28,8 @@ import errno
 import logging
 import math
 import os
-from typing import Any, Callable, Dict, Generator, List, Mapping, Optional, Tuple, Union
+import sys
+from typing import Any, Callable, Dict, Generator, Mapping, Optional, Sequence, Tuple, Union
 
 from pydantic import ValidationError
 
@@ -55,10 +56,10 @@ from .health import PluginHealth, PluginState
 from .manifest import PluginManifest, VerifiedExecutable, verify_executable
 from .policy import LifetimePolicy
 from .protocol import (
-    MAX_REQUEST_ID, Call, InitCall, InitResult, Result, _init_line, _init_params, decode_reply, encode_request,
+    MAX_REQUEST_ID, Call, InitCall, InitResult, _init_line, _init_params, decode_reply, encode_request,
 )
 
-__all__ = ("Flow", "FlowHandle", "FlowSteps", "EXCHANGE_ERRORS")
+__all__ = ("Flow", "FlowHandle", "FlowSteps", "EXCHANGE_ERRORS", "PYTHON_ENV", "plugin_env")
 
 _log = logging.getLogger("plugin_client")
 
@@ -72,6 +73,27 @@ _PLUGIN_FAULTS = EXCHANGE_ERRORS + (PluginClientError,)
 
 
 _NEED_BITS: Dict[type, int] = {}
+
+# A manifest that allow-lists this variable gets the host's value or, when the host
+# has none, the host's own interpreter: a Python plugin's launcher re-runs itself with
+# it, so an SDK plugin starts from any Python host with no set-up. The manifest shows it.
+PYTHON_ENV = "PLUGIN_CLIENT_PYTHON"
+_PYTHON_ENV_B = os.fsencode(PYTHON_ENV)
+
+def plugin_env(allowed_env_vars: Sequence[str]) -> Dict[bytes, bytes]:
+    """The environment a plugin is spawned with: the allow-listed variables the
+    host has set, nothing else (and :data:`PYTHON_ENV`, if allow-listed, as above)."""
+    environb = os.environb
+    env: Dict[bytes, bytes] = {}
+    for var in allowed_env_vars:
+        key = os.fsencode(var)
+        value = environb.get(key)
+        if value is not None:
+            env[key] = value
+        elif key == _PYTHON_ENV_B and sys.executable:
+            env[key] = os.fsencode(sys.executable)
+    return env
+
 
 # This process's pid, kept by an at-fork hook: the warm path's fork check
 # without a getpid() system call (ready_steps still asks the kernel).
@@ -498,14 +520,7 @@ class Flow:
         return self._verified
 
     def _env(self) -> Dict[bytes, bytes]:
-        environb = os.environb
-        env: Dict[bytes, bytes] = {}
-        for var in self.manifest.allowed_env_vars:
-            key = os.fsencode(var)
-            value = environb.get(key)
-            if value is not None:
-                env[key] = value
-        return env
+        return plugin_env(self.manifest.allowed_env_vars)
 
     def _spawn_steps(self) -> FlowSteps:
         """Spawn and init a new process (none is live); returns it."""

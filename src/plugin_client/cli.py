@@ -29,12 +29,6 @@ itself ``available``; an empty or missing directory is healthy); ``1`` a plugin
 is broken or not available, or the request failed; ``2`` usage errors
 (unknown options or methods, a wrong number of arguments, an unknown plugin).
 
-The interpreter for Python plugins: a plugin's environment holds only its
-manifest's ``allowed_env_vars``. The bundled Python example re-executes itself
-with ``$PLUGIN_CLIENT_PYTHON``; unless that variable is already set, this
-command sets it to its own interpreter (which has plugin-client installed), and
-a manifest that lists it passes it on. See ``examples/plugins/README.md``.
-
 Only this module and the ``_cli_*`` modules print; the library only logs. ``-v`` shows the library's log
 on stderr.
 """
@@ -44,7 +38,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -55,9 +48,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 from . import __version__
 from . import _cli_conformance, _cli_manifest
 from ._cli_common import (
-    EXIT_FAILED, EXIT_OK, EXIT_USAGE, PYTHON_ENV, Out, config_object, positive_seconds, python_for_plugins, refused,
-    report,
+    EXIT_FAILED, EXIT_OK, EXIT_USAGE, Out, config_object, positive_seconds, refused, report,
 )
+from ._flow import PYTHON_ENV
 from ._impl import IMPLEMENTATION, NO_EXTENSIONS, spawn_method
 from .client import PluginClient
 from .errors import ChecksumMismatch, PluginClientError, PluginError
@@ -195,8 +188,7 @@ def run_doctor(plugins_dir: Path, *, timeout: float = 10.0, source: str = "--plu
     exists but cannot be listed.
     """
     outcomes = discover_plugins(plugins_dir)
-    with python_for_plugins():
-        plugins = [_probe(outcome, timeout) for outcome in outcomes]
+    plugins = [_probe(outcome, timeout) for outcome in outcomes]
     return {
         "plugin_client_version": __version__,
         "implementation": IMPLEMENTATION,
@@ -336,28 +328,27 @@ def _cmd_call(args: argparse.Namespace, out: Out, stdin: TextIO) -> int:
         value = args.args[1] if len(args.args) > 1 else stdin.readline().rstrip("\r\n")
     policy = LifetimePolicy(start_timeout=args.timeout, request_timeout=args.timeout, exit_wait=1.0, shutdown_grace=2.0)
     try:
-        with python_for_plugins():
-            plugin = load_plugin(manifest_path)
-            with PluginClient(plugin, policy=policy, source_name=args.source_name, config=args.config or {}) as client:
-                arg = args.args[0] if args.args else ""
-                result: Result
-                if method == "init":
-                    result = client.start()
-                elif method == "is_available":
-                    result = client.is_available()
-                elif method == "get":
-                    result = client.get(arg)
-                elif method == "list":
-                    result = client.list()
-                elif method == "validate":
-                    result = client.validate(arg)
-                elif method == "put":
-                    assert value is not None
-                    result = client.put(arg, value)
-                elif method == "delete":
-                    result = client.delete(arg)
-                else:
-                    result = client.key_material(arg)
+        plugin = load_plugin(manifest_path)
+        with PluginClient(plugin, policy=policy, source_name=args.source_name, config=args.config or {}) as client:
+            arg = args.args[0] if args.args else ""
+            result: Result
+            if method == "init":
+                result = client.start()
+            elif method == "is_available":
+                result = client.is_available()
+            elif method == "get":
+                result = client.get(arg)
+            elif method == "list":
+                result = client.list()
+            elif method == "validate":
+                result = client.validate(arg)
+            elif method == "put":
+                assert value is not None
+                result = client.put(arg, value)
+            elif method == "delete":
+                result = client.delete(arg)
+            else:
+                result = client.key_material(arg)
     except PluginClientError as exc:
         if args.json:
             err: Dict[str, Any] = {"type": type(exc).__name__, "message": exc.message}

@@ -43,7 +43,6 @@ Each check runs once; timings are bounds, not benchmarks.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import signal
 import time
@@ -53,6 +52,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
 from pydantic import SecretStr
 
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, SpawnFailed, StreamEOF
+from ._flow import plugin_env
 from ._impl import monotonic
 from ._process import IDLE_EXITED, IDLE_OUTPUT, PluginProcess
 from .errors import PluginClientError, PluginError, ReplyIdMismatch
@@ -147,13 +147,6 @@ class _Broken(Exception):
     """The exchange failed in a way that leaves the process unusable (timeout, exit, huge line)."""
 
 
-def _plugin_env(plugin: LoadedPlugin) -> Dict[bytes, bytes]:
-    # What the client gives a plugin: the allow-listed variables that are set, nothing else.
-    environb = os.environb
-    keys = (os.fsencode(var) for var in plugin.manifest.allowed_env_vars)
-    return {k: environb[k] for k in keys if k in environb}
-
-
 def _describe_line(frame: bytes) -> str:
     """A stray line described without its text (it may hold a secret)."""
     try:
@@ -190,8 +183,8 @@ class _Run:
         exe = self.plugin.executable
         exe.check_unchanged(plugin=self.name)
         return PluginProcess.start(
-            [exe.path_bytes], _plugin_env(self.plugin), plugin_name=self.name,
-            max_frame_bytes=LifetimePolicy().max_frame_bytes, stderr_lines=50,
+            [exe.path_bytes], plugin_env(self.plugin.manifest.allowed_env_vars), plugin_name=self.name,
+            max_frame_bytes=LifetimePolicy().max_frame_bytes, stderr_lines=50, exec_fd=exe.exec_fileno,
         )
 
     def end(self, proc: PluginProcess) -> None:

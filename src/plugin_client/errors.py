@@ -4,12 +4,25 @@ Every error the library raises to a host is a :class:`PluginClientError`.
 Messages are one capitalized sentence (or two) that name the plugin, show
 values with ``!r`` and say what to do. No message, ``repr`` or attribute of
 these errors ever holds a secret value or a raw reply line: callers pass
-only names, references, kinds and lengths. This module holds no logic.
+only names, references, kinds and lengths.
+
+The classes of the plugin's answers that both sides raise are one class per
+error kind where a host and a plugin author mean the same thing:
+:class:`BadReference` and :class:`NeedsCredential` are what
+:class:`~plugin_client.source.PluginSecretSource` raises to a host and what a
+plugin's handler raises (through :mod:`plugin_client.plugin`) to answer with
+that kind; :class:`ReplyError` is what makes an exception an answer. The
+plugin SDK imports this module, so it imports nothing heavy (no pydantic, no
+``typing`` at run time) and holds no logic beyond building messages.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from ._enums import ErrorKind
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, ClassVar, Dict, Optional
 
 __all__ = (
     "PluginClientError",
@@ -50,6 +63,7 @@ __all__ = (
     "SourceUnsupportedCapability",
     "BadReference",
     "NeedsCredential",
+    "ReplyError",
 )
 
 
@@ -345,22 +359,65 @@ class SourceUnsupportedCapability(SourceError, UnsupportedCapability):
         UnsupportedCapability.__init__(self, message, capability=capability, plugin=plugin)
 
 
-class BadReference(SourceError):
-    """The plugin rejected a reference (``bad-reference``). ``get`` returns ``None``
-    instead when ``reason`` is "not found"."""
+class ReplyError(Exception):
+    """An exception that a plugin's handler raises to answer a request with the error
+    kind ``kind``; ``fields()`` are the error object's members besides ``kind``."""
+
+    kind: ClassVar[ErrorKind] = ErrorKind.OTHER
+
+    def fields(self) -> Dict[str, str]:
+        raise NotImplementedError
+
+
+# Tells the host's constructor call (message, reference=..., reason=...) from a
+# plugin handler's (reference, reason): a reference may itself be None.
+_PLUGIN_FORM: Any = object()
+
+
+class BadReference(SourceError, ReplyError):
+    """A reference is malformed or unknown (``bad-reference``). ``get`` returns ``None``
+    instead when ``reason`` is "not found".
+
+    A host gets it from :class:`~plugin_client.source.PluginSecretSource`, built as
+    ``BadReference(message, reference=..., reason=..., plugin=...)``. A plugin's
+    handler raises ``BadReference(reference, reason="malformed")``, and the SDK
+    answers with the kind and both fields.
+    """
+
+    kind = ErrorKind.BAD_REFERENCE
 
     def __init__(
-        self, message: str, *, reference: Optional[str], reason: Optional[str], plugin: Optional[str] = None
+        self,
+        text: str,
+        reason: Optional[str] = None,
+        *,
+        reference: Optional[str] = _PLUGIN_FORM,
+        plugin: Optional[str] = None,
     ) -> None:
-        super().__init__(message, plugin=plugin)
+        if reference is _PLUGIN_FORM:
+            reference, reason = text, "malformed" if reason is None else reason
+            text = f"bad reference {reference!r}: {reason}"
+        super().__init__(text, plugin=plugin)
         self.reference = reference
         self.reason = reason
 
+    def fields(self) -> Dict[str, str]:
+        return {"reference": str(self.reference), "reason": str(self.reason)}
 
-class NeedsCredential(SourceError):
+
+class NeedsCredential(SourceError, ReplyError):
     """The plugin is up but needs e.g. a sign-in (``needs-credential``); ``detail`` says
-    what to do."""
+    what the user should do.
 
-    def __init__(self, message: str, *, detail: Optional[str], plugin: Optional[str] = None) -> None:
+    A host gets it built as ``NeedsCredential(message, detail=..., plugin=...)``; a
+    plugin's handler raises ``NeedsCredential(detail)`` (the message is the detail).
+    """
+
+    kind = ErrorKind.NEEDS_CREDENTIAL
+
+    def __init__(self, message: str, *, detail: Optional[str] = _PLUGIN_FORM, plugin: Optional[str] = None) -> None:
         super().__init__(message, plugin=plugin)
-        self.detail = detail
+        self.detail = message if detail is _PLUGIN_FORM else detail
+
+    def fields(self) -> Dict[str, str]:
+        return {"detail": str(self.detail)}

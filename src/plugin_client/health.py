@@ -1,22 +1,24 @@
 """What a host, or ``plugin-client doctor``, can know about one plugin without waiting on it.
 
 ``PluginState`` and ``PluginHealth`` are plain data; :mod:`plugin_client.client`
-fills them in. ``PluginHealth`` converts to JSON. Nothing here holds a secret:
+fills them in. ``PluginHealth`` converts to a JSON-ready dict and to JSON text;
+its enums print their values. Nothing here holds a secret:
 the stderr tail is the plugin's own log, which the plugin chose to write.
 """
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from pydantic import BaseModel, ConfigDict
+
+from ._enums import ValueEnum
 
 __all__ = ("PluginState", "ExitStage", "ExitInfo", "PluginHealth")
 
 
-class PluginState(str, enum.Enum):
+class PluginState(ValueEnum):
     """``IDLE``: no process (never started, reaped or shut down). ``RUNNING``: a process is up.
     ``RECOVERING``: the last process crashed; the next request starts a fresh one.
     ``DISABLED``: the restart cap was hit; requests fail until ``clear_disabled()``."""
@@ -27,7 +29,7 @@ class PluginState(str, enum.Enum):
     DISABLED = "disabled"
 
 
-class ExitStage(str, enum.Enum):
+class ExitStage(ValueEnum):
     """What ended a process."""
 
     STDIN_CLOSE = "stdin-close"  # exited on its own after we closed its stdin
@@ -50,7 +52,9 @@ class ExitInfo(BaseModel):
 
 
 class PluginHealth(BaseModel):
-    """A snapshot of one client's plugin. ``to_json()`` gives what ``doctor --json`` prints."""
+    """A snapshot of one client's plugin. ``to_dict()`` is it as JSON-ready data (to embed
+    in a larger document, e.g. a web response); ``to_json()`` is that dict as JSON text,
+    what ``doctor --json`` prints."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -72,6 +76,9 @@ class PluginHealth(BaseModel):
     last_exit: Optional[ExitInfo] = None
     stderr_tail: List[str] = []
     implementation: str
+
+    def to_dict(self) -> Dict[str, Any]:
+        return self.model_dump(mode="json")
 
     def to_json(self, *, indent: Optional[int] = None) -> str:
         return self.model_dump_json(indent=indent)

@@ -31,14 +31,14 @@ method                          returns
                                 :class:`AvailabilityStatus` or its string, ``(status, detail)``,
                                 or an ``IsAvailableResult``; raising :class:`Unavailable` or
                                 :class:`NeedsCredential` answers that status with its detail
-``get(reference)``              ``str``/``SecretStr``, ``(value, lease)`` with the lease in
+``get(reference)``              ``str``/``SecretStr``/:class:`SecretText`, ``(value, lease)`` with the lease in
                                 seconds or a ``timedelta``, an object with ``value`` and
                                 ``lease``/``lease_seconds``, a ``GetResult``; ``None`` means
                                 not found
 ``list()``                      an iterable of references (``str``), ``(reference, display)``
                                 pairs, dicts or ``ListEntry``; or a ``ListResult``
 ``validate(reference)``         a ``bool``
-``put(reference, value)``       ``value`` is a ``SecretStr``; return whether a value was replaced
+``put(reference, value)``       ``value`` is a :class:`SecretText`; return whether a value was replaced
 ``delete(reference)``           whether it existed
 ``key_material(purpose)``       ``bytes`` or ``SecretBytes``
 ==============================  =================================================================
@@ -52,7 +52,12 @@ are answered ``unsupported-capability``.
 
 Errors: raise :class:`NotFound`, :class:`BadReference`, :class:`Unavailable`,
 :class:`NeedsCredential`, :class:`Unsupported` or :class:`Failure` to answer
-with that error kind. Any other exception is answered as ``other`` with its
+with that error kind (any :class:`ReplyError` answers with its ``kind``).
+:class:`BadReference` and :class:`NeedsCredential` are the very classes a host
+catches from :class:`~plugin_client.source.PluginSecretSource`
+(``plugin_client.BadReference``); for the other kinds a host sees
+``SourceUnavailable`` (``Unavailable``), ``SourceUnsupportedCapability``
+(``Unsupported``) and ``SourceError`` (``Failure``). Any other exception is answered as ``other`` with its
 type and message as the detail; its traceback goes to stderr (through
 ``logging``) and the plugin keeps serving.
 
@@ -69,56 +74,71 @@ accepted, replies use exactly the documented shapes (optional members that
 are ``None`` are left out), and ``init`` refuses a protocol major version
 other than 1.
 
-This module imports only the protocol layer, so a plugin starts fast.
+Light by design: this module and what it imports (:mod:`plugin_client._plugin_wire`,
+the protocol's enums and the error classes) load neither pydantic nor the core,
+the clients or asyncio, and not even ``typing``, ``logging`` or ``base64`` until
+they are needed, so an SDK plugin starts about as fast as one written on the
+standard library's ``json`` alone. Handlers may still return the host-side
+pydantic models (``GetResult``, ``SecretStr``, ...): they are read by their
+attributes, never imported here.
 """
 
 from __future__ import annotations
 
-import base64
-import logging
+import binascii
 import os
 import signal
 import sys
-import threading
-from datetime import timedelta
-from types import FrameType
-from typing import Any, BinaryIO, Callable, ClassVar, Dict, Iterable, List, Mapping, Optional, Tuple, Type, Union
+from collections.abc import Iterable, Mapping
 
-from pydantic import SecretBytes, SecretStr
+from ._enums import AvailabilityStatus, Capability, ErrorKind, Method
+from ._plugin_wire import clip, decode_request, encode_error, result_line
+from .errors import BadReference, MalformedRequest, NeedsCredential, ReplyError
 
-from .errors import MalformedRequest
-from .protocol import (
-    AvailabilityStatus,
-    Call,
-    Capability,
-    DeleteCall,
-    DeleteResult,
-    ErrorKind,
-    GetCall,
-    GetResult,
-    InitCall,
-    InitResult,
-    IsAvailableCall,
-    IsAvailableResult,
-    KeyMaterialCall,
-    KeyMaterialResult,
-    ListCall,
-    ListEntry,
-    ListResult,
-    Method,
-    PutCall,
-    PutResult,
-    Result,
-    ValidateCall,
-    ValidateResult,
-    decode_request,
-    encode_error,
-    encode_result,
-)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
+    from types import FrameType
+    from typing import Any, BinaryIO, Callable, ClassVar, Dict, List, Optional, Tuple, Union
+
+    from collections.abc import Iterable as _Iterable
+    from collections.abc import Mapping as _Mapping
+    from datetime import timedelta
+
+    from pydantic import SecretBytes, SecretStr
+
+    from .protocol import (
+        DeleteResult,
+        GetResult,
+        InitResult,
+        IsAvailableResult,
+        KeyMaterialResult,
+        ListEntry,
+        ListResult,
+        PutResult,
+        ValidateResult,
+    )
+
+    # What each handler may return (the table in the module docstring), for type checkers.
+    _Text = Union[str, SecretStr, "SecretText"]
+    _Lease = Union[int, float, timedelta, None]
+    InitReturn = Union[None, int, Tuple[int, str], InitResult]
+    AvailableReturn = Union[None, bool, str, Tuple[Union[bool, str], Optional[str]], IsAvailableResult]
+    GetReturn = Union[None, _Text, Tuple[_Text, _Lease], GetResult]
+    ListItem = Union[str, Tuple[str, Optional[str]], _Mapping[str, Any], ListEntry]
+    ListReturn = Union[None, _Iterable[ListItem], ListResult]
+    KeyReturn = Union[bytes, bytearray, memoryview, SecretBytes, KeyMaterialResult]
+
+    _Stream = Union[int, BinaryIO, None]
+    _Invoke = Callable[[Callable[..., Any], Dict[str, Any]], Any]
+    _Build = Callable[[Any, Dict[str, Any]], Dict[str, Any]]
 
 __all__ = (
     "SecretSourcePlugin",
     "serve",
+    "SecretText",
+    "Capability",
+    "AvailabilityStatus",
     "ReplyError",
     "Unavailable",
     "NeedsCredential",
@@ -128,22 +148,36 @@ __all__ = (
     "Failure",
 )
 
-_log = logging.getLogger("plugin_client.sdk")
-
 _MAX_DETAIL = 500
 _READ_SIZE = 1 << 16
+_MAX_U32 = 2**32 - 1
+_MAX_U64 = 2**64 - 1
+
+
+# --- logging, loaded on first use ----------------------------------------------------
+
+# Set by serve(): send the SDK's records to stderr unless the process set up logging.
+_configure_logging = False
+
+
+def _log() -> logging.Logger:
+    import logging  # here: a plugin that never logs never loads it
+
+    global _configure_logging
+    if _configure_logging:
+        _configure_logging = False
+        _basic_config(logging)
+    return logging.getLogger("plugin_client.sdk")
+
+
+def _basic_config(logging: Any) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
 # --- what a handler raises to answer with an error -------------------------------
-
-
-class ReplyError(Exception):
-    """Raise a subclass from a handler method to answer the request with that error kind."""
-
-    kind: ClassVar[ErrorKind] = ErrorKind.OTHER
-
-    def fields(self) -> Dict[str, str]:
-        raise NotImplementedError
+# ReplyError, BadReference and NeedsCredential live in plugin_client.errors: the
+# host raises the same classes.
 
 
 class _DetailError(ReplyError):
@@ -161,31 +195,10 @@ class Unavailable(_DetailError):
     kind = ErrorKind.UNAVAILABLE
 
 
-class NeedsCredential(_DetailError):
-    """The plugin is up but needs e.g. a sign-in (``needs-credential``); ``detail`` says
-    what the user should do."""
-
-    kind = ErrorKind.NEEDS_CREDENTIAL
-
-
 class Failure(_DetailError):
     """Anything else (``other``), with a detail meant for the user."""
 
     kind = ErrorKind.OTHER
-
-
-class BadReference(ReplyError):
-    """The reference is malformed or unknown (``bad-reference``)."""
-
-    kind = ErrorKind.BAD_REFERENCE
-
-    def __init__(self, reference: str, reason: str = "malformed") -> None:
-        super().__init__(f"bad reference {reference!r}: {reason}")
-        self.reference = reference
-        self.reason = reason
-
-    def fields(self) -> Dict[str, str]:
-        return {"reference": str(self.reference), "reason": str(self.reason)}
 
 
 class NotFound(BadReference):
@@ -209,6 +222,34 @@ class Unsupported(ReplyError):
         return {"capability": str(self.capability)}
 
 
+class SecretText:
+    """The secret a host sends to ``put``: ``get_secret_value()`` reveals it; ``str()``
+    and ``repr()`` mask it, as pydantic's ``SecretStr`` (whose interface this is) does."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "SecretText('**********')" if self._value else "SecretText('')"
+
+    def __str__(self) -> str:
+        return "**********" if self._value else ""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretText) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+
 # --- the base class ------------------------------------------------------------------
 
 # handler attribute -> the capability it needs (none for is_available)
@@ -225,7 +266,9 @@ _METHOD_CAPS: Dict[str, Capability] = {
 class SecretSourcePlugin:
     """A convenient base for handlers. Override the methods your plugin supports.
 
-    ``capabilities``: ``None`` (default) claims the overridden methods' bits;
+    The handler methods are declared with their signatures for type checkers
+    (mypy checks a subclass's overrides), but exist only on the subclass at run
+    time. ``capabilities``: ``None`` (default) claims the overridden methods' bits;
     set it to claim others as well (e.g. ``AUDIT_LOGGED``), then also
     implement each method it gates. ``version`` is sent as ``plugin_version``.
     After ``init``, ``source_name`` and ``config`` hold what the host sent.
@@ -237,13 +280,29 @@ class SecretSourcePlugin:
     source_name: str = ""
     config: Dict[str, Any] = {}
 
-    def init(self, source_name: str, config: Dict[str, Any]) -> Any:
+    def init(self, source_name: str, config: Dict[str, Any]) -> InitReturn:
         self.source_name = source_name
         self.config = config
         return None
 
-    def is_available(self) -> Any:
+    def is_available(self) -> AvailableReturn:
         return True
+
+    # The handlers a subclass may define, declared for type checkers only: at run
+    # time the class has none of them, so a subclass claims exactly what it defines.
+    if TYPE_CHECKING:
+
+        def get(self, reference: str) -> GetReturn: ...
+
+        def list(self) -> ListReturn: ...
+
+        def validate(self, reference: str) -> Union[bool, None, ValidateResult]: ...
+
+        def put(self, reference: str, value: SecretText) -> Union[bool, None, PutResult]: ...
+
+        def delete(self, reference: str) -> Union[bool, None, DeleteResult]: ...
+
+        def key_material(self, purpose: str) -> KeyReturn: ...
 
 
 def _implements(handler: Any, attr: str) -> bool:
@@ -264,138 +323,167 @@ def _default_capabilities(handler: Any) -> Capability:
     return caps
 
 
-# --- turning handler return values into results ---------------------------------------
+# --- turning handler return values into the wire's dicts ----------------------------
+# The host-side pydantic models a handler may return (InitResult, GetResult,
+# SecretStr, ...) are recognised by their attributes, so this module never imports them.
 
 
 def _lease_seconds(lease: Any) -> Optional[int]:
     if lease is None:
         return None
-    if isinstance(lease, timedelta):
-        return max(0, int(lease.total_seconds()))
+    if hasattr(lease, "total_seconds"):  # a timedelta
+        lease = lease.total_seconds()
     if isinstance(lease, bool) or not isinstance(lease, (int, float)):
         raise TypeError(f"a lease must be seconds (int) or a timedelta, not {type(lease).__name__}")
-    return max(0, int(lease))
+    return min(max(0, int(lease)), _MAX_U64)
 
 
-def _as_secret_str(value: Any) -> SecretStr:
-    if isinstance(value, SecretStr):
-        return value
+def _text(value: Any, what: str) -> str:
     if isinstance(value, str):
-        return SecretStr(value)
-    raise TypeError(f"a secret value must be a str or SecretStr, not {type(value).__name__}")
+        return value
+    reveal = getattr(value, "get_secret_value", None)
+    if callable(reveal):
+        value = reveal()
+        if isinstance(value, str):
+            return value
+    raise TypeError(f"{what} must be a str or SecretStr, not {type(value).__name__}")
 
 
-def _init_result(ret: Any, source_name: str, handler: Any) -> InitResult:
-    if isinstance(ret, InitResult):
-        return ret
+def _optional_str(value: Any) -> Optional[str]:
+    return None if value is None else str(value)
+
+
+def _init_result(ret: Any, source_name: str, handler: Any) -> Dict[str, Any]:
     version = str(getattr(handler, "version", "0.0.0"))
     if ret is None:
-        caps = _default_capabilities(handler)
+        caps = int(_default_capabilities(handler))
+    elif hasattr(ret, "capabilities_bits") and hasattr(ret, "plugin_version"):  # an InitResult
+        caps, version, source_name = ret.capabilities_bits, ret.plugin_version, ret.source_name
     elif isinstance(ret, tuple) and len(ret) == 2:
-        caps, version = Capability(int(ret[0])), str(ret[1])
+        caps, version = int(ret[0]), str(ret[1])
     elif isinstance(ret, int) and not isinstance(ret, bool):
-        caps = Capability(ret)
+        caps = int(ret)
     else:
         raise TypeError(f"init() returned {type(ret).__name__}; return None, (capabilities, version) or an InitResult")
-    return InitResult(source_name=source_name, capabilities_bits=int(caps), plugin_version=version)
+    if not 0 <= caps <= _MAX_U32:
+        raise ValueError(f"init() claimed the capability bits {caps}; they must fit in 0..2**32-1")
+    return {"source_name": source_name, "capabilities_bits": caps, "plugin_version": version}
 
 
-def _available_result(ret: Any) -> IsAvailableResult:
-    if isinstance(ret, IsAvailableResult):
-        return ret
+def _available_result(ret: Any) -> Dict[str, Any]:
     detail = None
-    if isinstance(ret, tuple) and len(ret) == 2:
+    if hasattr(ret, "status") and hasattr(ret, "detail"):  # an IsAvailableResult
+        ret, detail = ret.status, ret.detail
+    elif isinstance(ret, tuple) and len(ret) == 2:
         ret, detail = ret
-        detail = None if detail is None else str(detail)
     if ret is None or ret is True:
         status = AvailabilityStatus.AVAILABLE
     elif ret is False:
         status = AvailabilityStatus.UNAVAILABLE
-    elif isinstance(ret, (AvailabilityStatus, str)):
+    elif isinstance(ret, str):
         status = AvailabilityStatus(ret)
     else:
         raise TypeError(f"is_available() returned {type(ret).__name__}; return a bool, a status or (status, detail)")
-    return IsAvailableResult(status=status, detail=detail)
+    return _status(status, _optional_str(detail))
 
 
-def _get_result(ret: Any, reference: str) -> GetResult:
+def _status(status: AvailabilityStatus, detail: Optional[str] = None) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"status": status.value}
+    if detail is not None:
+        out["detail"] = detail
+    return out
+
+
+def _value(value: Any, lease: Any) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"value": _text(value, "a secret value")}
+    seconds = _lease_seconds(lease)
+    if seconds is not None:
+        out["lease_seconds"] = seconds
+    return out
+
+
+def _get_result(ret: Any, reference: str) -> Dict[str, Any]:
     if ret is None:
         raise NotFound(reference)
-    if isinstance(ret, GetResult):
-        return ret
-    if isinstance(ret, (str, SecretStr)):
-        return GetResult(value=_as_secret_str(ret))
+    if isinstance(ret, str) or hasattr(ret, "get_secret_value"):
+        return _value(ret, None)
     if isinstance(ret, tuple) and len(ret) == 2:
-        return GetResult(value=_as_secret_str(ret[0]), lease_seconds=_lease_seconds(ret[1]))
-    if hasattr(ret, "value") and (hasattr(ret, "lease") or hasattr(ret, "lease_seconds")):
-        lease = ret.lease if hasattr(ret, "lease") else ret.lease_seconds
-        return GetResult(value=_as_secret_str(ret.value), lease_seconds=_lease_seconds(lease))
+        return _value(ret[0], ret[1])
+    if hasattr(ret, "value") and (hasattr(ret, "lease") or hasattr(ret, "lease_seconds")):  # e.g. a GetResult
+        return _value(ret.value, ret.lease if hasattr(ret, "lease") else ret.lease_seconds)
     raise TypeError(f"get() returned {type(ret).__name__}; return a str, (value, lease) or None for not found")
 
 
-def _list_entry(item: Any) -> ListEntry:
-    if isinstance(item, ListEntry):
-        return item
+def _list_entry(item: Any) -> Dict[str, Any]:
     if isinstance(item, str):
-        return ListEntry(reference=item)
-    if isinstance(item, tuple) and len(item) == 2:
-        return ListEntry(reference=str(item[0]), display=None if item[1] is None else str(item[1]))
-    if isinstance(item, Mapping):
-        display = item.get("display")
-        return ListEntry(reference=str(item["reference"]), display=None if display is None else str(display))
-    if hasattr(item, "reference"):  # e.g. plugin_client.source.SecretRef
-        display = getattr(item, "display", None)
-        return ListEntry(reference=str(item.reference), display=None if display is None else str(display))
-    raise TypeError(f"list() yielded {type(item).__name__}; yield references (str) or (reference, display) pairs")
+        reference, display = item, None
+    elif isinstance(item, tuple) and len(item) == 2:
+        reference, display = item
+    elif isinstance(item, Mapping):
+        reference, display = item["reference"], item.get("display")
+    elif hasattr(item, "reference"):  # a ListEntry, or e.g. plugin_client.source.SecretRef
+        reference, display = item.reference, getattr(item, "display", None)
+    else:
+        raise TypeError(f"list() yielded {type(item).__name__}; yield references (str) or (reference, display) pairs")
+    out: Dict[str, Any] = {"reference": str(reference)}
+    if display is not None:
+        out["display"] = str(display)
+    return out
 
 
-def _list_result(ret: Any) -> ListResult:
-    if isinstance(ret, ListResult):
-        return ret
+def _list_result(ret: Any) -> Dict[str, Any]:
     if ret is None:
-        return ListResult(entries=[])
+        return {"entries": []}
+    if not isinstance(ret, (list, tuple)) and hasattr(ret, "entries"):  # a ListResult
+        ret = ret.entries
     if isinstance(ret, (str, bytes)) or not isinstance(ret, Iterable):
         raise TypeError(f"list() returned {type(ret).__name__}; return an iterable of references")
-    return ListResult(entries=[_list_entry(item) for item in ret])
+    return {"entries": [_list_entry(item) for item in ret]}
 
 
-def _bool_result(ret: Any, cls: Type[Result], field: str, method: str) -> Result:
-    if isinstance(ret, cls):
-        return ret
+def _bool_result(ret: Any, field: str, method: str) -> Dict[str, Any]:
+    if ret is not None and not isinstance(ret, bool) and hasattr(ret, field):  # e.g. a PutResult
+        ret = getattr(ret, field)
     if ret is None:
         ret = False
     if not isinstance(ret, bool):
         raise TypeError(f"{method}() returned {type(ret).__name__}; return a bool")
-    return cls(**{field: ret})
+    return {field: ret}
 
 
-def _key_result(ret: Any) -> KeyMaterialResult:
-    if isinstance(ret, KeyMaterialResult):
-        return ret
-    if isinstance(ret, SecretBytes):
-        return KeyMaterialResult(material=ret)
-    if isinstance(ret, (bytes, bytearray, memoryview)):
-        return KeyMaterialResult(material=SecretBytes(bytes(ret)))
-    raise TypeError(f"key_material() returned {type(ret).__name__}; return bytes or SecretBytes")
+def _key_result(ret: Any) -> Dict[str, Any]:
+    if hasattr(ret, "material"):  # a KeyMaterialResult
+        ret = ret.material
+    reveal = getattr(ret, "get_secret_value", None)
+    if callable(reveal):  # a SecretBytes
+        ret = reveal()
+    if not isinstance(ret, (bytes, bytearray, memoryview)):
+        raise TypeError(f"key_material() returned {type(ret).__name__}; return bytes or SecretBytes")
+    return {"material_b64": binascii.b2a_base64(ret, newline=False).decode("ascii")}
 
 
-# call type -> (handler attribute, how to call it, how to build the result)
-_Invoke = Callable[[Callable[..., Any], Any], Any]
-_Build = Callable[[Any, Any], Result]
-_DISPATCH: Dict[type, Tuple[str, _Invoke, _Build]] = {
-    GetCall: ("get", lambda fn, c: fn(c.reference), lambda r, c: _get_result(r, c.reference)),
-    ListCall: ("list", lambda fn, c: fn(), lambda r, c: _list_result(r)),
-    ValidateCall: ("validate", lambda fn, c: fn(c.reference), lambda r, c: _bool_result(r, ValidateResult, "ok", "validate")),
-    PutCall: ("put", lambda fn, c: fn(c.reference, c.value), lambda r, c: _bool_result(r, PutResult, "replaced", "put")),
-    DeleteCall: ("delete", lambda fn, c: fn(c.reference), lambda r, c: _bool_result(r, DeleteResult, "existed", "delete")),
-    KeyMaterialCall: ("key_material", lambda fn, c: fn(c.purpose), lambda r, c: _key_result(r)),
+# method -> (handler attribute, the capability it needs, how to call it, how to build the result)
+_DISPATCH: Dict[str, Tuple[str, Capability, _Invoke, _Build]] = {
+    Method.GET.value: ("get", Capability.READ, lambda fn, p: fn(p["reference"]), lambda r, p: _get_result(r, p["reference"])),
+    Method.LIST.value: ("list", Capability.LIST, lambda fn, p: fn(), lambda r, p: _list_result(r)),
+    Method.VALIDATE.value: (
+        "validate", Capability.VALIDATE, lambda fn, p: fn(p["reference"]), lambda r, p: _bool_result(r, "ok", "validate")
+    ),
+    Method.PUT.value: (
+        "put",
+        Capability.WRITE,
+        lambda fn, p: fn(p["reference"], SecretText(p["value"])),
+        lambda r, p: _bool_result(r, "replaced", "put"),
+    ),
+    Method.DELETE.value: (
+        "delete", Capability.DELETE, lambda fn, p: fn(p["reference"]), lambda r, p: _bool_result(r, "existed", "delete")
+    ),
+    Method.KEY_MATERIAL.value: (
+        "key_material", Capability.KEY_SOURCE, lambda fn, p: fn(p["purpose"]), lambda r, p: _key_result(r)
+    ),
 }
 
 _KNOWN_METHODS = frozenset(m.value for m in Method)
-
-
-def _clip(text: str, limit: int = _MAX_DETAIL) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # --- the server -------------------------------------------------------------------------
@@ -405,13 +493,12 @@ class _Terminate(BaseException):
     """Raised by the SIGTERM handler while the server waits for a request."""
 
 
-_Stream = Union[int, BinaryIO, None]
 
 
 class _Server:
     def __init__(self, handler: Any) -> None:
         self.handler = handler
-        self.init: Optional[InitResult] = None
+        self.initialised = False
         self.caps = Capability(0)
         self.stop = False
         self.waiting = False
@@ -421,68 +508,65 @@ class _Server:
     def handle_line(self, line: bytes) -> Optional[bytes]:
         """The reply to one request line, or ``None`` when there is no one to answer."""
         if not line.strip():
-            _log.debug("Ignoring a blank request line")
+            _log().debug("Ignoring a blank request line")
             return None
         try:
-            rid, call = decode_request(line)
+            rid, method, params = decode_request(line)
         except MalformedRequest as exc:
             if exc.request_id is None:
-                _log.warning("Ignoring a request that cannot be answered: %s", exc.message)
+                _log().warning("Ignoring a request that cannot be answered: %s", exc.message)
                 return None
             if exc.method is not None and exc.method not in _KNOWN_METHODS:
-                _log.info("Answering the unknown method %r with unsupported-capability", _clip(exc.method, 80))
-                return self._error(exc.request_id, ErrorKind.UNSUPPORTED_CAPABILITY, capability=_clip(exc.method, 200))
+                _log().info("Answering the unknown method %r with unsupported-capability", clip(exc.method, 80))
+                return self._error(exc.request_id, ErrorKind.UNSUPPORTED_CAPABILITY, capability=clip(exc.method, 200))
             return self._error(exc.request_id, ErrorKind.OTHER, detail=exc.message)
-        return self.dispatch(rid, call)
+        return self.dispatch(rid, method, params)
 
-    def dispatch(self, rid: int, call: Call) -> bytes:
-        method = type(call).method.value
+    def dispatch(self, rid: int, method: str, params: Dict[str, Any]) -> bytes:
         try:
-            if isinstance(call, InitCall):
-                return encode_result(rid, self._do_init(call))
-            if self.init is None:
+            if method == Method.INIT.value:
+                return result_line(rid, self._do_init(params), "init()'s result")
+            if not self.initialised:
                 raise Failure(f"{method!r} arrived before init; the host must send secret_source.init first")
-            if isinstance(call, IsAvailableCall):
-                return encode_result(rid, self._do_is_available())
-            attr, invoke, build = _DISPATCH[type(call)]
-            need = type(call).capability
+            if method == Method.IS_AVAILABLE.value:
+                return result_line(rid, self._do_is_available(), "is_available()'s result")
+            attr, need, invoke, build = _DISPATCH[method]
             if not (self.caps & need) or not _implements(self.handler, attr):
                 raise Unsupported(need.name or method)
-            return encode_result(rid, build(invoke(getattr(self.handler, attr), call), call))
+            return result_line(rid, build(invoke(getattr(self.handler, attr), params), params), f"{attr}()'s result")
         except ReplyError as exc:
             return self._error(rid, exc.kind, **exc.fields())
         except Exception as exc:
-            _log.exception("The handler failed on %r (request %d); answering 'other'", method, rid)
-            return self._error(rid, ErrorKind.OTHER, detail=_clip(f"{type(exc).__name__}: {exc}"))
+            _log().exception("The handler failed on %r (request %d); answering 'other'", method, rid)
+            return self._error(rid, ErrorKind.OTHER, detail=clip(f"{type(exc).__name__}: {exc}", _MAX_DETAIL))
 
-    def _do_init(self, call: InitCall) -> InitResult:
-        major = call.protocol_version.split(".", 1)[0]
-        if major != "1":
-            raise Failure(
-                f"protocol version {call.protocol_version!r} is not supported; this plugin speaks 1.x"
-            )
+    def _do_init(self, params: Dict[str, Any]) -> Dict[str, Any]:
+        version = params["protocol_version"]
+        if version.split(".", 1)[0] != "1":
+            raise Failure(f"protocol version {version!r} is not supported; this plugin speaks 1.x")
         fn = getattr(self.handler, "init", None)
-        ret = fn(call.source_name, dict(call.config)) if callable(fn) else None
-        result = _init_result(ret, call.source_name, self.handler)
-        self.init, self.caps = result, result.capabilities
+        source_name = params["source_name"]
+        ret = fn(source_name, dict(params["config"])) if callable(fn) else None
+        result = _init_result(ret, source_name, self.handler)
+        self.initialised, self.caps = True, Capability(result["capabilities_bits"])
         return result
 
-    def _do_is_available(self) -> IsAvailableResult:
+    def _do_is_available(self) -> Dict[str, Any]:
         fn = getattr(self.handler, "is_available", None)
         if not callable(fn):
-            return IsAvailableResult(status=AvailabilityStatus.AVAILABLE)
+            return _status(AvailabilityStatus.AVAILABLE)
         try:
             return _available_result(fn())
         except Unavailable as exc:
-            return IsAvailableResult(status=AvailabilityStatus.UNAVAILABLE, detail=exc.detail)
+            return _status(AvailabilityStatus.UNAVAILABLE, exc.detail)
         except NeedsCredential as exc:
-            return IsAvailableResult(status=AvailabilityStatus.NEEDS_CREDENTIAL, detail=exc.detail)
+            return _status(AvailabilityStatus.NEEDS_CREDENTIAL, exc.detail)
 
     def _error(self, rid: int, kind: ErrorKind, **fields: str) -> bytes:
         try:
             return encode_error(rid, kind, **fields)
         except (TypeError, ValueError) as exc:
-            _log.error("Cannot send a %s error for request %d (%s); sending 'other'", kind.value, rid, exc)
+            _log().error("Cannot send a %s error for request %d (%s); sending 'other'", kind.value, rid, exc)
             return encode_error(rid, ErrorKind.OTHER, detail=f"the plugin raised an unsendable {kind.value} error")
 
     # -- the loop ----------------------------------------------------------------------
@@ -528,7 +612,7 @@ class _Server:
         try:
             write(reply)
         except OSError as exc:  # the host closed our stdout: nobody to answer any more
-            _log.warning("Cannot write a reply (%s); stopping", exc.strerror or exc)
+            _log().warning("Cannot write a reply (%s); stopping", exc.strerror or exc)
             return False
         return True
 
@@ -588,6 +672,18 @@ def _take_fd(fd: int, null_mode: int, restore: List[Callable[[], None]], replace
     return private
 
 
+def _send_logs_to_stderr() -> None:
+    """Logging goes to stderr unless the process set it up: at once if the plugin
+    has loaded logging (its own records need a handler from the start), else
+    when the SDK writes its first record."""
+    global _configure_logging
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        _basic_config(logging)
+    else:
+        _configure_logging = True
+
+
 def serve(handler: Any, *, stdin: _Stream = None, stdout: _Stream = None) -> None:
     """Serve ``handler`` (an instance, or a class to instantiate) until EOF or SIGTERM.
 
@@ -623,10 +719,12 @@ def serve(handler: Any, *, stdin: _Stream = None, stdout: _Stream = None) -> Non
             write = _fd_writer(stdout)
         else:
             write = _stream_writer(stdout)
-        if not logging.getLogger().handlers:
-            logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        if threading.current_thread() is threading.main_thread():
+        _send_logs_to_stderr()
+        try:
             previous = signal.signal(signal.SIGTERM, server.on_sigterm)
+        except ValueError:  # not the main thread: SIGTERM stays the host's business
+            pass
+        else:
             restore.append(lambda: _restore_signal(previous))
         server.run(read, write)
     finally:
@@ -634,4 +732,4 @@ def serve(handler: Any, *, stdin: _Stream = None, stdout: _Stream = None) -> Non
             try:
                 undo()
             except Exception:  # pragma: no cover - best effort while unwinding
-                _log.debug("Could not restore the process state after serving", exc_info=True)
+                _log().debug("Could not restore the process state after serving", exc_info=True)

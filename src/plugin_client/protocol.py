@@ -48,7 +48,6 @@ which the plugin wrote to be shown to a user: it is kept on
 
 import base64
 import binascii
-import enum
 import gc
 import json
 import re
@@ -85,7 +84,16 @@ from pydantic import (
 )
 from typing_extensions import Annotated, NotRequired, TypedDict
 
+from ._enums import AvailabilityStatus, Capability, ErrorKind, Method
 from ._impl import split_result
+from ._plugin_wire import MAX_REQUEST_ID, PROTOCOL_VERSION, encode_error
+from ._plugin_wire import RESULT_LINE as _RESULT_LINE
+from ._plugin_wire import check_request_id as _check_request_id
+from ._plugin_wire import clip as _clip
+from ._plugin_wire import count as _count
+from ._plugin_wire import dumps as _dumps
+from ._plugin_wire import int_text as _int_text
+from ._plugin_wire import kind_of as _kind_of
 from ._scrub import scrub
 from .errors import (
     AmbiguousReply,
@@ -135,71 +143,12 @@ __all__ = (
     "encode_error",
 )
 
-PROTOCOL_VERSION: Final = "1.1"
-"""The protocol version this host speaks and sends in ``init``."""
-
-MAX_REQUEST_ID: Final = 2**64 - 1
-"""Request ids are unsigned 64-bit integers."""
-
 _MAX_U32: Final = 2**32 - 1
 
 # Validated as JSON integers only: 7.0, "7" and true are not ids, as for serde's u64.
 _U64 = Annotated[int, Strict(), Field(ge=0, le=MAX_REQUEST_ID)]
 _U32 = Annotated[int, Strict(), Field(ge=0, le=_MAX_U32)]
 _StrictBool = Annotated[bool, Strict()]
-
-
-# --- enums ---------------------------------------------------------------------
-
-
-class Capability(enum.IntFlag):
-    """Capability bits a plugin claims in ``init``'s ``capabilities_bits``.
-
-    Bits this version does not know are kept, not rejected (``IntFlag``'s
-    default boundary is ``KEEP`` on 3.11+, and 3.9/3.10 keep them as
-    pseudo-members), so a newer plugin's claims survive a round trip.
-    """
-
-    READ = 0x1
-    LIST = 0x2
-    VALIDATE = 0x4
-    WRITE = 0x8
-    ROTATE = 0x10
-    BIOMETRIC_PROMPT = 0x20
-    AUDIT_LOGGED = 0x40
-    DELETE = 0x80
-    KEY_SOURCE = 0x100
-
-
-class Method(str, enum.Enum):
-    """The JSON-RPC method names."""
-
-    INIT = "secret_source.init"
-    IS_AVAILABLE = "secret_source.is_available"
-    GET = "secret_source.get"
-    LIST = "secret_source.list"
-    VALIDATE = "secret_source.validate"
-    PUT = "secret_source.put"
-    DELETE = "secret_source.delete"
-    KEY_MATERIAL = "secret_source.key_material"
-
-
-class ErrorKind(str, enum.Enum):
-    """The documented ``kind`` tags of an error reply."""
-
-    UNAVAILABLE = "unavailable"
-    UNSUPPORTED_CAPABILITY = "unsupported-capability"
-    BAD_REFERENCE = "bad-reference"
-    NEEDS_CREDENTIAL = "needs-credential"
-    OTHER = "other"
-
-
-class AvailabilityStatus(str, enum.Enum):
-    """``is_available``'s ``status``."""
-
-    AVAILABLE = "available"
-    UNAVAILABLE = "unavailable"
-    NEEDS_CREDENTIAL = "needs-credential"
 
 
 # --- results (plugin -> host) --------------------------------------------------
@@ -454,16 +403,6 @@ _to_json = pydantic_core.to_json
 _from_json = pydantic_core.from_json
 
 
-# One encoder for every call: json.dumps() with non-default options builds a
-# new JSONEncoder each time, which costs more than encoding a small object.
-_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def _dumps(obj: Any) -> bytes:
-    """Compact UTF-8 JSON, as strict as serde_json: no NaN/infinity, no lone surrogates."""
-    return _ENCODER.encode(obj).encode("utf-8")
-
-
 def _json_str(text: str, what: str) -> bytes:
     try:
         return _to_json(text)
@@ -472,47 +411,8 @@ def _json_str(text: str, what: str) -> bytes:
     raise ValueError(f"{what} cannot be sent: it is not valid Unicode text (it holds a lone surrogate)")
 
 
-def _check_request_id(request_id: int) -> None:
-    if isinstance(request_id, bool) or not isinstance(request_id, int):
-        raise TypeError(f"A request id must be an int, not {type(request_id).__name__}")
-    if not 0 <= request_id <= MAX_REQUEST_ID:
-        raise ValueError(f"Request id {_int_text(request_id)} is outside 0..2**64-1; ids are unsigned 64-bit integers")
-
-
-def _int_text(value: int) -> str:
-    text = str(value) if -(10**30) < value < 10**30 else None
-    return text if text is not None else f"<an integer of {len(str(abs(value)))} digits>"
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _who(plugin: Optional[str]) -> str:
     return "The plugin" if plugin is None else f"Plugin {plugin!r}"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _kind_of(value: Any) -> str:
-    """A description of a JSON value that holds none of its content."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return f"a string of {_count(len(value), 'character')}"
-    if isinstance(value, (list, tuple)):
-        return f"an array of {_count(len(value), 'item')}"
-    if isinstance(value, dict):
-        return "an object"
-    return "a value"  # pragma: no cover - JSON has no other kinds
 
 
 # --- request encoding (host side) ------------------------------------------------
@@ -1206,10 +1106,6 @@ def _diagnose_request(line: bytes, issues: List[_Issue]) -> MalformedRequest:
     )
 
 
-_RESULT_LINE: Final = b'{"jsonrpc":"2.0","id":%d,"result":%b}\n'
-_ERROR_LINE: Final = b'{"jsonrpc":"2.0","id":%d,"error":%b}\n'
-
-
 def _res_get(result: Any) -> bytes:
     value = _json_str(result.value.get_secret_value(), "GetResult.value")
     if result.lease_seconds is None:
@@ -1249,52 +1145,3 @@ def encode_result(request_id: int, result: Result) -> bytes:
         raise TypeError(f"encode_result() needs a Result, not {type(result).__name__}")
     body = _RESULT_ENCODERS.get(result.__class__, _res_model)(result)
     return _RESULT_LINE % (request_id, body)
-
-
-_ERROR_FIELDS: Final[Dict[str, Tuple[str, ...]]] = {
-    ErrorKind.UNAVAILABLE.value: ("detail",),
-    ErrorKind.UNSUPPORTED_CAPABILITY.value: ("capability",),
-    ErrorKind.BAD_REFERENCE.value: ("reference", "reason"),
-    ErrorKind.NEEDS_CREDENTIAL.value: ("detail",),
-    ErrorKind.OTHER.value: ("detail",),
-}
-
-
-def encode_error(request_id: int, kind: Union[ErrorKind, str], **fields: Optional[str]) -> bytes:
-    """The reply line carrying an error object of ``kind`` (for the plugin SDK).
-
-    Each kind takes exactly its documented fields, all strings, all required:
-    ``unavailable``/``needs-credential``/``other`` take ``detail``,
-    ``unsupported-capability`` takes ``capability``, ``bad-reference`` takes
-    ``reference`` and ``reason``. They are required because a host built on
-    the Rust types may not accept an error without them. Raises
-    :class:`ValueError` for an unknown kind and :class:`TypeError` for a
-    missing, ``None``, non-string or unknown field.
-    """
-    _check_request_id(request_id)
-    try:
-        kind_value = ErrorKind(kind).value
-    except ValueError:
-        kind_value = None
-    if kind_value is None:
-        known = ", ".join(repr(k.value) for k in ErrorKind)
-        raise ValueError(f"Unknown error kind {kind!r}; use one of {known}")
-    names = _ERROR_FIELDS[kind_value]
-    unknown = sorted(set(fields) - set(names))
-    if unknown:
-        raise TypeError(f"An error of kind {kind_value!r} has no field(s) {unknown}; it takes {list(names)}")
-    missing = [n for n in names if fields.get(n) is None]
-    if missing:
-        raise TypeError(f"An error of kind {kind_value!r} needs the field(s) {missing}, as strings")
-    wrong = [n for n in names if not isinstance(fields[n], str)]
-    if wrong:
-        raise TypeError(f"The field(s) {wrong} of an error of kind {kind_value!r} must be strings")
-    obj: Dict[str, Any] = {"kind": kind_value}
-    obj.update((n, fields[n]) for n in names)
-    try:
-        body = _dumps(obj)
-    except ValueError:
-        body = b""
-    if not body:
-        raise ValueError(f"An error of kind {kind_value!r} cannot be sent: a field is not valid Unicode (a lone surrogate)")
-    return _ERROR_LINE % (request_id, body)
