@@ -10,10 +10,9 @@ The fenced blocks are read from the documents themselves:
   ``plugin_client.__all__`` imported (a snippet may continue an earlier one) and
   top-level ``await`` wrapped in ``asyncio.run``. The README's host snippets name a
   plugin a new user does not have (``plugins/devboy-source-vault.toml``,
-  ``db/password``): they run against the bundled ``shell-demo`` (``SUBSTITUTIONS``),
-  which needs no environment. Not ``jsonfile``: from a plain Python host (not the
-  CLI) it needs ``$PLUGIN_CLIENT_PYTHON`` until its launcher finds an interpreter
-  by itself. The SDK snippet is a plugin, so it runs as one, through
+  ``db/password``): they run against the bundled Python example ``jsonfile``
+  (``SUBSTITUTIONS``), from a plain Python host with no ``$PLUGIN_CLIENT_PYTHON``
+  set, as a new user would run them. The SDK snippet is a plugin, so it runs as one, through
   :func:`~plugin_client.conformance.run_conformance`.
 * ``text``, ``toml`` and ``json`` blocks are not commands.
 
@@ -53,8 +52,8 @@ SKIP: Dict[Tuple[str, str], str] = {
 }
 
 SUBSTITUTIONS = (
-    ("plugins/devboy-source-vault.toml", "examples/plugins/devboy-source-shell-demo.toml"),
-    ('"db/password"', '"demo/greeting"'),
+    ("plugins/devboy-source-vault.toml", "examples/plugins/devboy-source-jsonfile.toml"),
+    ('"db/password"', '"demo/db-password"'),
 )
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
