@@ -84,3 +84,33 @@ def test_out_of_fds_at_spawn_is_a_spawn_error_that_counts_no_crash(
         assert c.health().crashes_in_window == 0
     finally:
         c.shutdown()
+
+
+def test_a_spawned_child_is_never_orphaned_when_its_stderr_cannot_be_watched(
+    tmp_path: Path, c_plugins: Dict[str, bytes], monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """The spawn worked but the stderr pump could not take the new process (its first
+    ``epoll`` out of fds, say): the child, which nobody holds yet, is killed and
+    reaped on the spot, and the error is the out-of-fds ``SpawnError``."""
+    from plugin_client import _stderr
+
+    spawned: List[int] = []
+    real_register = _stderr.PUMP.register
+
+    def register(fd: int, name: str, lines: int) -> object:
+        spawned.append(fd)
+        raise OSError(24, "Too many open files")
+
+    client = PluginClient(c_plugin(c_plugins, tmp_path / "p"), policy=FAST)
+    try:
+        before = open_fds()
+        monkeypatch.setattr(_stderr.PUMP, "register", register)
+        with pytest.raises(errors.SpawnError, match="run out of file descriptors"):
+            client.get("value:x")
+        monkeypatch.setattr(_stderr.PUMP, "register", real_register)
+        assert spawned, "the spawn did not reach the pump"
+        assert zombies() == [] and open_fds() == before
+        assert client.health().crashes_in_window == 0
+        assert client.get("value:x").value.get_secret_value() == "x"
+    finally:
+        client.shutdown()

@@ -205,7 +205,13 @@ class PluginProcess:
     ) -> PluginProcess:
         """Spawn (``argv[0]``, or the file open at ``exec_fd``); raises the core's ``SpawnFailed``."""
         child = spawn(argv, env, exec_fd=exec_fd)
-        tail = PUMP.register(child.stderr_fd, plugin_name, stderr_lines)
+        try:
+            tail = PUMP.register(child.stderr_fd, plugin_name, stderr_lines)
+        except BaseException:
+            # (Out of fds for the pump's first epoll, no thread to be had...)
+            # Nobody holds the child yet: end it here rather than orphan it.
+            child.finish()
+            raise
         return cls(child, child.reader(max_frame_bytes), tail)
 
     def exchange(self, line: bytes, deadline: float) -> bytes:
