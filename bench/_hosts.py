@@ -1,14 +1,21 @@
-"""What users would write instead of PluginClient: the naive Popen + json host.
+"""What users would write instead of PluginClient, and the least Python can do.
 
 ``NaiveHost`` is the obvious code: ``subprocess.Popen`` with pipes,
 ``stdin.write`` + ``flush``, ``stdout.readline``, ``json``. No deadline, no
 frame limit, no idle check, no typed result: it is the baseline our typed,
 checked client has to beat.
+
+``FloorHost`` is the Python floor: one ``os.write`` of a request formatted
+from a template, ``os.read`` until the newline, ``json.loads`` of the reply,
+nothing else (no id check, no validation, no deadline). What our client costs
+beyond it is what the library itself costs; what it costs beyond the C host is
+what Python costs on this CPU.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -53,6 +60,29 @@ class NaiveHost:
         if self.proc.poll() is None:
             self.proc.kill()
         self.close()
+
+
+class FloorHost(NaiveHost):
+    """Raw ``os.write``/``os.read`` + ``json.loads`` on the same plugin (spawned and
+    initialised as ``NaiveHost`` does it)."""
+
+    GET = b'{"jsonrpc":"2.0","id":%d,"method":"secret_source.get","params":{"reference":%b}}\n'
+
+    def __init__(self, exe: Path, *args: str) -> None:
+        super().__init__(exe, *args)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.wfd = self.proc.stdin.fileno()
+        self.rfd = self.proc.stdout.fileno()
+
+    def get(self, reference: str) -> str:
+        rid = self.next_id
+        self.next_id = rid + 1
+        os.write(self.wfd, self.GET % (rid, json.dumps(reference).encode()))
+        data = os.read(self.rfd, 65536)
+        while not data.endswith(b"\n"):
+            data += os.read(self.rfd, 65536)
+        value: str = json.loads(data)["result"]["value"]
+        return value
 
 
 class LockedNaiveHost(NaiveHost):

@@ -51,6 +51,8 @@ Target = Tuple[str, str, str, str, Callable[[float], bool]]
 TARGETS: List[Target] = [
     ("warm_get", "ours-c", "c-host", "<= 1.8x the C-host limit (pinned)", lambda r: r <= 1.8),
     ("warm_get", "ours-c", "naive", "<= 0.8x the naive Popen+json host (pinned)", lambda r: r <= 0.8),
+    ("warm_get", "ours-c", "python-floor", "(info) vs the Python floor: raw os.write/os.read + json.loads", lambda r: True),
+    ("warm_get", "python-floor", "c-host", "(info) the Python floor vs the C host: what Python costs on this CPU", lambda r: True),
     ("warm_get", "ours-c", "ours-py", "(info) compiled core vs the twin", lambda r: True),
     ("warm_get", "ours-c", "ours-c-nospin", "(info) adaptive spin on vs off", lambda r: True),
     ("warm_get", "ours-c", "c-host-spin", "(info) vs a C host that busy-waits", lambda r: True),

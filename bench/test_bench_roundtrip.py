@@ -9,6 +9,9 @@ in the same placement:
   physical limit), timing each round trip itself; ``c-host-spin`` busy-waits
   on non-blocking reads instead of blocking (for the unpinned placements);
 * ``naive``: ``subprocess.Popen`` + ``stdin.write`` + ``stdout.readline`` + ``json``;
+* ``python-floor``: raw ``os.write``/``os.read`` + ``json.loads`` (``FloorHost``):
+  what Python itself costs, so a ratio to it shows what the library costs, on
+  any CPU;
 * ``ours-c-nospin``: ``ours-c`` with the core's adaptive spin turned off.
 
 Placements: ``pinned``, ``unpinned`` and ``split`` (host on one CPU, plugin
@@ -25,7 +28,7 @@ from typing import Iterator
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from _hosts import NaiveHost
+from _hosts import FloorHost, NaiveHost
 from _bench import BenchBin, Placement, c_host, tag
 from plugin_client import LifetimePolicy, PluginClient
 
@@ -74,6 +77,16 @@ def test_warm_get_naive(benchmark: BenchmarkFixture, bench_bin: BenchBin, rt_pla
     tag(benchmark, "warm_get", "naive", rt_placement)
     with rt_placement.spawning():
         host = NaiveHost(bench_bin.echo)
+    try:
+        assert benchmark(host.get, REF) == REF
+    finally:
+        host.close()
+
+
+def test_warm_get_python_floor(benchmark: BenchmarkFixture, bench_bin: BenchBin, rt_placement: Placement) -> None:
+    tag(benchmark, "warm_get", "python-floor", rt_placement)
+    with rt_placement.spawning():
+        host = FloorHost(bench_bin.echo)
     try:
         assert benchmark(host.get, REF) == REF
     finally:
