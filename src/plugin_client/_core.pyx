@@ -1,6 +1,8 @@
 """The compiled core of plugin-client: frames, pipes, clocks and child processes.
 
-It implements ``_core.pyi`` exactly, as its pure-Python twin ``_core_py`` does:
+It implements ``_core.pyi`` exactly, as its pure-Python twin ``_core_py`` does;
+the API is documented there only, and the docstrings here are one line (with
+``embedsignature``, ``help()`` still shows each signature):
 
 * :class:`FrameReader` splits newline-delimited frames out of a ``malloc``'d
   buffer with ``memchr``. Reading it never holds more than ``max_frame_bytes``

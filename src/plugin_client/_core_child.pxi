@@ -71,9 +71,9 @@ cdef class Child:
         return self._returncode
 
     def reader(self, Py_ssize_t max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
-        """``FrameReader(stdout_fd, max_frame_bytes, pidfd)``. For a child from
-        :func:`spawn`, made without asking the kernel what it already knows:
-        stdout and stdin are non-blocking."""
+        """``FrameReader(stdout_fd, max_frame_bytes, pidfd)``."""
+        # For a child from spawn() the fds' flags are known (stdin and stdout are
+        # non-blocking): the reader is made without an fcntl per fd.
         cdef FrameReader r
         cdef bint known = self._nonblocking and self._stdout >= 0
         if max_frame_bytes < 1:
@@ -132,11 +132,7 @@ cdef class Child:
         return self._check(True)
 
     def wait(self, timeout=None, *, bint reap=True):
-        """Wait up to ``timeout`` seconds for the child to exit; ``None`` on timeout.
-
-        With ``reap=False`` the exited child is left a zombie and the would-be
-        return code is returned while ``returncode`` stays ``None``.
-        """
+        """Wait up to ``timeout`` seconds for the child to exit; ``None`` on timeout."""
         cdef double dl = 0.0, remaining = -1.0, delay = 50e-6
         cdef bint has_dl = False, use_pidfd
         cdef pollfd pfd
@@ -238,9 +234,7 @@ cdef class Child:
         self._close_all()
 
     def finish(self):
-        """The end of every stop, in one call: ``kill()`` (SIGKILL to whatever is
-        left of the group), ``wait()`` (blocking: the leader has exited or is
-        dying) and ``close()``. Returns ``returncode``."""
+        """kill(), a blocking wait() and close(), in one call; returns ``returncode``."""
         self._signal_group(SIGKILL)
         rc = self.wait(None)
         self._close_all()

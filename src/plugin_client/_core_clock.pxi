@@ -9,7 +9,7 @@ cdef inline double _now() noexcept nogil:
 
 
 def monotonic():
-    """``CLOCK_MONOTONIC`` now, in seconds; the same clock as :func:`time.monotonic`."""
+    """``CLOCK_MONOTONIC`` now, in seconds."""
     return _now()
 
 

@@ -20,19 +20,7 @@ cdef double EXIT_WATCH = 5e-3
 
 
 cdef class FrameReader:
-    """Splits a byte stream into newline-delimited frames.
-
-    A frame is the bytes before a ``b"\\n"`` with one trailing ``b"\\r"``
-    removed. Only ``b"\\n"`` splits: U+2028 and lone ``\\r`` are frame content.
-    A line whose length before its ``\\n`` (a trailing ``\\r`` included)
-    exceeds ``max_frame_bytes`` raises :class:`FrameTooLargeError` as soon as
-    that many bytes are seen. Complete frames before an oversized one are
-    returned first. An empty line is returned as ``b""``.
-
-    ``exit_fd`` (a pidfd, or -1) is the process behind ``fd``: a read that has
-    waited 5 ms for its frame also watches it, and raises
-    :class:`ProcessExited` if the process exits while its stdout stays open.
-    """
+    """Splits a byte stream into newline-delimited frames."""
 
     # _buf[_start:_end] is held; _buf[_start:_scan] is known to hold no b"\n",
     # so every byte goes through memchr once however it is split.
@@ -219,37 +207,30 @@ cdef class FrameReader:
         return frame
 
     def read_frame(self, deadline=None):
-        """Return the next frame, reading from ``fd`` as needed.
-
-        A frame already buffered is returned with no system call. Raises
-        :class:`DeadlineExceeded`, :class:`StreamEOF` (with ``pending``; its
-        subclass :class:`ProcessExited` when ``exit_fd`` shows an exit first),
-        :class:`FrameTooLargeError` and ``OSError`` for other read errors.
-        """
+        """Return the next frame, reading from ``fd`` as needed."""
         self._idle()
         return self._read_frame(deadline)
 
     def exchange(self, int fd, data, deadline=None):
-        """One request and its reply: :func:`write_all` ``data`` to ``fd``, then
-        :meth:`read_frame`, both within ``deadline``, in one call.
-
-        ``fd``'s ``O_NONBLOCK`` flag is looked up when the reader first writes
-        to that fd number: a non-blocking fd is written with the GIL held (the
-        write never waits; EAGAIN polls with the GIL released), as reads are."""
+        """One request and its reply: write_all, then read_frame, in one call."""
+        # fd's O_NONBLOCK flag is looked up when the reader first writes to that fd
+        # number (_write_keeps_gil): a non-blocking fd is then written with the GIL
+        # held, as it is read, because such a write never waits (EAGAIN polls with
+        # the GIL released) and dropping the GIL would cost more than the write.
         self._idle()
         return self._exchange(fd, data, deadline)
 
     def exchange_if_idle(self, int fd, data, deadline=None, int pidfd=-1):
-        """:meth:`idle_state` first: unless it is ``0``, return ``None`` and write
-        nothing; else :meth:`exchange`. A warm request in one call."""
+        """idle_state() first; exchange() only if it is 0, else None."""
         self._idle()
         if self._idle_state(pidfd) != 0:
             return None
         return self._exchange(fd, data, deadline)
 
     def request(self, Child child, data, deadline=None):
-        """:meth:`exchange_if_idle` on ``child``'s stdin and pidfd, read in C: the
-        client's warm request in one call (the fds are never a stale copy)."""
+        """exchange_if_idle() on ``child``'s stdin and pidfd."""
+        # The fds are read from the Child in C on every call, so the client never
+        # sends on a stale copy of one (a restart replaces them).
         self._idle()
         if self._idle_state(child._pidfd) != 0:
             return None
@@ -268,15 +249,10 @@ cdef class FrameReader:
         return self._wfd_nonblocking
 
     def spin_ready(self, deadline=None):
-        """Spin a little, without sleeping, until ``fd`` turns readable: the
-        adaptive spin of :meth:`read_frame`, for a caller that reads elsewhere
-        (the asyncio client, before its event loop would sleep). ``True``:
-        ``fd`` is readable (or hung up) now; ``False``: no spin was allowed,
-        or it ran out. The rules and the state are ``read_frame``'s: never for
-        the reader's first wait, never past ``deadline``, never on a blocking
-        fd, never when this thread may run on one CPU only, and none for
-        SPIN_SKIP waits after SPIN_FAILS spins in a row ran out. The GIL is
-        released meanwhile."""
+        """Spin, without sleeping, until ``fd`` turns readable: whether it did."""
+        # read_frame's spin for a caller that reads elsewhere (the asyncio client,
+        # before its loop would sleep). It books into the same state (_may_spin,
+        # _spun), so a reader used both ways still backs off after SPIN_FAILS.
         cdef int r
         cdef double dl = 0.0
         cdef bint has_dl
@@ -290,12 +266,7 @@ cdef class FrameReader:
         return r > 0
 
     def idle_state(self, int pidfd=-1):
-        """What came while no request was in flight, with one ``poll`` that never waits.
-
-        ``2``: bytes are held, or readable on ``fd`` (output nobody asked for).
-        ``1``: ``fd`` hung up, or ``pidfd`` (when >= 0) is readable: the process
-        exited or closed its stdout. ``0``: nothing.
-        """
+        """What came while no request was in flight (0, 1 or 2), with one poll that never waits."""
         self._idle()
         return self._idle_state(pidfd)
 
@@ -423,8 +394,9 @@ cdef class FrameReader:
             self._busy = False
 
     def feed(self, data):
-        """Append bytes read elsewhere. Never raises for size: the limit is
-        enforced by :meth:`next_frame`."""
+        """Append bytes read elsewhere."""
+        # No size check here: the limit is on a line, and the complete frames
+        # before an oversized one must still come out of next_frame first.
         cdef Py_buffer view
         self._idle()
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
@@ -437,8 +409,7 @@ cdef class FrameReader:
             PyBuffer_Release(&view)
 
     def next_frame(self):
-        """Pop the next complete frame from the buffer without I/O, or ``None``.
-        Raises :class:`FrameTooLargeError` when the head line exceeds the limit."""
+        """Pop the next complete frame from the buffer without I/O, or ``None``."""
         self._idle()
         return self._pop()
 

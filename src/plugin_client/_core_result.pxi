@@ -11,14 +11,7 @@ cdef enum:
 
 
 def split_result(frame, request_id):
-    """The bytes between ``{"jsonrpc":"2.0","id":<request_id>,"result":`` and
-    the frame's last byte, a ``}``; ``None`` for any other frame.
-
-    A fast path, not a decoder: it never looks inside those bytes. Whether
-    they are one JSON value (a ``,"error":...`` after the result makes them
-    invalid JSON) is for the caller's parser to say; any frame written
-    otherwise (spaces, another member order) is the caller's full decode's.
-    """
+    """The result bytes of a success reply to ``request_id``, or ``None``."""
     cdef const char *p
     cdef Py_ssize_t n, k, at
     cdef char digits[24]

@@ -17,7 +17,7 @@ cdef bint _use_fallback(bint with_cwd) noexcept:
 
 
 def spawn_method():
-    """How :func:`spawn` closes inherited fds on this machine. For ``doctor``."""
+    """How spawn() closes inherited fds on this machine."""
     if not _use_fallback(False):
         return "posix_spawn+closefrom_np"
     return "vfork+close_range" if _have_close_range else "vfork+proc_self_fd"
@@ -159,16 +159,9 @@ cdef bint _dir_ok(bytes path):
 
 
 def spawn(argv, env, *, cwd=None, exec_fd=None):
-    """Start ``argv[0]`` (a path; no ``PATH`` search) with ``posix_spawn``, or
-    the file open at ``exec_fd`` with the ``vfork`` fallback and ``execveat``
-    (``posix_spawn``'s ``closefrom`` would close it before the exec).
-
-    The child gets exactly ``env``, pipes on fds 0, 1 and 2 and no other fd,
-    every signal at its default disposition, an empty signal mask, and a new
-    process group whose id is its pid. Its stdout pipe holds 256 KiB where the
-    kernel allows it. Raises :class:`SpawnFailed` (errno and path) if the file
-    is missing, not executable or not a valid executable.
-    """
+    """Start ``argv[0]`` (a path; no ``PATH`` search) and return its Child."""
+    # exec_fd always takes the vfork path: posix_spawn's closefrom action would
+    # close that descriptor before the exec, and execveat needs it open.
     cdef list args, envl
     cdef bytes cwd_b = None
     cdef Py_ssize_t i

@@ -1,12 +1,7 @@
 # _core.pyx includes this (one extension, one namespace). RestartWindow.
 
 cdef class RestartWindow:
-    """A sliding window of crash timestamps on ``CLOCK_MONOTONIC``.
-
-    Holds at most ``cap`` timestamps (the newest) in a fixed ring, so
-    :meth:`count` never exceeds ``cap``. ``now`` arguments default to
-    :func:`monotonic`.
-    """
+    """A sliding window of crash timestamps on ``CLOCK_MONOTONIC``."""
 
     cdef double *_ts        # ring of _n timestamps, oldest at _head
     cdef Py_ssize_t _cap, _head, _n

@@ -1,12 +1,7 @@
 # _core.pyx includes this (one extension, one namespace). write_all.
 
 def write_all(int fd, data, deadline=None):
-    """Write all of ``data`` to ``fd``, handling partial writes and EAGAIN (with ``poll``).
-
-    EPIPE raises :class:`PipeClosed`; the host never dies of SIGPIPE, even if
-    the host has restored SIGPIPE's default disposition. Raises
-    :class:`DeadlineExceeded` if the pipe stays full past ``deadline``.
-    """
+    """Write all of ``data`` to ``fd``."""
     _write_all(fd, data, deadline, False)
 
 
