@@ -54,6 +54,10 @@ from cpython.number cimport PyNumber_Index
 
 import os
 
+# One place for the values both cores must agree on (see _core_constants.py).
+from ._core_constants import DEFAULT_MAX_FRAME_BYTES
+from ._core_constants import EXIT_WATCH as _EXIT_WATCH
+from ._core_constants import STDOUT_PIPE_BYTES as _STDOUT_PIPE_BYTES
 from ._core_errors import (
     DeadlineExceeded,
     FrameTooLargeError,
@@ -93,11 +97,11 @@ __all__ = (
     "monotonic",
     "spawn",
     "spawn_method",
+    "split_result",
     "write_all",
 )
 
 IMPLEMENTATION = "cython"
-DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 
 cdef Py_ssize_t SSIZE_MAX_ = <Py_ssize_t>(<size_t>-1 >> 1)
 

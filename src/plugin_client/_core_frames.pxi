@@ -12,11 +12,9 @@ cdef enum:
 cdef double SPIN_MAX = 50e-6
 cdef int SPIN_FAILS = 3
 cdef int SPIN_SKIP = 64
-# A reader with an exit fd (the process's pidfd) watches it too once a reply
-# has kept it waiting this long: a process that died while a descendant
-# holds its stdout gives no EOF. Not from the start: a second fd in every
-# wait costs each fast round trip a quarter of a microsecond.
-cdef double EXIT_WATCH = 5e-3
+# How long a reply may keep a reader waiting before it watches its exit fd
+# too; why, and why not from the start: _core_constants.py.
+cdef double EXIT_WATCH = _EXIT_WATCH
 
 
 cdef class FrameReader:

@@ -73,6 +73,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Deque, Dict, List, Optional, Tuple, Union
 
+# One place for the values both cores must agree on (see _core_constants.py).
+from ._core_constants import DEFAULT_MAX_FRAME_BYTES
+from ._core_constants import EXIT_WATCH as _EXIT_WATCH
+from ._core_constants import STDOUT_PIPE_BYTES as _STDOUT_PIPE_BYTES
 from ._core_errors import (
     DeadlineExceeded,
     FrameTooLargeError,
@@ -106,7 +110,6 @@ _Env = Union[
 ]
 
 IMPLEMENTATION = "python"
-DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 
 _READ_SIZE = 64 * 1024
 # Dropping the consumed head of the buffer costs a memmove of what is left, so
@@ -116,9 +119,6 @@ _COMPACT_MIN = 64 * 1024
 
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
-# A reader with an exit fd watches it too once a reply has kept it waiting
-# this long (see FrameReader); as in the compiled core.
-_EXIT_WATCH = 5e-3
 # poll() takes an int of milliseconds; a far deadline (even inf) waits in steps.
 _MAX_POLL_MS = 2**31 - 1
 
@@ -583,9 +583,6 @@ def _inheritable_fds() -> List[int]:
     return out
 
 
-# The plugin's stdout pipe is grown to this (F_SETPIPE_SZ): a large reply then
-# needs a few wake-ups of the plugin instead of one per 64 KiB. See _core.pyx.
-_STDOUT_PIPE_BYTES = 256 * 1024
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Python < 3.10 lacks the name
 
 

@@ -1,10 +1,9 @@
 # _core.pyx includes this (one extension, one namespace). spawn and
 # spawn_method: posix_spawn, or the vfork fallback of _core_c.h.
 
-# The plugin's stdout pipe is grown to this (F_SETPIPE_SZ). A 600 KB reply came
-# 2.5x faster unpinned than through the default 64 KiB, and the user's pipe
-# quota (fs.pipe-user-pages-soft, 64 MiB) still holds 256 plugins.
-cdef int STDOUT_PIPE_BYTES = 256 * 1024
+# The plugin's stdout pipe is grown to this (F_SETPIPE_SZ); why this size:
+# _core_constants.py.
+cdef int STDOUT_PIPE_BYTES = _STDOUT_PIPE_BYTES
 
 pc_resolve()
 # close_range(~0U, ~0U) closes nothing; it only tells whether the call exists.
