@@ -42,9 +42,13 @@ A :class:`FrameReader` is for one thread at a time (a second one gets a
 ``RuntimeError`` rather than a corrupted buffer); a :class:`Child` may be
 signalled from one thread while another waits on it.
 
-``_force_spawn_fallback(True)`` (private, tests only) makes :func:`spawn` use
-the ``vfork`` fallback even where ``closefrom_np`` exists. The twin has no
-such switch; tests look for it with ``hasattr``.
+Test hooks (``_core_testing.pxi``; for tests and benchmarks only, never called
+by the package, absent from the twin, ``__all__`` and the stub):
+
+* ``_spin_limit(limit=None)`` reads or sets the longest adaptive spin
+  (``0`` turns spinning off, ``Child.wait``'s too);
+* ``_force_spawn_fallback(flag)`` makes :func:`spawn` use the ``vfork``
+  fallback even where ``closefrom_np`` exists.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer

@@ -8,7 +8,7 @@ cdef int STDOUT_PIPE_BYTES = _STDOUT_PIPE_BYTES
 pc_resolve()
 # close_range(~0U, ~0U) closes nothing; it only tells whether the call exists.
 cdef bint _have_close_range = pc_close_range(<unsigned int>-1, <unsigned int>-1) == 0
-cdef bint _forced_fallback = False
+cdef bint _forced_fallback = False  # set by the test hook _force_spawn_fallback only
 
 
 cdef bint _use_fallback(bint with_cwd) noexcept:
