@@ -1,9 +1,10 @@
 # _core.pyx includes this (one extension, one namespace). Child: the handle of
 # a spawned process.
 
-# Child.wait spins this long on the pidfd before it sleeps: the waits are for
-# an exit that is under way (stdin closed, a signal sent), typically tens of
-# microseconds away, and a sleeping waiter adds its own wake-up to that.
+# Child.wait spins this long on the pidfd before it sleeps: its waits are for
+# an exit that is already under way (stdin closed, a signal sent), which often
+# comes sooner than a sleeping waiter could be woken for it. Guarded by
+# bench/test_bench_lifecycle.py's shutdown and sigterm cases.
 cdef double SPIN_EXIT = 100e-6
 
 

@@ -322,8 +322,9 @@ cdef class FrameReader:
         # already there costs one read(). When it is not there yet, the reader
         # spins on read() for up to SPIN_MAX (GIL released) before it sleeps
         # in poll: a plugin on another CPU then answers a running CPU instead
-        # of waking an idle one, which on a VM costs tens of microseconds per
-        # wake-up, twice per round trip. After SPIN_FAILS spins in a row ran
+        # of waking an idle one, a wake-up that a VM makes slow and that would
+        # come twice per round trip (bench/test_bench_roundtrip.py's warm_get,
+        # spin against nospin, guards it). After SPIN_FAILS spins in a row ran
         # out (a slow plugin, or one that shares this CPU and so cannot run
         # while we spin) it blocks at once for the next SPIN_SKIP waits, then
         # tries again: a slow plugin costs at most SPIN_FAILS * SPIN_MAX of
@@ -354,7 +355,8 @@ cdef class FrameReader:
                 dst = self._buf + self._end
                 if self._nonblocking:
                     # Returns at once, with data or EAGAIN: dropping and taking
-                    # back the GIL would cost more than the read.
+                    # back the GIL would cost more than the read (bench/
+                    # test_bench_roundtrip.py's warm_get guards this line).
                     n = read(fd, dst, CHUNK)
                     err = errno
                 else:

@@ -77,7 +77,9 @@ cdef int _make_actions(posix_spawn_file_actions_t *fa, int fd0, int fd1, int fd2
 
 # The file actions of the last spawn without a cwd, kept for the next one. They
 # depend only on the pipes' fd numbers, which repeat as processes come and go,
-# and making them costs glibc a getrlimit per fd it checks (seven system calls).
+# and making them takes glibc several system calls (a getrlimit per fd it
+# checks), on the path of every cold start (bench/test_bench_lifecycle.py's
+# cold_start and cold_start_cpu guard it).
 # Taken (busy) by one spawn at a time; a spawn in another thread meanwhile makes
 # its own.
 cdef posix_spawn_file_actions_t _kept_fa
