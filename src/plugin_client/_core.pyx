@@ -7,16 +7,17 @@ the API is documented there only, and the docstrings here are one line (with
 * :class:`FrameReader` splits newline-delimited frames out of a ``malloc``'d
   buffer with ``memchr``. Reading it never holds more than ``max_frame_bytes``
   plus one 64 KiB read; ``read`` comes first and ``poll`` only on ``EAGAIN``,
-  after a bounded, adaptive spin (see ``_read_frame``).
+  after a bounded, adaptive spin (see ``_read_frame`` in ``_core_frames.pxi``).
   ``exchange`` is a write and its reply in one call, ``idle_state`` the
   one-``poll`` check for output or an exit while no request is in flight.
 * :func:`write_all` writes with the GIL released and turns EPIPE into
   :class:`PipeClosed`, without SIGPIPE even where the host restored its default.
 * :func:`spawn` is ``posix_spawn`` with a ``closefrom`` file action, looked up at
   run time because the wheel targets glibc 2.28 and the action is glibc 2.34.
-  Without it a ``vfork`` fallback written in C below does the same job. Its
-  attributes are made once, and the last spawn's file actions are kept for
-  the next one whose pipes get the same fd numbers (see ``_kept_fa``). A
+  Without it a ``vfork`` fallback written in C (``_core_c.h``) does the same
+  job. Its attributes are made once, and the last spawn's file actions are
+  kept for the next one whose pipes get the same fd numbers (see ``_kept_fa``
+  in ``_core_spawn.pxi``). A
   spawn of a descriptor (``exec_fd``) always takes the ``vfork`` path, which
   keeps that descriptor open up to its ``execveat``.
 * :class:`Child` waits on a pidfd with ``poll`` (or ``waitpid(WNOHANG)`` with a
