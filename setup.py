@@ -17,6 +17,7 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")
 
 
+CORE_DIR = os.path.join("src", "plugin_client")
 NO_EXTENSIONS = _flag("PLUGIN_CLIENT_NO_EXTENSIONS")
 TRACING = _flag("PLUGIN_CLIENT_CYTHON_TRACING")
 
@@ -43,6 +44,10 @@ else:
             Extension(
                 "plugin_client._core",
                 ["src/plugin_client/_core.pyx"],
+                # _core_c.h: the core's C helpers, #included by the generated
+                # _core.c. depends: a change to it alone recompiles the core.
+                include_dirs=[CORE_DIR],
+                depends=[os.path.join(CORE_DIR, "_core_c.h")],
                 define_macros=macros,
                 extra_compile_args=["-O2", "-std=gnu11"],
                 libraries=["dl"],

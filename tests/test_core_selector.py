@@ -154,3 +154,25 @@ def test_keyword_arguments_work(core: types.ModuleType, make_pipe) -> None:  # t
         assert child.wait(timeout=10, reap=True) == 0
     finally:
         child.close()
+
+
+# --- test hooks -------------------------------------------------------------------
+
+TEST_HOOKS = ("_spin_limit", "_force_spawn_fallback")
+
+
+def test_test_hooks_are_not_api_and_unused_by_the_package() -> None:
+    """The compiled core's test hooks (``_core_testing.pxi``) are for tests and
+    benchmarks only: no module of the package calls them, and neither the stub nor
+    ``__all__`` names them."""
+    package = Path(SRC_DIR) / "plugin_client"
+    callers = [
+        f"{path.name}: {hook}"
+        for path in sorted(package.glob("*.py"))
+        for hook in TEST_HOOKS
+        if hook in path.read_text()
+    ]
+    assert not callers
+    stub = STUB.read_text()
+    assert not [hook for hook in TEST_HOOKS if hook in stub]
+    assert not [hook for hook in TEST_HOOKS if hook in importlib.import_module("plugin_client._core_py").__all__]

@@ -8,6 +8,10 @@ with the GIL released in the compiled core. Deadlines are absolute times on
 ``CLOCK_MONOTONIC`` in float seconds, the clock of :func:`time.monotonic`;
 ``None`` means "wait for ever". Errors are the classes of
 :mod:`plugin_client._core_errors`.
+
+The docstrings here are the API's one full description: ``_core.pyx`` (with
+its ``.pxi`` units) and ``_core_py.py`` give each public name a one-line
+docstring and keep comments on how and why they implement it.
 """
 
 from collections.abc import Mapping, Sequence
@@ -32,9 +36,10 @@ class FrameReader:
 
     A frame is the bytes before a ``b"\\n"`` with one trailing ``b"\\r"``
     removed. Only ``b"\\n"`` splits: U+2028 and lone ``\\r`` are frame content.
-    A line whose length before its ``\\n`` exceeds ``max_frame_bytes`` raises
-    :class:`FrameTooLargeError` as soon as that many bytes are seen, so the
-    buffer never holds more than the limit plus one read. Complete frames
+    A line whose length before its ``\\n`` (a trailing ``\\r`` included)
+    exceeds ``max_frame_bytes`` raises :class:`FrameTooLargeError` as soon as
+    that many bytes are seen, so the buffer never holds more than the limit
+    plus one read. Complete frames
     before an oversized one are still returned first. An empty line is
     returned as ``b""`` (the façade decides that it is an error).
     """
@@ -86,7 +91,11 @@ class FrameReader:
         The twin never spins."""
     def exchange(self, fd: int, data: _Bytes, deadline: Optional[float] = None) -> bytes:
         """One request and its reply: :func:`write_all` ``data`` to ``fd``, then
-        :meth:`read_frame`, both within ``deadline``, in one call."""
+        :meth:`read_frame`, both within ``deadline``, in one call.
+
+        The compiled core looks up ``fd``'s ``O_NONBLOCK`` flag the first time
+        the reader writes to that fd number, and keeps it; a non-blocking fd is
+        written with the GIL held (such a write never waits)."""
     def exchange_if_idle(
         self, fd: int, data: _Bytes, deadline: Optional[float] = None, pidfd: int = -1
     ) -> Optional[bytes]:

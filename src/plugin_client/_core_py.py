@@ -73,6 +73,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Deque, Dict, List, Optional, Tuple, Union
 
+# One place for the values both cores must agree on (see _core_constants.py).
+from ._core_constants import DEFAULT_MAX_FRAME_BYTES
+from ._core_constants import EXIT_WATCH as _EXIT_WATCH
+from ._core_constants import STDOUT_PIPE_BYTES as _STDOUT_PIPE_BYTES
 from ._core_errors import (
     DeadlineExceeded,
     FrameTooLargeError,
@@ -106,7 +110,6 @@ _Env = Union[
 ]
 
 IMPLEMENTATION = "python"
-DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 
 _READ_SIZE = 64 * 1024
 # Dropping the consumed head of the buffer costs a memmove of what is left, so
@@ -116,9 +119,6 @@ _COMPACT_MIN = 64 * 1024
 
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
-# A reader with an exit fd watches it too once a reply has kept it waiting
-# this long (see FrameReader); as in the compiled core.
-_EXIT_WATCH = 5e-3
 # poll() takes an int of milliseconds; a far deadline (even inf) waits in steps.
 _MAX_POLL_MS = 2**31 - 1
 
@@ -178,19 +178,7 @@ def _poll_until(fds: Sequence[Tuple[int, int]], deadline: Optional[float]) -> Li
 
 
 class FrameReader:
-    """Splits a byte stream into newline-delimited frames.
-
-    A frame is the bytes before a ``b"\\n"`` with one trailing ``b"\\r"``
-    removed. Only ``b"\\n"`` splits: U+2028 and lone ``\\r`` are frame content.
-    A line whose length before its ``\\n`` (a trailing ``\\r`` included)
-    exceeds ``max_frame_bytes`` raises :class:`FrameTooLargeError` as soon as
-    that many bytes are seen. Complete frames before an oversized one are
-    returned first. An empty line is returned as ``b""``.
-
-    ``exit_fd`` (a pidfd, or -1) is the process behind ``fd``: a read that has
-    waited 5 ms for its frame also watches it, and raises
-    :class:`ProcessExited` if the process exits while its stdout stays open.
-    """
+    """Splits a byte stream into newline-delimited frames."""
 
     __slots__ = ("_fd", "_exit_fd", "_max", "_buf", "_pos", "_scan", "_nonblocking", "_busy")
 
@@ -248,20 +236,13 @@ class FrameReader:
         )
 
     def spin_ready(self, deadline: Optional[float] = None) -> bool:
-        """The compiled reader's short spin for ``fd`` to turn readable; the
-        twin never spins, so always ``False`` (the caller waits its own way)."""
+        """Always ``False``: the twin never spins."""
         self._idle()
         _check_deadline(deadline)
         return False
 
     def read_frame(self, deadline: Optional[float] = None) -> bytes:
-        """Return the next frame, reading from ``fd`` as needed.
-
-        A frame already buffered is returned with no system call. Raises
-        :class:`DeadlineExceeded`, :class:`StreamEOF` (with ``pending``; its
-        subclass :class:`ProcessExited` when ``exit_fd`` shows an exit first),
-        :class:`FrameTooLargeError` and ``OSError`` for other read errors.
-        """
+        """Return the next frame, reading from ``fd`` as needed."""
         self._idle()
         frame = self._pop()
         if frame is not None:
@@ -292,8 +273,7 @@ class FrameReader:
             self._busy = False
 
     def exchange(self, fd: int, data: _Bytes, deadline: Optional[float] = None) -> bytes:
-        """One request and its reply: :func:`write_all` ``data`` to ``fd``, then
-        :meth:`read_frame`, both within ``deadline``, in one call."""
+        """One request and its reply: write_all, then read_frame, in one call."""
         self._idle()
         write_all(fd, data, deadline)
         return self.read_frame(deadline)
@@ -301,26 +281,19 @@ class FrameReader:
     def exchange_if_idle(
         self, fd: int, data: _Bytes, deadline: Optional[float] = None, pidfd: int = -1
     ) -> Optional[bytes]:
-        """:meth:`idle_state` first: unless it is ``0``, return ``None`` and write
-        nothing; else :meth:`exchange`. A warm request in one call."""
+        """idle_state() first; exchange() only if it is 0, else None."""
         if self.idle_state(pidfd) != 0:
             return None
         return self.exchange(fd, data, deadline)
 
     def request(self, child: "Child", data: _Bytes, deadline: Optional[float] = None) -> Optional[bytes]:
-        """:meth:`exchange_if_idle` on ``child``'s stdin and pidfd: the client's warm
-        request in one call."""
+        """exchange_if_idle() on ``child``'s stdin and pidfd."""
         if not isinstance(child, Child):
             raise TypeError(f"child must be a Child, not {type(child).__name__}")
         return self.exchange_if_idle(child.stdin_fd, data, deadline, child.pidfd)
 
     def idle_state(self, pidfd: int = -1) -> int:
-        """What came while no request was in flight, with one ``poll`` that never waits.
-
-        ``2``: bytes are held, or readable on ``fd`` (output nobody asked for).
-        ``1``: ``fd`` hung up, or ``pidfd`` (when >= 0) is readable: the process
-        exited or closed its stdout. ``0``: nothing.
-        """
+        """What came while no request was in flight (0, 1 or 2), with one poll that never waits."""
         pidfd = _as_int(pidfd, "pidfd")
         self._idle()
         if len(self._buf) > self._pos:
@@ -358,8 +331,7 @@ class FrameReader:
         raise DeadlineExceeded("read a frame", max(0.0, deadline - start))
 
     def feed(self, data: _Bytes) -> None:
-        """Append bytes read elsewhere. Never raises for size: the limit is
-        enforced by :meth:`next_frame`."""
+        """Append bytes read elsewhere."""
         self._idle()
         self._append(data)
 
@@ -377,8 +349,7 @@ class FrameReader:
         buf += data
 
     def next_frame(self) -> Optional[bytes]:
-        """Pop the next complete frame from the buffer without I/O, or ``None``.
-        Raises :class:`FrameTooLargeError` when the head line exceeds the limit."""
+        """Pop the next complete frame from the buffer without I/O, or ``None``."""
         if self._busy:  # _idle(), inlined on the per-frame path
             self._idle()
         return self._pop()
@@ -414,14 +385,7 @@ _MAX_U64 = 2**64 - 1
 
 
 def split_result(frame: bytes, request_id: int) -> Optional[bytes]:
-    """The bytes between ``{"jsonrpc":"2.0","id":<request_id>,"result":`` and
-    the frame's last byte, a ``}``; ``None`` for any other frame.
-
-    A fast path, not a decoder: it never looks inside those bytes. Whether
-    they are one JSON value (a ``,"error":...`` after the result makes them
-    invalid JSON) is for the caller's parser to say; any frame written
-    otherwise (spaces, another member order) is the caller's full decode's.
-    """
+    """The result bytes of a success reply to ``request_id``, or ``None``."""
     if type(frame) is not bytes:  # exactly bytes, as frames are
         raise TypeError(f"split_result() needs bytes, not {type(frame).__name__}")
     request_id = operator.index(request_id)
@@ -439,12 +403,7 @@ _SIGPIPE_SET = {signal.SIGPIPE}
 
 
 def write_all(fd: int, data: _Bytes, deadline: Optional[float] = None) -> None:
-    """Write all of ``data`` to ``fd``, handling partial writes and EAGAIN (with ``poll``).
-
-    EPIPE raises :class:`PipeClosed`; the host never dies of SIGPIPE, even if
-    the host has restored SIGPIPE's default disposition. Raises
-    :class:`DeadlineExceeded` if the pipe stays full past ``deadline``.
-    """
+    """Write all of ``data`` to ``fd``."""
     with memoryview(data) as original:
         if original.ndim == 1 and original.itemsize == 1:
             _write_view(fd, original, deadline)
@@ -502,11 +461,7 @@ def _write_sigpipe_blocked(fd: int, chunk: memoryview) -> int:
 
 
 class RestartWindow:
-    """A sliding window of crash timestamps on ``CLOCK_MONOTONIC``.
-
-    Holds at most ``cap`` timestamps (the newest), so :meth:`count` never
-    exceeds ``cap``. ``now`` arguments default to :func:`monotonic`.
-    """
+    """A sliding window of crash timestamps on ``CLOCK_MONOTONIC``."""
 
     __slots__ = ("_window", "_cap", "_times", "_last")
 
@@ -598,7 +553,7 @@ _CLOSEFROM: Optional[int] = getattr(os, "POSIX_SPAWN_CLOSEFROM", None)
 
 
 def spawn_method() -> str:
-    """How :func:`spawn` closes inherited fds on this machine. For ``doctor``."""
+    """How spawn() closes inherited fds on this machine."""
     if _CLOSEFROM is not None:
         return "os.posix_spawn+closefrom"
     if _FD_DIR is not None:
@@ -628,9 +583,6 @@ def _inheritable_fds() -> List[int]:
     return out
 
 
-# The plugin's stdout pipe is grown to this (F_SETPIPE_SZ): a large reply then
-# needs a few wake-ups of the plugin instead of one per 64 KiB. See _core.pyx.
-_STDOUT_PIPE_BYTES = 256 * 1024
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Python < 3.10 lacks the name
 
 
@@ -781,16 +733,7 @@ def spawn(
     cwd: Optional[_StrOrBytes] = None,
     exec_fd: Optional[int] = None,
 ) -> "Child":
-    """Start ``argv[0]`` (a path; no ``PATH`` search) with ``posix_spawn``, or
-    the file open at ``exec_fd`` through its ``/proc/self/fd`` path, which the
-    kernel resolves before it closes the close-on-exec descriptor.
-
-    The child gets exactly ``env``, pipes on fds 0, 1 and 2 and no other fd,
-    every signal at its default disposition, an empty signal mask, and a new
-    process group whose id is its pid. Its stdout pipe holds 256 KiB where the
-    kernel allows it. Raises :class:`SpawnFailed` (errno and path) if the file
-    is missing, not executable or not a valid executable.
-    """
+    """Start ``argv[0]`` (a path; no ``PATH`` search) and return its Child."""
     if isinstance(argv, (str, bytes)):
         raise TypeError("argv must be a sequence of arguments, not one string")
     args = list(argv)
@@ -960,11 +903,7 @@ class Child:
         return self._try_reap()
 
     def wait(self, timeout: Optional[float] = None, *, reap: bool = True) -> Optional[int]:
-        """Wait up to ``timeout`` seconds for the child to exit; ``None`` on timeout.
-
-        With ``reap=False`` the exited child is left a zombie and the would-be
-        return code is returned while ``returncode`` stays ``None``.
-        """
+        """Wait up to ``timeout`` seconds for the child to exit; ``None`` on timeout."""
         check = self._try_reap if reap else self._try_peek
         rc = check()
         if rc is not None:
@@ -1046,9 +985,7 @@ class Child:
             _close_quietly(fd)
 
     def finish(self) -> Optional[int]:
-        """The end of every stop, in one call: ``kill()`` (SIGKILL to whatever is
-        left of the group), ``wait()`` (blocking: the leader has exited or is
-        dying) and ``close()``. Returns ``returncode``."""
+        """kill(), a blocking wait() and close(), in one call; returns ``returncode``."""
         self.signal_group(signal.SIGKILL)
         rc = self.wait(None)
         self.close()
