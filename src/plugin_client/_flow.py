@@ -10,9 +10,12 @@ followed by kill and crash accounting, every message a host sees) happens here,
 between the yields, with no I/O of its own but non-blocking checks.
 
 :class:`PluginClient` drives a flow with blocking calls (:func:`run_sync`),
-and for a warm process skips the generator: :meth:`Flow.warm_process`, one
-exchange, then the same error steps; :class:`AsyncPluginClient` awaits the same
-operations on its event loop. The
+:class:`AsyncPluginClient` awaits the same operations on its event loop. A
+request is :meth:`Flow.begin` (a pending request, or None: the slow path,
+:meth:`Flow.request_steps`), the driver's exchange, then :meth:`Flow.complete`
+for a reply that is plainly a success, else :meth:`Flow.finish_steps` with
+whatever came: both drivers take that one path, and a warm request drives no
+generator. The
 caller of a flow method holds the client's request lock (a ``threading.Lock``
 or an ``asyncio.Lock``): the flow assumes one request at a time per process.
 The bookkeeping behind ``health()`` is :class:`~plugin_client._lifecycle.Lifecycle`.
@@ -56,7 +59,20 @@ from .health import PluginHealth, PluginState
 from .manifest import PluginManifest, VerifiedExecutable, verify_executable
 from .policy import LifetimePolicy
 from .protocol import (
-    MAX_REQUEST_ID, Call, InitCall, InitResult, _init_line, _init_params, decode_reply, encode_request,
+    MAX_REQUEST_ID,
+    Call,
+    InitCall,
+    InitResult,
+    Result,
+    _REF_JSON,
+    _T_GET,
+    _compact_result,
+    _get_line,
+    _init_line,
+    _init_params,
+    _plain_result,
+    decode_reply,
+    encode_request,
 )
 
 __all__ = ("Flow", "FlowHandle", "FlowSteps", "EXCHANGE_ERRORS", "PYTHON_ENV", "plugin_env")
@@ -141,7 +157,8 @@ class Flow:
     __slots__ = (
         "name", "manifest", "policy", "source_name", "config", "life", "slot", "closed",
         "init", "last_tail", "client_type", "caps_bits", "_exe_source", "_verified", "_next_id", "_pid",
-        "_init_params", "on_live", "stop_later", "__weakref__",
+        "_init_params", "on_live", "stop_later", "_get", "_idle_check", "_idle_timeout", "_request_timeout",
+        "__weakref__",
     )
 
     def __init__(
@@ -152,6 +169,8 @@ class Flow:
         source_name: Optional[str],
         config: Optional[Mapping[str, Any]],
         client_type: str = "PluginClient",
+        *,
+        idle_check_in_exchange: bool = False,
     ) -> None:
         self.client_type = client_type
         self.manifest = manifest
@@ -194,6 +213,17 @@ class Flow:
         # None (or a RuntimeError from it): the request stops it first. Not a
         # method of the client, like on_live.
         self.stop_later: Optional[Callable[[Flow, PluginProcess], None]] = None
+        # begin()'s own idle check, unless the driver's exchange makes it
+        # (the sync client's core call, FrameReader.request, does).
+        self._idle_check = not idle_check_in_exchange
+        # The policy's figures begin() reads, one attribute away.
+        self._idle_timeout = policy.idle_timeout
+        self._request_timeout = policy.request_timeout
+        # The pending request of every get by reference, reused: one request at a
+        # time per flow (the caller holds the request lock), and a get's line
+        # carries no secret. Other calls get an Exchange of their own (a put's
+        # line holds its value: it goes when the request ends).
+        self._get = Exchange(None, b"", 0.0, None, 0, skippable=True)
 
     # --- no I/O ----------------------------------------------------------------
 
@@ -211,49 +241,118 @@ class Flow:
             plugin=self.name,
         )
 
-    def unsupported(self, call: Call) -> UnsupportedCapability:
-        cap = type(call).capability
+    def unsupported(self, call_type: Any) -> UnsupportedCapability:
+        cap = call_type.capability
         cap_name = cap.name or str(int(cap))
         return UnsupportedCapability(
             f"Plugin {self.name!r} does not claim the {cap_name} capability needed by "
-            f"{type(call).method.value!r}; use a plugin that supports it.",
+            f"{call_type.method.value!r}; use a plugin that supports it.",
             capability=cap_name,
             plugin=self.name,
         )
 
-    def gate(self, call: Call) -> None:
-        """The capability gate, before any I/O (once ``init`` told the capabilities)."""
-        if not (self.caps_bits & _need_bits(type(call))):
-            raise self.unsupported(call)
+    def gate(self, call_type: Any) -> None:
+        """The capability gate: raise :class:`UnsupportedCapability` before any I/O
+        unless the capabilities ``init`` told (all, until one did) cover
+        ``call_type``'s. :meth:`begin` leaves a refused call to the slow path,
+        which asks this."""
+        if not (self.caps_bits & _need_bits(call_type)):
+            raise self.unsupported(call_type)
 
-    def allows(self, call_type: type) -> bool:
-        """The gate's test on a call type (for a caller that has not built the call)."""
-        return bool(self.caps_bits & _need_bits(call_type))
+    # --- the warm request: begin -> the driver's exchange -> complete -----------
 
-    def warm_process(self, now: Optional[float] = None, check_idle: bool = True) -> Optional[PluginProcess]:
-        """The live process, if a request can be written to it at once: the checks
-        of :meth:`ready_steps` when they find nothing to do (not closed, not forked,
-        not disabled, not idle too long, and an idle check that saw nothing: one
-        ``poll(0)`` in the core). ``None``: ``ready_steps`` has work to do.
+    def begin(self, call_type: Any, call: Optional[Call], reference: str) -> Optional[Exchange]:
+        """A request that can be written at once, or None: the slow path
+        (:meth:`begin_blocking` or :meth:`request_steps`) must run.
 
-        A plain call, not a generator: the warm path of a request stays a few
-        calls and one poll, which is most of what a request costs beyond its
-        write, read and decode. ``now``: ``monotonic()``, if the caller has it.
-        ``check_idle=False``: the caller makes the idle check itself, in the
-        core call that writes its request (``FrameReader.request``).
+        ``call`` (of class ``call_type``), or, for a ``get`` (``call`` None,
+        ``call_type`` :class:`GetCall`), its ``reference``, whose line is made
+        with no model. The request is pending on the live process if the
+        client is open and not forked, the plugin is not disabled, the process
+        has not been idle too long, the gate lets the call through and (unless
+        the driver's exchange does it) the idle check sees nothing. It carries
+        the line with a new id, the deadline, and what :meth:`complete` and
+        :meth:`finish_steps` need. The driver performs it (an :class:`Exchange`
+        operation) and hands the outcome back to one of them.
+
+        No generator and a few calls: this and :meth:`complete` are all the
+        engine adds to a warm request (``bench/test_bench_roundtrip.py``).
         """
         proc = self.slot.proc
         if proc is None or self.closed or self._pid != _PID:
             return None
         life = self.life
-        if now is None:
-            now = monotonic()
-        if life.state is _DISABLED or now - life.last_used_mono > self.policy.idle_timeout:
+        now = monotonic()
+        if life.state is _DISABLED or now - life.last_used_mono > self._idle_timeout:
             return None
+        try:
+            need = _NEED_BITS[call_type]
+        except KeyError:
+            need = _need_bits(call_type)
+        if not (self.caps_bits & need):
+            return None  # refused: gate() raises it on the slow path
         # proc.idle_check(), minus a Python frame.
-        if check_idle and proc.reader.idle_state(proc.child.pidfd) != IDLE_OK:
+        if self._idle_check and proc.reader.idle_state(proc.child.pidfd) != IDLE_OK:
             return None
-        return proc
+        # _take_id() and get_line()'s cache hit, written out (the warm path's
+        # calls are what a request costs beyond its I/O and decode).
+        rid = self._next_id
+        self._next_id = rid + 1 if rid < MAX_REQUEST_ID else 1
+        if call is None:
+            enc = _REF_JSON.get(reference)
+            pending = self._get
+            pending.line = _T_GET % (rid, enc) if enc is not None else _get_line(reference, rid)
+            pending.proc = proc
+            pending.deadline = now + self._request_timeout
+            pending.call_type = call_type
+            pending.rid = rid
+            return pending
+        return Exchange(proc, encode_request(call, rid), now + self._request_timeout, call_type, rid, skippable=True)
+
+    def complete(self, pending: Exchange, frame: bytes) -> Optional[Result]:
+        """The result of ``pending``'s reply ``frame``, booked, if it is plainly a
+        success; else None: :meth:`finish_steps` says what it is."""
+        # The compact reply first, as _plain_result() would, minus a call.
+        result = _compact_result(frame, pending.call_type, pending.rid)
+        if result is None:
+            result = _plain_result(frame, pending.call_type, pending.rid)
+            if result is None:
+                return None
+        self.life.last_used_mono = monotonic()  # Lifecycle.on_used(), minus a call
+        return result
+
+    def finish_steps(self, pending: Exchange, outcome: Union[bytes, BaseException, None]) -> FlowSteps:
+        """The slow tail of a request begun by :meth:`begin` (or the slow path):
+        ``outcome`` is its reply frame (not plainly a success), its exchange's
+        error (one of ``EXCHANGE_ERRORS``: the process is ended, the crash
+        counted, and the public error raised), or None: nothing was written,
+        because the driver's idle check found output or an exit; the request
+        then starts over from :meth:`ready_steps`. Returns the typed result."""
+        if outcome is None:
+            proc = yield from self.ready_steps()
+            self.gate(pending.call_type)  # the process may be new, and say otherwise
+            pending.proc = proc
+            pending.deadline = monotonic() + self._request_timeout
+            return (yield from self.exchange_steps(pending))
+        if isinstance(outcome, BaseException):
+            yield from self.exchange_failed_steps(pending.proc, pending.call_type, outcome)
+            raise outcome  # pragma: no cover - the steps always raise
+        return (yield from self.reply_steps(pending, outcome))
+
+    def begin_blocking(self, call_type: Any, call: Optional[Call], reference: str) -> Exchange:
+        """:meth:`begin`'s slow path with blocking calls (the sync client): the
+        gate (raises before any I/O), a process readied (spawned, reaped,
+        replaced: :meth:`ready_blocking`), the gate again (an ``init`` may just
+        have told the capabilities), and the pending request."""
+        self.gate(call_type)
+        proc = self.ready_blocking()
+        self.gate(call_type)
+        return self._pending(proc, call_type, call, reference)
+
+    def _pending(self, proc: PluginProcess, call_type: Any, call: Optional[Call], reference: str) -> Exchange:
+        rid = self._take_id()
+        line = encode_request(call, rid) if call is not None else _get_line(reference, rid)
+        return Exchange(proc, line, monotonic() + self._request_timeout, call_type, rid, skippable=True)
 
     def health(self) -> PluginHealth:
         """A snapshot; never waits behind a request in flight."""
@@ -287,41 +386,38 @@ class Flow:
 
     # --- flows (generators; the caller holds the request lock) -----------------
 
-    def request_steps(self, call: Call) -> FlowSteps:
-        """Ready a process (reap, respawn, init as needed), then one request. Returns
-        the typed result; raises the public errors."""
-        proc = self.warm_process()
-        if proc is None:
-            proc = yield from self.ready_steps()
-        if not (self.caps_bits & _need_bits(type(call))):
-            raise self.unsupported(call)
-        rid = self._take_id()
-        op = Exchange(proc, encode_request(call, rid), monotonic() + self.policy.request_timeout, True)
-        return (yield from self.exchange_steps(op, type(call), rid))
+    def request_steps(self, call_type: Any, call: Optional[Call], reference: str = "") -> FlowSteps:
+        """A request from the start, as a generator: the gate (before any I/O), a
+        process readied (reap, respawn, init as needed), the gate again, then
+        the exchange and its reply (:meth:`exchange_steps`). ``call`` and
+        ``reference`` as for :meth:`begin`. Returns the typed result; raises
+        the public errors."""
+        self.gate(call_type)
+        proc = yield from self.ready_steps()
+        self.gate(call_type)
+        return (yield from self.exchange_steps(self._pending(proc, call_type, call, reference)))
 
-    def exchange_steps(self, op: Exchange, call_type: Any, rid: int) -> FlowSteps:
-        """A request's exchange (``op``, whose line has id ``rid``) and its reply:
-        the rest of :meth:`request_steps` once the line is made. ``call_type``:
-        the call's class. A driver that has begun ``op`` already (the asyncio
-        client's warm path) starts these steps to hand them its outcome."""
+    def exchange_steps(self, pending: Exchange) -> FlowSteps:
+        """Perform ``pending`` (the driver's exchange), then :meth:`finish_steps`
+        with its outcome. A driver that has begun ``pending`` already (the
+        asyncio client's warm path) awaits that instead of beginning it again."""
         try:
-            frame = yield op
+            outcome: Union[bytes, BaseException] = yield pending
         except EXCHANGE_ERRORS as exc:
-            yield from self.exchange_failed_steps(op.proc, call_type, exc)
-            raise  # pragma: no cover - the steps always raise
-        return (yield from self.reply_steps(op.proc, frame, call_type, rid))
+            outcome = exc
+        return (yield from self.finish_steps(pending, outcome))
 
-    def reply_steps(self, proc: PluginProcess, frame: bytes, call: Any, rid: int) -> FlowSteps:
-        """Decode the reply to ``call`` (the call or its class) and book it. The
-        plugin's own error reply leaves the process up; a reply that breaks the
-        protocol ends it (:meth:`bad_reply_steps`), and its error is re-raised."""
+    def reply_steps(self, pending: Exchange, frame: bytes) -> FlowSteps:
+        """Decode ``pending``'s reply and book it. The plugin's own error reply
+        leaves the process up; a reply that breaks the protocol ends it
+        (:meth:`bad_reply_steps`), and its error is re-raised."""
         try:
-            result = decode_reply(frame, call, rid, plugin=self.name)
+            result = decode_reply(frame, pending.call_type, pending.rid, plugin=self.name)
         except PluginError:
             self.life.on_used()
             raise
         except ProtocolError as exc:
-            yield from self.bad_reply_steps(proc, exc)
+            yield from self.bad_reply_steps(pending.proc, exc)
             raise
         self.life.on_used()
         return result
@@ -526,7 +622,7 @@ class Flow:
         """Spawn and init a new process (none is live); returns it."""
         proc, rid, deadline = self._spawn_begin()
         try:
-            frame = yield Exchange(proc, _init_line(self._init_params, rid), deadline)
+            frame = yield Exchange(proc, _init_line(self._init_params, rid), deadline, InitCall, rid)
             init = self._decode_init(frame, rid)
         except _PLUGIN_FAULTS as exc:
             yield from self._spawn_failed_steps(proc, exc)

@@ -99,16 +99,23 @@ class Exchange:
     ``deadline``. Result: the frame's bytes. Errors: the core's ``DeadlineExceeded``,
     ``StreamEOF``, ``PipeClosed``, ``FrameTooLargeError``.
 
+    ``call_type`` and ``rid``: the call the line carries and its request id,
+    which the reply must answer (the flow's concern; opaque here).
+
     ``skippable``: a driver whose caller has gone (a cancelled asyncio task) may
     close the flow here instead of performing it, since nothing was written yet and
     nothing else depends on it (a host's request; never an ``init``)."""
 
-    __slots__ = ("proc", "line", "deadline", "skippable")
+    __slots__ = ("proc", "line", "deadline", "call_type", "rid", "skippable")
 
-    def __init__(self, proc: PluginProcess, line: bytes, deadline: float, skippable: bool = False) -> None:
-        self.proc = proc
+    def __init__(
+        self, proc: Any, line: bytes, deadline: float, call_type: Any, rid: int, *, skippable: bool = False
+    ) -> None:
+        self.proc: PluginProcess = proc
         self.line = line
         self.deadline = deadline
+        self.call_type = call_type
+        self.rid = rid
         self.skippable = skippable
 
 
