@@ -157,7 +157,7 @@ class Flow:
     __slots__ = (
         "name", "manifest", "policy", "source_name", "config", "life", "slot", "closed",
         "init", "last_tail", "client_type", "caps_bits", "_exe_source", "_verified", "_next_id", "_pid",
-        "_init_params", "on_live", "stop_later", "_get", "_idle_check", "_idle_timeout", "_request_timeout",
+        "_init_params", "on_live", "stop_later", "_get", "_idle_check", "_start_process", "_idle_timeout", "_request_timeout",
         "__weakref__",
     )
 
@@ -171,8 +171,12 @@ class Flow:
         client_type: str = "PluginClient",
         *,
         idle_check_in_exchange: bool = False,
+        start_process: Optional[Callable[..., PluginProcess]] = None,
     ) -> None:
         self.client_type = client_type
+        # How a process is started: PluginProcess.start, or what a test or a
+        # benchmark puts in its place (a fake process; another core).
+        self._start_process = start_process if start_process is not None else PluginProcess.start
         self.manifest = manifest
         self.name = manifest.name
         self.policy = policy
@@ -705,7 +709,7 @@ class Flow:
             self.life.on_crash(str(exc))
             raise
         try:
-            proc = PluginProcess.start(
+            proc = self._start_process(
                 [exe.path_bytes],
                 self._env(),
                 plugin_name=self.name,
