@@ -209,9 +209,12 @@ class PluginProcess:
         max_frame_bytes: int,
         stderr_lines: int,
         exec_fd: Optional[int] = None,
+        core: Any = None,
     ) -> PluginProcess:
-        """Spawn (``argv[0]``, or the file open at ``exec_fd``); raises the core's ``SpawnFailed``."""
-        child = spawn(argv, env, exec_fd=exec_fd)
+        """Spawn (``argv[0]``, or the file open at ``exec_fd``); raises the core's ``SpawnFailed``.
+        ``core``: the core module to spawn with (its ``Child`` then reads and writes), if not
+        the one :mod:`plugin_client._impl` selected (benchmarks compare both in one run)."""
+        child = (spawn if core is None else core.spawn)(argv, env, exec_fd=exec_fd)
         tail = PUMP.register(child.stderr_fd, plugin_name, stderr_lines)
         return cls(child, child.reader(max_frame_bytes), tail)
 
@@ -327,28 +330,3 @@ class PluginProcess:
         """After ``fork()``, in the child: drop the parent's fds without signalling anything."""
         self.io = None  # the parent's event loop is not this process's to touch
         self.child.close()
-
-
-# The core names this module calls at run time; _use_core rebinds exactly these
-# (a process's exchanges and idle checks go through its FrameReader, which its
-# Child made: Child.reader()).
-_CORE_NAMES = ("spawn",)
-
-
-def _use_core(core: Any) -> Any:
-    """Private, for benchmarks: make processes started from now on use ``core``
-    (``plugin_client._core`` or ``plugin_client._core_py``) instead of the one
-    :mod:`plugin_client._impl` selected. Returns the previous core, as a
-    stand-in module to pass back. Running processes keep theirs.
-
-    So one benchmark run compares :class:`PluginClient` over both cores on the
-    same plugin, which ``PLUGIN_CLIENT_NO_EXTENSIONS`` (read once, at import)
-    cannot. Not for production use: the selector is the only supported choice.
-    """
-    import types
-
-    g = globals()
-    previous = types.SimpleNamespace(**{name: g[name] for name in _CORE_NAMES})
-    for name in _CORE_NAMES:
-        g[name] = getattr(core, name)
-    return previous

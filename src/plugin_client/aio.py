@@ -72,6 +72,7 @@ to a loop that is closed, as when a script calls ``asyncio.run`` twice.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -514,7 +515,11 @@ class AsyncPluginClient(FlowHandle):
         *,
         source_name: Optional[str] = None,
         config: Optional[Mapping[str, Any]] = None,
+        _core: Any = None,
     ) -> None:
+        """``_core`` (private, for benchmarks): the core module this client's
+        processes use (``plugin_client._core`` or ``plugin_client._core_py``),
+        instead of the one ``PLUGIN_CLIENT_NO_EXTENSIONS`` selected at import."""
         if isinstance(manifest, LoadedPlugin):
             if executable is None:
                 executable = manifest.executable
@@ -526,6 +531,7 @@ class AsyncPluginClient(FlowHandle):
             source_name,
             config,
             client_type="AsyncPluginClient",
+            start_process=None if _core is None else functools.partial(PluginProcess.start, core=_core),
         )
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         # Made at first use, in the loop: before Python 3.10 a Lock binds to a loop when made.

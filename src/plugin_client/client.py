@@ -20,6 +20,7 @@ and manifest checks (:mod:`plugin_client.manifest`).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from typing import Any, Mapping, Optional, Union, overload
@@ -27,6 +28,7 @@ from typing import Any, Mapping, Optional, Union, overload
 from ._flow import EXCHANGE_ERRORS, Flow, FlowHandle
 from ._impl import monotonic
 from ._live import unwatch, watch
+from ._process import PluginProcess
 from ._scrub import scrub
 from ._sweeper import SWEEPER, nudge
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
@@ -74,7 +76,11 @@ class PluginClient(FlowHandle):
         *,
         source_name: Optional[str] = None,
         config: Optional[Mapping[str, Any]] = None,
+        _core: Any = None,
     ) -> None:
+        """``_core`` (private, for benchmarks): the core module this client's
+        processes use (``plugin_client._core`` or ``plugin_client._core_py``),
+        instead of the one ``PLUGIN_CLIENT_NO_EXTENSIONS`` selected at import."""
         if isinstance(manifest, LoadedPlugin):
             if executable is None:
                 executable = manifest.executable
@@ -86,6 +92,7 @@ class PluginClient(FlowHandle):
             source_name,
             config,
             idle_check_in_exchange=True,  # FrameReader.request makes it, in the core
+            start_process=None if _core is None else functools.partial(PluginProcess.start, core=_core),
         )
         self._lock = threading.Lock()
         self._lock_timeout = flow.lock_timeout()
