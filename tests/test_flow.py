@@ -289,7 +289,7 @@ def test_finish_a_broken_reply_kills_and_counts(plugin: Any, script: Script) -> 
         drive(flow.finish_steps(pending, b"not json"), script)
     assert flow.slot.proc is None and proc.ended is ExitStage.KILLED_AFTER_ERROR
     assert flow.life.state is PluginState.RECOVERING and flow.health().crashes_in_window == 1
-    assert "restarted" in str(info.value)
+    assert "the next request starts a fresh process" in str(info.value)
 
 
 @pytest.mark.parametrize("exc, public, stage", [
@@ -398,7 +398,7 @@ def test_an_expired_process_is_stopped_first_without_stop_later(plugin: Any, scr
     (b'{"jsonrpc":"2.0","id":0,"error":{"kind":"other","detail":"bad config"}}', "refused init"),
     (b'{"jsonrpc":"2.0","id":0,"result":{"source_name":"other","capabilities_bits":1,"plugin_version":"1"}}',
      "instead of"),
-    (b"garbage", "bad init reply"),
+    (b"garbage", "not JSON"),
 ])
 def test_a_failed_init_ends_the_process_and_counts(plugin: Any, script: Script, init: Outcome, message: str) -> None:
     flow = new_flow(plugin, script)
@@ -409,20 +409,16 @@ def test_a_failed_init_ends_the_process_and_counts(plugin: Any, script: Script, 
     assert flow.health().crashes_in_window == 1
 
 
-def test_a_spawn_failure_counts(plugin: Any, script: Script) -> None:
+@pytest.mark.parametrize("error, message, crashes", [
+    (SpawnFailed(errno.EACCES, "x"), "cannot start", 1),
+    (OSError(errno.EMFILE, "Too many open files"), "file descriptors", 0),  # the host's state, not the plugin's
+])
+def test_a_spawn_failure(plugin: Any, script: Script, error: BaseException, message: str, crashes: int) -> None:
     flow = new_flow(plugin, script)
-    script.spawn_error = SpawnFailed(errno.EACCES, "x")
-    with pytest.raises(errors.SpawnError, match="cannot start"):
+    script.spawn_error = error
+    with pytest.raises(errors.SpawnError, match=message):
         drive(flow.start_steps(), script)
-    assert flow.health().crashes_in_window == 1
-
-
-def test_running_out_of_fds_counts_no_crash(plugin: Any, script: Script) -> None:
-    flow = new_flow(plugin, script)
-    script.spawn_error = OSError(errno.EMFILE, "Too many open files")
-    with pytest.raises(errors.SpawnError, match="file descriptors"):
-        drive(flow.start_steps(), script)
-    assert flow.health().crashes_in_window == 0
+    assert flow.health().crashes_in_window == crashes
 
 
 def test_a_closed_flow_refuses(plugin: Any, script: Script) -> None:
@@ -490,3 +486,36 @@ def test_init_exchange_is_never_skippable(plugin: Any, script: Script) -> None:
     op = steps.send(None)
     assert type(op) is Exchange and op.call_type is InitCall and not op.skippable
     steps.close()
+
+
+# --- messages: one outcome each -------------------------------------------------------------
+
+
+def test_a_crash_message_has_one_outcome(plugin: Any, script: Script) -> None:
+    flow = new_flow(plugin, script)
+    texts = []
+    for _ in range(POLICY.restart_cap):
+        warm(flow, script)
+        pending = flow.begin(GetCall, None, "r")
+        assert pending is not None
+        with pytest.raises(errors.PluginCrashed) as info:
+            drive(flow.finish_steps(pending, StreamEOF(0)), script)
+        texts.append(str(info.value))
+    *before, last = texts
+    for text in before:
+        assert "the next request starts a fresh process" in text.lower() and "disabled" not in text
+    assert "now disabled" in last and "fresh process" not in last
+    with pytest.raises(errors.PluginDisabled) as refused:
+        drive(flow.request_steps(GetCall, None, "r"), script)
+    text = str(refused.value)
+    assert "fresh process" not in text and "now disabled" not in text and text.count("clear_disabled()") == 1
+
+
+def test_a_bad_init_reply_says_so_once(plugin: Any, script: Script) -> None:
+    flow = new_flow(plugin, script)
+    script.outcomes.append(b"garbage")
+    with pytest.raises(errors.InitError) as info:
+        drive(flow.start_steps(), script)
+    text = str(info.value)
+    assert text.startswith("Plugin 'echo' sent a reply to request") and text.count("Plugin 'echo'") == 1
+    assert text.endswith("It was killed; the next request starts a fresh process.")

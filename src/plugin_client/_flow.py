@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, SpawnFailed, StreamEOF
 from ._exec_image import FD_EXHAUSTED
 from ._impl import monotonic
+from . import _messages as messages
 from ._lifecycle import Lifecycle
 from ._live import Slot
 from ._process import EXCHANGE_ERRORS, IDLE_EXITED, IDLE_OK, Exchange, ExitRecord, Op, PluginProcess, Steps, run_sync
@@ -130,6 +131,11 @@ def _nothing(_flow: "Flow") -> None:
     pass
 
 
+def _how(info: ExitRecord) -> str:
+    """How a process ended, for messages: its signal's name, or its exit status."""
+    return info.signal or f"status {info.returncode}"
+
+
 def _problems(exc: ValueError) -> str:
     """What a ValueError from the init params says; a ValidationError's errors
     without their input (the config may hold credentials)."""
@@ -187,10 +193,7 @@ class Flow:
         try:
             self._init_params = _init_params(self.source_name, self.config)
         except ValueError as exc:
-            raise ValueError(
-                f"Plugin {self.name!r}: its init call cannot be built ({_problems(exc)}); "
-                "pass a str source_name and a config of JSON values."
-            ) from exc
+            raise ValueError(messages.init_not_buildable(self.name, _problems(exc))) from exc
         self._exe_source = executable
         self._verified: Optional[VerifiedExecutable] = (
             executable if isinstance(executable, VerifiedExecutable) else None
@@ -239,20 +242,13 @@ class Flow:
 
     def lock_timeout_error(self) -> RequestTimeout:
         t = self.lock_timeout()
-        return RequestTimeout(
-            f"Plugin {self.name!r}: another request held the client for more than "
-            f"{t:g} s; check health() for a hung plugin.",
-            plugin=self.name,
-        )
+        return RequestTimeout(messages.lock_timeout(self.name, t), plugin=self.name)
 
     def unsupported(self, call_type: Any) -> UnsupportedCapability:
         cap = call_type.capability
         cap_name = cap.name or str(int(cap))
         return UnsupportedCapability(
-            f"Plugin {self.name!r} does not claim the {cap_name} capability needed by "
-            f"{call_type.method.value!r}; use a plugin that supports it.",
-            capability=cap_name,
-            plugin=self.name,
+            messages.unsupported(self.name, cap_name, call_type.method.value), capability=cap_name, plugin=self.name
         )
 
     def gate(self, call_type: Any) -> None:
@@ -429,31 +425,30 @@ class Flow:
     def exchange_failed_steps(self, proc: PluginProcess, call_type: Any, exc: BaseException) -> FlowSteps:
         """An exchange failed with one of ``EXCHANGE_ERRORS``: end ``proc``, count the
         crash and raise the public error, chained to ``exc``."""
-        method = call_type.method.value
+        name, method = self.name, call_type.method.value
         if isinstance(exc, DeadlineExceeded):
+            msg = yield from self._fail_steps(proc, messages.timed_out(name, method, self.policy))
+            raise RequestTimeout(msg, plugin=name) from exc
+        if isinstance(exc, (StreamEOF, PipeClosed)):
             msg = yield from self._fail_steps(
                 proc,
-                f"Plugin {self.name!r} did not answer {method!r} within "
-                f"request_timeout={self.policy.request_timeout:g} s; it was killed and will be restarted.",
+                lambda how: messages.exited_while_answering(name, method, how),
+                dead=True,
+                advice=messages.stderr_hint(name),
             )
-            raise RequestTimeout(msg, plugin=self.name) from exc
-        if isinstance(exc, (StreamEOF, PipeClosed)):
-            msg = yield from self._fail_steps(proc, f"Plugin {self.name!r} exited while answering {method!r}", dead=True)
-            raise PluginCrashed(msg, plugin=self.name) from exc
+            raise PluginCrashed(msg, plugin=name) from exc
         if isinstance(exc, FrameTooLargeError):
             msg = yield from self._fail_steps(
-                proc,
-                f"Plugin {self.name!r} sent a reply line longer than max_frame_bytes={exc.limit}; "
-                "it was killed. Raise max_frame_bytes in the LifetimePolicy if such replies are legitimate.",
+                proc, messages.reply_too_long(name, exc.limit), advice=messages.REPLY_TOO_LONG_ADVICE
             )
-            raise FrameTooLarge(msg, plugin=self.name) from exc
+            raise FrameTooLarge(msg, plugin=name) from exc
         raise exc
 
     def bad_reply_steps(self, proc: PluginProcess, exc: ProtocolError) -> FlowSteps:
         """A reply broke the protocol: end ``proc`` and count the crash. The caller
         re-raises ``exc`` itself (its type and fields, such as the expected and
         received ids, survive); its message gets the outcome."""
-        msg = yield from self._fail_steps(proc, exc.message + " The plugin was killed and will be restarted.")
+        msg = yield from self._fail_steps(proc, exc.message)
         exc.args = (msg,)
 
     def start_steps(self) -> FlowSteps:
@@ -471,10 +466,7 @@ class Flow:
         """Raise unless a request may go on (not closed, not disabled); after a
         fork, forget the parent's process first."""
         if self.closed:
-            raise ClientClosed(
-                f"Plugin {self.name!r}: the client was shut down; make a new {self.client_type}.",
-                plugin=self.name,
-            )
+            raise ClientClosed(messages.client_closed(self.name, self.client_type), plugin=self.name)
         if os.getpid() != self._pid:
             self.forget_after_fork()
         self.life.check_enabled()
@@ -499,20 +491,14 @@ class Flow:
                         info = yield from proc.reap_dead_steps()
                         _log.warning(
                             "Plugin %r (pid %d) exited while idle (%s); starting a fresh one",
-                            self.name, info.pid, info.signal or f"status {info.returncode}",
+                            self.name, info.pid, _how(info),
                         )
                         self._remember_tail(proc)
-                        self.life.on_crash("it exited while idle", info)
+                        self.life.on_crash(f"Plugin {self.name!r} exited while idle ({_how(info)})", info)
                         self.life.check_enabled()
                         proc = None
                     else:
-                        info = yield from proc.kill_steps()
-                        self._remember_tail(proc)
-                        msg = (
-                            f"Plugin {self.name!r} wrote to stdout while no request was in flight; "
-                            "it was restarted. Make sure it writes only replies to stdout and logs to stderr."
-                        )
-                        self.life.on_crash(msg, info)
+                        msg = yield from self._fail_steps(proc, messages.stray_output(self.name))
                         raise ProtocolError(msg, plugin=self.name)
         if proc is None:
             proc = yield from self._spawn_steps()
@@ -722,11 +708,8 @@ class Flow:
                 raise self._out_of_fds(exc) from exc
             if not isinstance(exc, SpawnFailed):
                 raise
-            msg = (
-                f"Plugin {self.name!r}: cannot start {str(exe.path)!r}: {os.strerror(exc.errno or 0)}; "
-                "check the manifest's executable and its permissions."
-            )
-            self.life.on_crash(msg)
+            cause = messages.cannot_start(self.name, str(exe.path), exc.errno or 0)
+            msg = messages.crashed(cause, killed=False, now_disabled=self.life.on_crash(cause), policy=self.policy)
             raise SpawnError(msg, plugin=self.name) from exc
         self.slot.proc = proc
         self.life.on_spawned(proc.pid)
@@ -734,22 +717,12 @@ class Flow:
 
     def _out_of_fds(self, exc: BaseException) -> SpawnError:
         code = getattr(exc, "errno", None) or errno.EMFILE
-        whose = "the system" if code == errno.ENFILE else "the host process"
-        return SpawnError(
-            f"Plugin {self.name!r} was not started: {whose} has run out of file descriptors "
-            f"({errno.errorcode[code]}: {os.strerror(code)}); close files the host no longer needs or raise "
-            "the limit (ulimit -n, RLIMIT_NOFILE), then retry. No crash was counted.",
-            plugin=self.name,
-        )
+        return SpawnError(messages.out_of_fds(self.name, code), plugin=self.name)
 
     def _decode_init(self, frame: bytes, rid: int) -> InitResult:
         init = decode_reply(frame, InitCall, rid, plugin=self.name)
         if init.source_name != self.source_name:
-            raise InitError(
-                f"Plugin {self.name!r} answered init for source {init.source_name!r} instead of "
-                f"{self.source_name!r}; it must echo the source_name it was given.",
-                plugin=self.name,
-            )
+            raise InitError(messages.wrong_source(self.name, init.source_name, self.source_name), plugin=self.name)
         return init
 
     def _spawned(self, init: InitResult) -> None:
@@ -762,51 +735,43 @@ class Flow:
 
     def _spawn_failed_steps(self, proc: PluginProcess, exc: BaseException) -> FlowSteps:
         """The init of ``proc`` failed with ``exc``: end it, count the crash, raise."""
-        self.slot.proc = None
-        if isinstance(exc, (StreamEOF, PipeClosed)):
-            info = yield from proc.reap_dead_steps()
-        else:
-            info = yield from proc.kill_steps()
-        self._remember_tail(proc)
-        err = self._init_error(exc, info.signal or f"status {info.returncode}")
-        self.life.on_crash(str(err), info)
-        if isinstance(exc, Exception):
-            raise err from exc
-        raise exc
+        dead = isinstance(exc, (StreamEOF, PipeClosed))
+        msg = yield from self._fail_steps(proc, self._init_cause(exc), dead=dead, advice=self._init_advice(exc))
+        raise InitError(msg, plugin=self.name) from exc
 
-    def _init_error(self, exc: BaseException, how: str) -> PluginClientError:
-        name, t = self.name, self.policy.start_timeout
-        tail = "; see health().stderr_tail or the log 'plugin_client.plugin.%s'" % name
-        if isinstance(exc, InitError):
-            return exc
+    def _init_cause(self, exc: BaseException) -> Union[str, Callable[[str], str]]:
+        """What an init that failed with ``exc`` says the plugin did (for a dead
+        process, a function of how it ended)."""
+        name = self.name
         if isinstance(exc, DeadlineExceeded):
-            return InitError(f"Plugin {name!r} did not finish starting within start_timeout={t:g} s and was killed{tail}.", plugin=name)
+            return messages.init_timed_out(name, self.policy)
         if isinstance(exc, (StreamEOF, PipeClosed)):
-            return InitError(f"Plugin {name!r} exited during init ({how}){tail}.", plugin=name)
+            return lambda how: messages.exited_during_init(name, how)
         if isinstance(exc, FrameTooLargeError):
-            return InitError(f"Plugin {name!r} sent an init reply longer than max_frame_bytes={exc.limit}; it was killed.", plugin=name)
+            return messages.init_reply_too_long(name, exc.limit)
         if isinstance(exc, PluginError):
-            return InitError(f"Plugin {name!r} refused init ({exc.kind}: {exc.detail or 'no detail'}); check its config and protocol version.", plugin=name)
+            return messages.init_refused(name, exc.kind, exc.detail or "")
         if isinstance(exc, PluginClientError):
-            return InitError(f"Plugin {name!r} sent a bad init reply: {exc.message}", plugin=name)
-        return InitError(f"Plugin {name!r} failed during init ({type(exc).__name__}); it was killed{tail}.", plugin=name)
+            return exc.message  # a sentence naming the plugin and the init request already
+        return messages.init_failed(name, type(exc).__name__)
 
-    def _fail_steps(self, proc: PluginProcess, msg: str, *, dead: bool = False) -> FlowSteps:
-        """End ``proc`` after an error, count the crash, and return the message to raise."""
+    def _init_advice(self, exc: BaseException) -> str:
+        if isinstance(exc, (DeadlineExceeded, StreamEOF, PipeClosed)) or not isinstance(exc, PluginClientError):
+            return messages.stderr_hint(self.name)
+        return ""
+
+    def _fail_steps(
+        self, proc: PluginProcess, cause: Union[str, Callable[[str], str]], *, dead: bool = False, advice: str = ""
+    ) -> FlowSteps:
+        """End ``proc`` after an error (``dead``: it exited by itself; else it is
+        killed), count the crash, and return the message to raise: ``cause`` (or,
+        a function, ``cause(how it ended)``) and the one outcome this crash has."""
         self.slot.proc = None
         info: ExitRecord = yield from (proc.reap_dead_steps() if dead else proc.kill_steps())
         self._remember_tail(proc)
-        if dead:
-            msg += (
-                f" ({info.signal or f'status {info.returncode}'}); it will be restarted on the next request. "
-                f"See health().stderr_tail or the log 'plugin_client.plugin.{self.name}'."
-            )
-        if self.life.on_crash(msg, info):
-            msg += (
-                f" The plugin is now disabled after {self.policy.restart_cap} crashes within "
-                f"{self.policy.restart_window:g} s; call clear_disabled() once it is fixed."
-            )
-        return msg
+        text = cause if isinstance(cause, str) else cause(_how(info))
+        now_disabled = self.life.on_crash(text, info)
+        return messages.crashed(text, killed=not dead, now_disabled=now_disabled, policy=self.policy, advice=advice)
 
     def abandon(self, proc: Optional[PluginProcess] = None) -> Optional[ExitRecord]:
         """Last resort when a flow cannot be finished (its driver is going away): kill
