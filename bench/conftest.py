@@ -6,9 +6,9 @@
   skipped, with the reason shown, when ``PLUGIN_CLIENT_NO_EXTENSIONS`` is set
   or ``--no-c-extensions`` is given, and when the compiled core is not built:
   ``tests/`` is where a missing build fails loudly.
-* ``client_impl``: ``impl`` installed under :class:`PluginClient` (through
-  ``plugin_client._process._use_core``), so one run compares the client over
-  both cores.
+* ``client_impl``: ``impl``, which a benchmark passes to its client
+  (``PluginClient(..., _core=client_impl)``, a private argument), so one run
+  compares the client over both cores.
 * ``bench_bin``: ``echo_plugin.c`` and ``c_host.c`` built with ``cc -O2`` into
   a temporary directory, once a session, and the plugin installed twice with
   checksummed manifests: ``cecho`` (exits on stdin EOF) and ``cecho-sigterm``
@@ -74,14 +74,8 @@ def impl(request: pytest.FixtureRequest) -> Iterator[types.ModuleType]:
 
 @pytest.fixture
 def client_impl(impl: types.ModuleType) -> Iterator[types.ModuleType]:
-    """``impl``, used by every :class:`PluginClient` process spawned in the test."""
-    from plugin_client import _process
-
-    previous = _process._use_core(impl)
-    try:
-        yield impl
-    finally:
-        _process._use_core(previous)
+    """``impl``, for the clients of the test to pass as ``_core=``: their processes use it."""
+    yield impl
 
 
 # --- the C plugin and host ------------------------------------------------------

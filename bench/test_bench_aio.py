@@ -125,7 +125,7 @@ def test_aio_warm_get_async(
     n = SAMPLES_DISABLED if benchmark.disabled else SAMPLES
 
     async def main() -> List[float]:
-        async with AsyncPluginClient(bench_bin.plugins, policy=POLICY) as client:
+        async with AsyncPluginClient(bench_bin.plugins, policy=POLICY, _core=client_impl) as client:
             assert (await client.get(REF)).value.get_secret_value() == REF
             return await _sample_async(lambda: client.get(REF), n)
 
@@ -137,7 +137,7 @@ def test_aio_warm_get_sync(
 ) -> None:
     tag(benchmark, "aio_warm_get", f"sync-{_core_tag(client_impl)}", placement)
     n = SAMPLES_DISABLED if benchmark.disabled else SAMPLES
-    with PluginClient(bench_bin.plugins, policy=POLICY) as client:
+    with PluginClient(bench_bin.plugins, policy=POLICY, _core=client_impl) as client:
         assert client.get(REF).value.get_secret_value() == REF
         _record(benchmark, lambda: _sample_sync(lambda: client.get(REF), n))
 

@@ -32,7 +32,7 @@ POLICY = LifetimePolicy(idle_timeout=3600.0)
 
 @pytest.fixture
 def shared_client(placement: str, client_impl: types.ModuleType, bench_bin: BenchBin) -> Iterator[PluginClient]:
-    client = PluginClient(bench_bin.plugins, policy=POLICY)
+    client = PluginClient(bench_bin.plugins, policy=POLICY, _core=client_impl)
     client.get(REF)
     yield client
     client.shutdown()

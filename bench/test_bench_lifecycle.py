@@ -105,7 +105,7 @@ class _PopenHandle:
 
 
 def _cold_rounds(benchmark: BenchmarkFixture, bench_bin: BenchBin, placement: str, leftovers: List[Any],
-                 c_mode: str) -> None:
+                 c_mode: str, core: types.ModuleType) -> None:
     """Our cold starts, with the C host's ``c_mode`` run in chunks between them."""
     if not benchmark.disabled:
         bench_bin.wait_not_racy()
@@ -114,7 +114,7 @@ def _cold_rounds(benchmark: BenchmarkFixture, bench_bin: BenchBin, placement: st
     chunks = CHostChunks(benchmark, bench_bin, c_mode, bench_bin.echo, placement)
 
     def cold() -> str:
-        client = PluginClient(plugin, policy=POLICY)
+        client = PluginClient(plugin, policy=POLICY, _core=core)
         leftovers.append(client)
         return client.get(REF).value.get_secret_value()
 
@@ -139,7 +139,7 @@ CLOCKS = [
 def test_cold_start_ours(benchmark: BenchmarkFixture, bench_bin: BenchBin, placement: str,
                          client_impl: types.ModuleType, leftovers: List[Any], case: str, c_mode: str) -> None:
     tag(benchmark, case, f"ours-{_impl_name(client_impl)}", placement)
-    _cold_rounds(benchmark, bench_bin, placement, leftovers, c_mode)
+    _cold_rounds(benchmark, bench_bin, placement, leftovers, c_mode, client_impl)
 
 
 @pytest.mark.parametrize("case, c_mode", CLOCKS)
@@ -175,7 +175,7 @@ def test_shutdown_ours(benchmark: BenchmarkFixture, bench_bin: BenchBin, placeme
 
     def setup() -> Tuple[Tuple[PluginClient], dict]:  # type: ignore[type-arg]
         chunks.tick()
-        client = PluginClient(bench_bin.plugins, policy=POLICY)
+        client = PluginClient(bench_bin.plugins, policy=POLICY, _core=client_impl)
         leftovers.append(client)
         client.get(REF)
         return (client,), {}
@@ -219,7 +219,7 @@ def test_sigterm_ours_client(benchmark: BenchmarkFixture, bench_bin: BenchBin, p
     tag(benchmark, "sigterm", f"ours-client-{_impl_name(client_impl)}", placement)
 
     def setup() -> Tuple[Tuple[PluginClient], dict]:  # type: ignore[type-arg]
-        client = PluginClient(bench_bin.plugins_sigterm, policy=SIGTERM_POLICY)
+        client = PluginClient(bench_bin.plugins_sigterm, policy=SIGTERM_POLICY, _core=client_impl)
         leftovers.append(client)
         client.get(REF)
         return (client,), {}

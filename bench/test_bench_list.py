@@ -45,7 +45,7 @@ def _naive_list(host: NaiveHost) -> ListResult:
 
 @pytest.fixture
 def list_client(placement: str, client_impl: types.ModuleType, bench_bin: BenchBin) -> Iterator[PluginClient]:
-    client = PluginClient(bench_bin.plugins, policy=POLICY, config={"list_entries": ENTRIES})
+    client = PluginClient(bench_bin.plugins, policy=POLICY, config={"list_entries": ENTRIES}, _core=client_impl)
     client.list()
     yield client
     client.shutdown()

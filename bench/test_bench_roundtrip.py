@@ -38,7 +38,7 @@ POLICY = LifetimePolicy(idle_timeout=3600.0)
 
 @pytest.fixture
 def warm_client(rt_placement: Placement, client_impl: types.ModuleType, bench_bin: BenchBin) -> Iterator[PluginClient]:
-    client = PluginClient(bench_bin.plugins, policy=POLICY)
+    client = PluginClient(bench_bin.plugins, policy=POLICY, _core=client_impl)
     with rt_placement.spawning():
         client.get(REF)  # spawned and initialised under the placement
     yield client

@@ -232,13 +232,13 @@ def test_random_cancellations_never_misroute_a_reply(plugin: LoadedPlugin, monke
     rng = random.Random(seed)
     wrong: List[str] = []
     outcomes = {"ok": 0, "cancelled": 0, "handed_over": 0, "seed": seed}
-    hand_over = AsyncPluginClient._hand_over
+    hand_over = AsyncPluginClient._finish_in_task
 
-    def counting_hand_over(self: AsyncPluginClient, *args: Any) -> None:
+    def counting_finish_in_task(self: AsyncPluginClient, *args: Any) -> None:
         outcomes["handed_over"] += 1
         hand_over(self, *args)
 
-    monkeypatch.setattr(AsyncPluginClient, "_hand_over", counting_hand_over)
+    monkeypatch.setattr(AsyncPluginClient, "_finish_in_task", counting_finish_in_task)
 
     async def one(c: AsyncPluginClient, i: int) -> None:
         text = f"req-{i}"

@@ -150,7 +150,7 @@ def test_reply_before_init_request_is_an_init_error(make_client: Callable[..., P
     monkeypatch.setenv("HOSTILE_START", "prereply")
     c = make_client()
     t0 = time.monotonic()
-    with pytest.raises(errors.InitError, match="bad init reply"):
+    with pytest.raises(errors.InitError, match="'secret_source.init'"):
         c.get("value:x")
     assert time.monotonic() - t0 < PROMPT
     assert c.health().last_exit is not None

@@ -10,9 +10,12 @@ followed by kill and crash accounting, every message a host sees) happens here,
 between the yields, with no I/O of its own but non-blocking checks.
 
 :class:`PluginClient` drives a flow with blocking calls (:func:`run_sync`),
-and for a warm process skips the generator: :meth:`Flow.warm_process`, one
-exchange, then the same error steps; :class:`AsyncPluginClient` awaits the same
-operations on its event loop. The
+:class:`AsyncPluginClient` awaits the same operations on its event loop. A
+request is :meth:`Flow.begin` (a pending request, or None: the slow path,
+:meth:`Flow.request_steps`), the driver's exchange, then :meth:`Flow.complete`
+for a reply that is plainly a success, else :meth:`Flow.finish_steps` with
+whatever came: both drivers take that one path, and a warm request drives no
+generator. The
 caller of a flow method holds the client's request lock (a ``threading.Lock``
 or an ``asyncio.Lock``): the flow assumes one request at a time per process.
 The bookkeeping behind ``health()`` is :class:`~plugin_client._lifecycle.Lifecycle`.
@@ -36,6 +39,7 @@ from pydantic import ValidationError
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, SpawnFailed, StreamEOF
 from ._exec_image import FD_EXHAUSTED
 from ._impl import monotonic
+from . import _messages as messages
 from ._lifecycle import Lifecycle
 from ._live import Slot
 from ._process import EXCHANGE_ERRORS, IDLE_EXITED, IDLE_OK, Exchange, ExitRecord, Op, PluginProcess, Steps, run_sync
@@ -56,7 +60,20 @@ from .health import PluginHealth, PluginState
 from .manifest import PluginManifest, VerifiedExecutable, verify_executable
 from .policy import LifetimePolicy
 from .protocol import (
-    MAX_REQUEST_ID, Call, InitCall, InitResult, _init_line, _init_params, decode_reply, encode_request,
+    MAX_REQUEST_ID,
+    Call,
+    InitCall,
+    InitResult,
+    Result,
+    _REF_JSON,
+    _T_GET,
+    _compact_result,
+    _get_line,
+    _init_line,
+    _init_params,
+    _plain_result,
+    decode_reply,
+    encode_request,
 )
 
 __all__ = ("Flow", "FlowHandle", "FlowSteps", "EXCHANGE_ERRORS", "PYTHON_ENV", "plugin_env")
@@ -114,6 +131,11 @@ def _nothing(_flow: "Flow") -> None:
     pass
 
 
+def _how(info: ExitRecord) -> str:
+    """How a process ended, for messages: its signal's name, or its exit status."""
+    return info.signal or f"status {info.returncode}"
+
+
 def _problems(exc: ValueError) -> str:
     """What a ValueError from the init params says; a ValidationError's errors
     without their input (the config may hold credentials)."""
@@ -141,7 +163,8 @@ class Flow:
     __slots__ = (
         "name", "manifest", "policy", "source_name", "config", "life", "slot", "closed",
         "init", "last_tail", "client_type", "caps_bits", "_exe_source", "_verified", "_next_id", "_pid",
-        "_init_params", "on_live", "stop_later", "__weakref__",
+        "_init_params", "on_live", "stop_later", "_get", "_idle_check", "_start_process", "_idle_timeout", "_request_timeout",
+        "__weakref__",
     )
 
     def __init__(
@@ -152,8 +175,14 @@ class Flow:
         source_name: Optional[str],
         config: Optional[Mapping[str, Any]],
         client_type: str = "PluginClient",
+        *,
+        idle_check_in_exchange: bool = False,
+        start_process: Optional[Callable[..., PluginProcess]] = None,
     ) -> None:
         self.client_type = client_type
+        # How a process is started: PluginProcess.start, or what a test or a
+        # benchmark puts in its place (a fake process; another core).
+        self._start_process = start_process if start_process is not None else PluginProcess.start
         self.manifest = manifest
         self.name = manifest.name
         self.policy = policy
@@ -164,10 +193,7 @@ class Flow:
         try:
             self._init_params = _init_params(self.source_name, self.config)
         except ValueError as exc:
-            raise ValueError(
-                f"Plugin {self.name!r}: its init call cannot be built ({_problems(exc)}); "
-                "pass a str source_name and a config of JSON values."
-            ) from exc
+            raise ValueError(messages.init_not_buildable(self.name, _problems(exc))) from exc
         self._exe_source = executable
         self._verified: Optional[VerifiedExecutable] = (
             executable if isinstance(executable, VerifiedExecutable) else None
@@ -194,6 +220,17 @@ class Flow:
         # None (or a RuntimeError from it): the request stops it first. Not a
         # method of the client, like on_live.
         self.stop_later: Optional[Callable[[Flow, PluginProcess], None]] = None
+        # begin()'s own idle check, unless the driver's exchange makes it
+        # (the sync client's core call, FrameReader.request, does).
+        self._idle_check = not idle_check_in_exchange
+        # The policy's figures begin() reads, one attribute away.
+        self._idle_timeout = policy.idle_timeout
+        self._request_timeout = policy.request_timeout
+        # The pending request of every get by reference, reused: one request at a
+        # time per flow (the caller holds the request lock), and a get's line
+        # carries no secret. Other calls get an Exchange of their own (a put's
+        # line holds its value: it goes when the request ends).
+        self._get = Exchange(None, b"", 0.0, None, 0, skippable=True)
 
     # --- no I/O ----------------------------------------------------------------
 
@@ -205,55 +242,117 @@ class Flow:
 
     def lock_timeout_error(self) -> RequestTimeout:
         t = self.lock_timeout()
-        return RequestTimeout(
-            f"Plugin {self.name!r}: another request held the client for more than "
-            f"{t:g} s; check health() for a hung plugin.",
-            plugin=self.name,
-        )
+        return RequestTimeout(messages.lock_timeout(self.name, t), plugin=self.name)
 
-    def unsupported(self, call: Call) -> UnsupportedCapability:
-        cap = type(call).capability
+    def unsupported(self, call_type: Any) -> UnsupportedCapability:
+        cap = call_type.capability
         cap_name = cap.name or str(int(cap))
         return UnsupportedCapability(
-            f"Plugin {self.name!r} does not claim the {cap_name} capability needed by "
-            f"{type(call).method.value!r}; use a plugin that supports it.",
-            capability=cap_name,
-            plugin=self.name,
+            messages.unsupported(self.name, cap_name, call_type.method.value), capability=cap_name, plugin=self.name
         )
 
-    def gate(self, call: Call) -> None:
-        """The capability gate, before any I/O (once ``init`` told the capabilities)."""
-        if not (self.caps_bits & _need_bits(type(call))):
-            raise self.unsupported(call)
+    def gate(self, call_type: Any) -> None:
+        """The capability gate: raise :class:`UnsupportedCapability` before any I/O
+        unless the capabilities ``init`` told (all, until one did) cover
+        ``call_type``'s. :meth:`begin` leaves a refused call to the slow path,
+        which asks this."""
+        if not (self.caps_bits & _need_bits(call_type)):
+            raise self.unsupported(call_type)
 
-    def allows(self, call_type: type) -> bool:
-        """The gate's test on a call type (for a caller that has not built the call)."""
-        return bool(self.caps_bits & _need_bits(call_type))
+    # --- the warm request: begin -> the driver's exchange -> complete -----------
 
-    def warm_process(self, now: Optional[float] = None, check_idle: bool = True) -> Optional[PluginProcess]:
-        """The live process, if a request can be written to it at once: the checks
-        of :meth:`ready_steps` when they find nothing to do (not closed, not forked,
-        not disabled, not idle too long, and an idle check that saw nothing: one
-        ``poll(0)`` in the core). ``None``: ``ready_steps`` has work to do.
+    def begin(self, call_type: Any, call: Optional[Call], reference: str) -> Optional[Exchange]:
+        """A request that can be written at once, or None: the slow path
+        (:meth:`begin_blocking` or :meth:`request_steps`) must run.
 
-        A plain call, not a generator: the warm path of a request stays a few
-        calls and one poll, which is most of what a request costs beyond its
-        write, read and decode. ``now``: ``monotonic()``, if the caller has it.
-        ``check_idle=False``: the caller makes the idle check itself, in the
-        core call that writes its request (``FrameReader.request``).
+        ``call`` (of class ``call_type``), or, for a ``get`` (``call`` None,
+        ``call_type`` :class:`GetCall`), its ``reference``, whose line is made
+        with no model. The request is pending on the live process if the
+        client is open and not forked, the plugin is not disabled, the process
+        has not been idle too long, the gate lets the call through and (unless
+        the driver's exchange does it) the idle check sees nothing. It carries
+        the line with a new id, the deadline, and what :meth:`complete` and
+        :meth:`finish_steps` need. The driver performs it (an :class:`Exchange`
+        operation) and hands the outcome back to one of them.
+
+        No generator and a few calls: this and :meth:`complete` are all the
+        engine adds to a warm request (``bench/test_bench_roundtrip.py``).
         """
         proc = self.slot.proc
         if proc is None or self.closed or self._pid != _PID:
             return None
         life = self.life
-        if now is None:
-            now = monotonic()
-        if life.state is _DISABLED or now - life.last_used_mono > self.policy.idle_timeout:
+        now = monotonic()
+        if life.state is _DISABLED or now - life.last_used_mono > self._idle_timeout:
             return None
+        try:
+            need = _NEED_BITS[call_type]
+        except KeyError:
+            need = _need_bits(call_type)
+        if not (self.caps_bits & need):
+            return None  # refused: gate() raises it on the slow path
         # proc.idle_check(), minus a Python frame.
-        if check_idle and proc.reader.idle_state(proc.child.pidfd) != IDLE_OK:
+        if self._idle_check and proc.reader.idle_state(proc.child.pidfd) != IDLE_OK:
             return None
-        return proc
+        # _take_id() and get_line()'s cache hit, written out (the warm path's
+        # calls are what a request costs beyond its I/O and decode).
+        rid = self._next_id
+        self._next_id = rid + 1 if rid < MAX_REQUEST_ID else 1
+        if call is None:
+            enc = _REF_JSON.get(reference)
+            pending = self._get
+            pending.line = _T_GET % (rid, enc) if enc is not None else _get_line(reference, rid)
+            pending.proc = proc
+            pending.deadline = now + self._request_timeout
+            pending.call_type = call_type
+            pending.rid = rid
+            return pending
+        return Exchange(proc, encode_request(call, rid), now + self._request_timeout, call_type, rid, skippable=True)
+
+    def complete(self, pending: Exchange, frame: bytes) -> Optional[Result]:
+        """The result of ``pending``'s reply ``frame``, booked, if it is plainly a
+        success; else None: :meth:`finish_steps` says what it is."""
+        # The compact reply first, as _plain_result() would, minus a call.
+        result = _compact_result(frame, pending.call_type, pending.rid)
+        if result is None:
+            result = _plain_result(frame, pending.call_type, pending.rid)
+            if result is None:
+                return None
+        self.life.last_used_mono = monotonic()  # Lifecycle.on_used(), minus a call
+        return result
+
+    def finish_steps(self, pending: Exchange, outcome: Union[bytes, BaseException, None]) -> FlowSteps:
+        """The slow tail of a request begun by :meth:`begin` (or the slow path):
+        ``outcome`` is its reply frame (not plainly a success), its exchange's
+        error (one of ``EXCHANGE_ERRORS``: the process is ended, the crash
+        counted, and the public error raised), or None: nothing was written,
+        because the driver's idle check found output or an exit; the request
+        then starts over from :meth:`ready_steps`. Returns the typed result."""
+        if outcome is None:
+            proc = yield from self.ready_steps()
+            self.gate(pending.call_type)  # the process may be new, and say otherwise
+            pending.proc = proc
+            pending.deadline = monotonic() + self._request_timeout
+            return (yield from self.exchange_steps(pending))
+        if isinstance(outcome, BaseException):
+            yield from self.exchange_failed_steps(pending.proc, pending.call_type, outcome)
+            raise outcome  # pragma: no cover - the steps always raise
+        return (yield from self.reply_steps(pending, outcome))
+
+    def begin_blocking(self, call_type: Any, call: Optional[Call], reference: str) -> Exchange:
+        """:meth:`begin`'s slow path with blocking calls (the sync client): the
+        gate (raises before any I/O), a process readied (spawned, reaped,
+        replaced: :meth:`ready_blocking`), the gate again (an ``init`` may just
+        have told the capabilities), and the pending request."""
+        self.gate(call_type)
+        proc = self.ready_blocking()
+        self.gate(call_type)
+        return self._pending(proc, call_type, call, reference)
+
+    def _pending(self, proc: PluginProcess, call_type: Any, call: Optional[Call], reference: str) -> Exchange:
+        rid = self._take_id()
+        line = encode_request(call, rid) if call is not None else _get_line(reference, rid)
+        return Exchange(proc, line, monotonic() + self._request_timeout, call_type, rid, skippable=True)
 
     def health(self) -> PluginHealth:
         """A snapshot; never waits behind a request in flight."""
@@ -287,41 +386,38 @@ class Flow:
 
     # --- flows (generators; the caller holds the request lock) -----------------
 
-    def request_steps(self, call: Call) -> FlowSteps:
-        """Ready a process (reap, respawn, init as needed), then one request. Returns
-        the typed result; raises the public errors."""
-        proc = self.warm_process()
-        if proc is None:
-            proc = yield from self.ready_steps()
-        if not (self.caps_bits & _need_bits(type(call))):
-            raise self.unsupported(call)
-        rid = self._take_id()
-        op = Exchange(proc, encode_request(call, rid), monotonic() + self.policy.request_timeout, True)
-        return (yield from self.exchange_steps(op, type(call), rid))
+    def request_steps(self, call_type: Any, call: Optional[Call], reference: str = "") -> FlowSteps:
+        """A request from the start, as a generator: the gate (before any I/O), a
+        process readied (reap, respawn, init as needed), the gate again, then
+        the exchange and its reply (:meth:`exchange_steps`). ``call`` and
+        ``reference`` as for :meth:`begin`. Returns the typed result; raises
+        the public errors."""
+        self.gate(call_type)
+        proc = yield from self.ready_steps()
+        self.gate(call_type)
+        return (yield from self.exchange_steps(self._pending(proc, call_type, call, reference)))
 
-    def exchange_steps(self, op: Exchange, call_type: Any, rid: int) -> FlowSteps:
-        """A request's exchange (``op``, whose line has id ``rid``) and its reply:
-        the rest of :meth:`request_steps` once the line is made. ``call_type``:
-        the call's class. A driver that has begun ``op`` already (the asyncio
-        client's warm path) starts these steps to hand them its outcome."""
+    def exchange_steps(self, pending: Exchange) -> FlowSteps:
+        """Perform ``pending`` (the driver's exchange), then :meth:`finish_steps`
+        with its outcome. A driver that has begun ``pending`` already (the
+        asyncio client's warm path) awaits that instead of beginning it again."""
         try:
-            frame = yield op
+            outcome: Union[bytes, BaseException] = yield pending
         except EXCHANGE_ERRORS as exc:
-            yield from self.exchange_failed_steps(op.proc, call_type, exc)
-            raise  # pragma: no cover - the steps always raise
-        return (yield from self.reply_steps(op.proc, frame, call_type, rid))
+            outcome = exc
+        return (yield from self.finish_steps(pending, outcome))
 
-    def reply_steps(self, proc: PluginProcess, frame: bytes, call: Any, rid: int) -> FlowSteps:
-        """Decode the reply to ``call`` (the call or its class) and book it. The
-        plugin's own error reply leaves the process up; a reply that breaks the
-        protocol ends it (:meth:`bad_reply_steps`), and its error is re-raised."""
+    def reply_steps(self, pending: Exchange, frame: bytes) -> FlowSteps:
+        """Decode ``pending``'s reply and book it. The plugin's own error reply
+        leaves the process up; a reply that breaks the protocol ends it
+        (:meth:`bad_reply_steps`), and its error is re-raised."""
         try:
-            result = decode_reply(frame, call, rid, plugin=self.name)
+            result = decode_reply(frame, pending.call_type, pending.rid, plugin=self.name)
         except PluginError:
             self.life.on_used()
             raise
         except ProtocolError as exc:
-            yield from self.bad_reply_steps(proc, exc)
+            yield from self.bad_reply_steps(pending.proc, exc)
             raise
         self.life.on_used()
         return result
@@ -329,31 +425,30 @@ class Flow:
     def exchange_failed_steps(self, proc: PluginProcess, call_type: Any, exc: BaseException) -> FlowSteps:
         """An exchange failed with one of ``EXCHANGE_ERRORS``: end ``proc``, count the
         crash and raise the public error, chained to ``exc``."""
-        method = call_type.method.value
+        name, method = self.name, call_type.method.value
         if isinstance(exc, DeadlineExceeded):
+            msg = yield from self._fail_steps(proc, messages.timed_out(name, method, self.policy))
+            raise RequestTimeout(msg, plugin=name) from exc
+        if isinstance(exc, (StreamEOF, PipeClosed)):
             msg = yield from self._fail_steps(
                 proc,
-                f"Plugin {self.name!r} did not answer {method!r} within "
-                f"request_timeout={self.policy.request_timeout:g} s; it was killed and will be restarted.",
+                lambda how: messages.exited_while_answering(name, method, how),
+                dead=True,
+                advice=messages.stderr_hint(name),
             )
-            raise RequestTimeout(msg, plugin=self.name) from exc
-        if isinstance(exc, (StreamEOF, PipeClosed)):
-            msg = yield from self._fail_steps(proc, f"Plugin {self.name!r} exited while answering {method!r}", dead=True)
-            raise PluginCrashed(msg, plugin=self.name) from exc
+            raise PluginCrashed(msg, plugin=name) from exc
         if isinstance(exc, FrameTooLargeError):
             msg = yield from self._fail_steps(
-                proc,
-                f"Plugin {self.name!r} sent a reply line longer than max_frame_bytes={exc.limit}; "
-                "it was killed. Raise max_frame_bytes in the LifetimePolicy if such replies are legitimate.",
+                proc, messages.reply_too_long(name, exc.limit), advice=messages.REPLY_TOO_LONG_ADVICE
             )
-            raise FrameTooLarge(msg, plugin=self.name) from exc
+            raise FrameTooLarge(msg, plugin=name) from exc
         raise exc
 
     def bad_reply_steps(self, proc: PluginProcess, exc: ProtocolError) -> FlowSteps:
         """A reply broke the protocol: end ``proc`` and count the crash. The caller
         re-raises ``exc`` itself (its type and fields, such as the expected and
         received ids, survive); its message gets the outcome."""
-        msg = yield from self._fail_steps(proc, exc.message + " The plugin was killed and will be restarted.")
+        msg = yield from self._fail_steps(proc, exc.message)
         exc.args = (msg,)
 
     def start_steps(self) -> FlowSteps:
@@ -371,10 +466,7 @@ class Flow:
         """Raise unless a request may go on (not closed, not disabled); after a
         fork, forget the parent's process first."""
         if self.closed:
-            raise ClientClosed(
-                f"Plugin {self.name!r}: the client was shut down; make a new {self.client_type}.",
-                plugin=self.name,
-            )
+            raise ClientClosed(messages.client_closed(self.name, self.client_type), plugin=self.name)
         if os.getpid() != self._pid:
             self.forget_after_fork()
         self.life.check_enabled()
@@ -399,20 +491,14 @@ class Flow:
                         info = yield from proc.reap_dead_steps()
                         _log.warning(
                             "Plugin %r (pid %d) exited while idle (%s); starting a fresh one",
-                            self.name, info.pid, info.signal or f"status {info.returncode}",
+                            self.name, info.pid, _how(info),
                         )
                         self._remember_tail(proc)
-                        self.life.on_crash("it exited while idle", info)
+                        self.life.on_crash(f"Plugin {self.name!r} exited while idle ({_how(info)})", info)
                         self.life.check_enabled()
                         proc = None
                     else:
-                        info = yield from proc.kill_steps()
-                        self._remember_tail(proc)
-                        msg = (
-                            f"Plugin {self.name!r} wrote to stdout while no request was in flight; "
-                            "it was restarted. Make sure it writes only replies to stdout and logs to stderr."
-                        )
-                        self.life.on_crash(msg, info)
+                        msg = yield from self._fail_steps(proc, messages.stray_output(self.name))
                         raise ProtocolError(msg, plugin=self.name)
         if proc is None:
             proc = yield from self._spawn_steps()
@@ -526,7 +612,7 @@ class Flow:
         """Spawn and init a new process (none is live); returns it."""
         proc, rid, deadline = self._spawn_begin()
         try:
-            frame = yield Exchange(proc, _init_line(self._init_params, rid), deadline)
+            frame = yield Exchange(proc, _init_line(self._init_params, rid), deadline, InitCall, rid)
             init = self._decode_init(frame, rid)
         except _PLUGIN_FAULTS as exc:
             yield from self._spawn_failed_steps(proc, exc)
@@ -609,7 +695,7 @@ class Flow:
             self.life.on_crash(str(exc))
             raise
         try:
-            proc = PluginProcess.start(
+            proc = self._start_process(
                 [exe.path_bytes],
                 self._env(),
                 plugin_name=self.name,
@@ -622,11 +708,8 @@ class Flow:
                 raise self._out_of_fds(exc) from exc
             if not isinstance(exc, SpawnFailed):
                 raise
-            msg = (
-                f"Plugin {self.name!r}: cannot start {str(exe.path)!r}: {os.strerror(exc.errno or 0)}; "
-                "check the manifest's executable and its permissions."
-            )
-            self.life.on_crash(msg)
+            cause = messages.cannot_start(self.name, str(exe.path), exc.errno or 0)
+            msg = messages.crashed(cause, killed=False, now_disabled=self.life.on_crash(cause), policy=self.policy)
             raise SpawnError(msg, plugin=self.name) from exc
         self.slot.proc = proc
         self.life.on_spawned(proc.pid)
@@ -634,22 +717,12 @@ class Flow:
 
     def _out_of_fds(self, exc: BaseException) -> SpawnError:
         code = getattr(exc, "errno", None) or errno.EMFILE
-        whose = "the system" if code == errno.ENFILE else "the host process"
-        return SpawnError(
-            f"Plugin {self.name!r} was not started: {whose} has run out of file descriptors "
-            f"({errno.errorcode[code]}: {os.strerror(code)}); close files the host no longer needs or raise "
-            "the limit (ulimit -n, RLIMIT_NOFILE), then retry. No crash was counted.",
-            plugin=self.name,
-        )
+        return SpawnError(messages.out_of_fds(self.name, code), plugin=self.name)
 
     def _decode_init(self, frame: bytes, rid: int) -> InitResult:
         init = decode_reply(frame, InitCall, rid, plugin=self.name)
         if init.source_name != self.source_name:
-            raise InitError(
-                f"Plugin {self.name!r} answered init for source {init.source_name!r} instead of "
-                f"{self.source_name!r}; it must echo the source_name it was given.",
-                plugin=self.name,
-            )
+            raise InitError(messages.wrong_source(self.name, init.source_name, self.source_name), plugin=self.name)
         return init
 
     def _spawned(self, init: InitResult) -> None:
@@ -662,51 +735,43 @@ class Flow:
 
     def _spawn_failed_steps(self, proc: PluginProcess, exc: BaseException) -> FlowSteps:
         """The init of ``proc`` failed with ``exc``: end it, count the crash, raise."""
-        self.slot.proc = None
-        if isinstance(exc, (StreamEOF, PipeClosed)):
-            info = yield from proc.reap_dead_steps()
-        else:
-            info = yield from proc.kill_steps()
-        self._remember_tail(proc)
-        err = self._init_error(exc, info.signal or f"status {info.returncode}")
-        self.life.on_crash(str(err), info)
-        if isinstance(exc, Exception):
-            raise err from exc
-        raise exc
+        dead = isinstance(exc, (StreamEOF, PipeClosed))
+        msg = yield from self._fail_steps(proc, self._init_cause(exc), dead=dead, advice=self._init_advice(exc))
+        raise InitError(msg, plugin=self.name) from exc
 
-    def _init_error(self, exc: BaseException, how: str) -> PluginClientError:
-        name, t = self.name, self.policy.start_timeout
-        tail = "; see health().stderr_tail or the log 'plugin_client.plugin.%s'" % name
-        if isinstance(exc, InitError):
-            return exc
+    def _init_cause(self, exc: BaseException) -> Union[str, Callable[[str], str]]:
+        """What an init that failed with ``exc`` says the plugin did (for a dead
+        process, a function of how it ended)."""
+        name = self.name
         if isinstance(exc, DeadlineExceeded):
-            return InitError(f"Plugin {name!r} did not finish starting within start_timeout={t:g} s and was killed{tail}.", plugin=name)
+            return messages.init_timed_out(name, self.policy)
         if isinstance(exc, (StreamEOF, PipeClosed)):
-            return InitError(f"Plugin {name!r} exited during init ({how}){tail}.", plugin=name)
+            return lambda how: messages.exited_during_init(name, how)
         if isinstance(exc, FrameTooLargeError):
-            return InitError(f"Plugin {name!r} sent an init reply longer than max_frame_bytes={exc.limit}; it was killed.", plugin=name)
+            return messages.init_reply_too_long(name, exc.limit)
         if isinstance(exc, PluginError):
-            return InitError(f"Plugin {name!r} refused init ({exc.kind}: {exc.detail or 'no detail'}); check its config and protocol version.", plugin=name)
+            return messages.init_refused(name, exc.kind, exc.detail or "")
         if isinstance(exc, PluginClientError):
-            return InitError(f"Plugin {name!r} sent a bad init reply: {exc.message}", plugin=name)
-        return InitError(f"Plugin {name!r} failed during init ({type(exc).__name__}); it was killed{tail}.", plugin=name)
+            return exc.message  # a sentence naming the plugin and the init request already
+        return messages.init_failed(name, type(exc).__name__)
 
-    def _fail_steps(self, proc: PluginProcess, msg: str, *, dead: bool = False) -> FlowSteps:
-        """End ``proc`` after an error, count the crash, and return the message to raise."""
+    def _init_advice(self, exc: BaseException) -> str:
+        if isinstance(exc, (DeadlineExceeded, StreamEOF, PipeClosed)) or not isinstance(exc, PluginClientError):
+            return messages.stderr_hint(self.name)
+        return ""
+
+    def _fail_steps(
+        self, proc: PluginProcess, cause: Union[str, Callable[[str], str]], *, dead: bool = False, advice: str = ""
+    ) -> FlowSteps:
+        """End ``proc`` after an error (``dead``: it exited by itself; else it is
+        killed), count the crash, and return the message to raise: ``cause`` (or,
+        a function, ``cause(how it ended)``) and the one outcome this crash has."""
         self.slot.proc = None
         info: ExitRecord = yield from (proc.reap_dead_steps() if dead else proc.kill_steps())
         self._remember_tail(proc)
-        if dead:
-            msg += (
-                f" ({info.signal or f'status {info.returncode}'}); it will be restarted on the next request. "
-                f"See health().stderr_tail or the log 'plugin_client.plugin.{self.name}'."
-            )
-        if self.life.on_crash(msg, info):
-            msg += (
-                f" The plugin is now disabled after {self.policy.restart_cap} crashes within "
-                f"{self.policy.restart_window:g} s; call clear_disabled() once it is fixed."
-            )
-        return msg
+        text = cause if isinstance(cause, str) else cause(_how(info))
+        now_disabled = self.life.on_crash(text, info)
+        return messages.crashed(text, killed=not dead, now_disabled=now_disabled, policy=self.policy, advice=advice)
 
     def abandon(self, proc: Optional[PluginProcess] = None) -> Optional[ExitRecord]:
         """Last resort when a flow cannot be finished (its driver is going away): kill

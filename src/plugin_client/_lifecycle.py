@@ -17,6 +17,7 @@ import threading
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, List, Optional
 
+from . import _messages as messages
 from ._impl import IMPLEMENTATION, RestartWindow, monotonic
 from .errors import PluginDisabled
 from .health import PluginHealth, PluginState
@@ -57,11 +58,7 @@ class Lifecycle:
 
     def check_enabled(self) -> None:
         if self.state is PluginState.DISABLED:
-            raise PluginDisabled(
-                f"Plugin {self.plugin_name!r} is disabled: {self.disabled_reason} "
-                "Fix the plugin, then call clear_disabled().",
-                plugin=self.plugin_name,
-            )
+            raise PluginDisabled(messages.disabled(self.plugin_name, str(self.disabled_reason)), plugin=self.plugin_name)
 
     def idle_expired(self, now: float) -> bool:
         return now - self.last_used_mono > self.policy.idle_timeout
@@ -103,7 +100,9 @@ class Lifecycle:
                 self.state = PluginState.IDLE
 
     def on_crash(self, error: str, info: Optional[ExitRecord] = None) -> bool:
-        """Record a crash (``info`` is None if no process was started). True if now disabled."""
+        """Record a crash, ``error`` its cause (a sentence naming the plugin, with no
+        outcome: the caller words that from the answer). ``info`` is None if no
+        process was started. True if now disabled."""
         with self._meta:
             if info is not None:
                 self.last_exit = info
@@ -113,10 +112,7 @@ class Lifecycle:
             count = self._window.record()
             if count >= self.policy.restart_cap:
                 self.state = PluginState.DISABLED
-                self.disabled_reason = (
-                    f"it crashed {count} times within {self.policy.restart_window:g} s "
-                    f"(restart_cap={self.policy.restart_cap}); the last crash: {error}"
-                )
+                self.disabled_reason = messages.disabled_reason(count, self.policy, error)
                 return True
             self.state = PluginState.RECOVERING
             return False

@@ -99,16 +99,23 @@ class Exchange:
     ``deadline``. Result: the frame's bytes. Errors: the core's ``DeadlineExceeded``,
     ``StreamEOF``, ``PipeClosed``, ``FrameTooLargeError``.
 
+    ``call_type`` and ``rid``: the call the line carries and its request id,
+    which the reply must answer (the flow's concern; opaque here).
+
     ``skippable``: a driver whose caller has gone (a cancelled asyncio task) may
     close the flow here instead of performing it, since nothing was written yet and
     nothing else depends on it (a host's request; never an ``init``)."""
 
-    __slots__ = ("proc", "line", "deadline", "skippable")
+    __slots__ = ("proc", "line", "deadline", "call_type", "rid", "skippable")
 
-    def __init__(self, proc: PluginProcess, line: bytes, deadline: float, skippable: bool = False) -> None:
-        self.proc = proc
+    def __init__(
+        self, proc: Any, line: bytes, deadline: float, call_type: Any, rid: int, *, skippable: bool = False
+    ) -> None:
+        self.proc: PluginProcess = proc
         self.line = line
         self.deadline = deadline
+        self.call_type = call_type
+        self.rid = rid
         self.skippable = skippable
 
 
@@ -202,9 +209,12 @@ class PluginProcess:
         max_frame_bytes: int,
         stderr_lines: int,
         exec_fd: Optional[int] = None,
+        core: Any = None,
     ) -> PluginProcess:
-        """Spawn (``argv[0]``, or the file open at ``exec_fd``); raises the core's ``SpawnFailed``."""
-        child = spawn(argv, env, exec_fd=exec_fd)
+        """Spawn (``argv[0]``, or the file open at ``exec_fd``); raises the core's ``SpawnFailed``.
+        ``core``: the core module to spawn with (its ``Child`` then reads and writes), if not
+        the one :mod:`plugin_client._impl` selected (benchmarks compare both in one run)."""
+        child = (spawn if core is None else core.spawn)(argv, env, exec_fd=exec_fd)
         try:
             tail = PUMP.register(child.stderr_fd, plugin_name, stderr_lines)
         except BaseException:
@@ -326,28 +336,3 @@ class PluginProcess:
         """After ``fork()``, in the child: drop the parent's fds without signalling anything."""
         self.io = None  # the parent's event loop is not this process's to touch
         self.child.close()
-
-
-# The core names this module calls at run time; _use_core rebinds exactly these
-# (a process's exchanges and idle checks go through its FrameReader, which its
-# Child made: Child.reader()).
-_CORE_NAMES = ("spawn",)
-
-
-def _use_core(core: Any) -> Any:
-    """Private, for benchmarks: make processes started from now on use ``core``
-    (``plugin_client._core`` or ``plugin_client._core_py``) instead of the one
-    :mod:`plugin_client._impl` selected. Returns the previous core, as a
-    stand-in module to pass back. Running processes keep theirs.
-
-    So one benchmark run compares :class:`PluginClient` over both cores on the
-    same plugin, which ``PLUGIN_CLIENT_NO_EXTENSIONS`` (read once, at import)
-    cannot. Not for production use: the selector is the only supported choice.
-    """
-    import types
-
-    g = globals()
-    previous = types.SimpleNamespace(**{name: g[name] for name in _CORE_NAMES})
-    for name in _CORE_NAMES:
-        g[name] = getattr(core, name)
-    return previous

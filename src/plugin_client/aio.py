@@ -72,6 +72,7 @@ to a loop that is closed, as when a script calls ``asyncio.run`` twice.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -83,7 +84,7 @@ from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, Proc
 from ._flow import Flow, FlowHandle, FlowSteps
 from ._live import unwatch, watch
 from ._impl import Child, FrameReader, monotonic
-from ._process import Exchange, PluginProcess, WaitExit
+from ._process import EXCHANGE_ERRORS, Exchange, PluginProcess, WaitExit
 from ._scrub import scrub
 from ._sweeper import SWEEPER
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
@@ -107,8 +108,6 @@ from .protocol import (
     Result,
     ValidateCall,
     ValidateResult,
-    _get_line,
-    _plain_result,
 )
 
 __all__ = ("AsyncPluginClient",)
@@ -516,7 +515,11 @@ class AsyncPluginClient(FlowHandle):
         *,
         source_name: Optional[str] = None,
         config: Optional[Mapping[str, Any]] = None,
+        _core: Any = None,
     ) -> None:
+        """``_core`` (private, for benchmarks): the core module this client's
+        processes use (``plugin_client._core`` or ``plugin_client._core_py``),
+        instead of the one ``PLUGIN_CLIENT_NO_EXTENSIONS`` selected at import."""
         if isinstance(manifest, LoadedPlugin):
             if executable is None:
                 executable = manifest.executable
@@ -528,6 +531,7 @@ class AsyncPluginClient(FlowHandle):
             source_name,
             config,
             client_type="AsyncPluginClient",
+            start_process=None if _core is None else functools.partial(PluginProcess.start, core=_core),
         )
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         # Made at first use, in the loop: before Python 3.10 a Lock binds to a loop when made.
@@ -573,43 +577,43 @@ class AsyncPluginClient(FlowHandle):
         Raises :class:`PluginError` for the plugin's own error replies (the process
         stays up) and another :class:`PluginClientError` for everything else.
         """
-        result: Result = await self._call(call)
+        result: Result = await self._call(type(call), call, "")
         return result
 
-    # Each awaits _call's coroutine itself rather than request(): one coroutine
-    # layer less on the hot path.
+    # Each awaits _call itself rather than request(): one coroutine layer less.
     async def is_available(self) -> IsAvailableResult:
-        result: IsAvailableResult = await self._call(IsAvailableCall())
+        result: IsAvailableResult = await self._call(IsAvailableCall, IsAvailableCall(), "")
         return result
 
     async def get(self, reference: str) -> GetResult:
         if reference.__class__ is str:
-            got: GetResult = await self._get(reference)
+            # No GetCall model on the warm path: the line is formatted from the reference.
+            got: GetResult = await self._call(GetCall, None, reference)
             return got
-        result: GetResult = await self._call(GetCall(reference=reference))  # GetCall validates it
+        result: GetResult = await self._call(GetCall, GetCall(reference=reference), "")  # GetCall validates it
         return result
 
     async def list(self) -> ListResult:
-        result: ListResult = await self._call(ListCall())
+        result: ListResult = await self._call(ListCall, ListCall(), "")
         return result
 
     async def validate(self, reference: str) -> ValidateResult:
-        result: ValidateResult = await self._call(ValidateCall(reference=reference))
+        result: ValidateResult = await self._call(ValidateCall, ValidateCall(reference=reference), "")
         return result
 
     async def put(self, reference: str, value: Any) -> PutResult:
         """``value`` is a ``str`` or a ``pydantic.SecretStr``."""
         call = PutCall(reference=reference, value=value)
         del value  # (not in this frame's locals if the request raises)
-        result: PutResult = await self._call(call)
+        result: PutResult = await self._call(PutCall, call, "")
         return result
 
     async def delete(self, reference: str) -> DeleteResult:
-        result: DeleteResult = await self._call(DeleteCall(reference=reference))
+        result: DeleteResult = await self._call(DeleteCall, DeleteCall(reference=reference), "")
         return result
 
     async def key_material(self, purpose: str) -> KeyMaterialResult:
-        result: KeyMaterialResult = await self._call(KeyMaterialCall(purpose=purpose))
+        result: KeyMaterialResult = await self._call(KeyMaterialCall, KeyMaterialCall(purpose=purpose), "")
         return result
 
     async def start(self) -> InitResult:
@@ -673,21 +677,15 @@ class AsyncPluginClient(FlowHandle):
         self._lock = lock = asyncio.Lock()
         return lock
 
-    def _call(self, call: Call) -> Coroutine[Any, Any, Any]:
-        """The capability gate (raises before any I/O), then the request's coroutine."""
-        flow = self._flow
-        flow.gate(call)
-        return self._run(flow.request_steps(call), timed=True)
+    async def _call(self, call_type: Any, call: Optional[Call], reference: str) -> Any:
+        """One request: ``call``, or (``call`` None) a ``GetCall`` for ``reference``.
 
-    async def _get(self, reference: str) -> GetResult:
-        """``get(reference)`` for a ``str``. On a warm process the exchange is
-        begun here, and a reply that is plainly a success is decoded here, as
-        ``PluginClient`` does it (no ``GetCall`` model, no generator unless
-        needed). Anything else goes on in the flow, from where this got to
-        (:meth:`_drive`): a spawn, an error, a reply still to wait for."""
+        The engine's one request path on the loop: ``Flow.begin``, the exchange
+        begun on the process's channel, and ``Flow.complete`` when the reply is
+        there at once and plainly a success. Anything else (no warm process, a
+        reply to wait for, a failure) goes on in the flow (:meth:`_drive`).
+        """
         flow = self._flow
-        if not flow.allows(GetCall):
-            raise flow.unsupported(GetCall(reference=reference))
         lock = self._bind()
         if lock.locked():
             try:
@@ -696,50 +694,37 @@ class AsyncPluginClient(FlowHandle):
                 raise flow.lock_timeout_error() from None
         else:
             await lock.acquire()
-        # The lock is held: released here, or by _drive.
-        op: Any = None
-        waited: Any = None
+        waited: Any = None  # the warm exchange's outcome, begun here
         try:
-            proc = flow.warm_process()
-            ch = proc.io if proc is not None else None
-            if proc is None or ch is None or not flow.allows(GetCall):  # (a spawn may have come between)
-                steps = flow.request_steps(GetCall(reference=reference))
+            pending = flow.begin(call_type, call, reference)
+            if pending is None:
+                steps = flow.request_steps(call_type, call, reference)
+            elif pending.proc.io is None:  # no channel yet (a loop moved): the flow's driver opens one
+                steps = flow.exchange_steps(pending)
             else:
-                rid = flow._take_id()
-                line = _get_line(reference, rid)
-                op = Exchange(proc, line, monotonic() + flow.policy.request_timeout, True)
+                ch = pending.proc.io
                 try:
-                    ch.begin(line, op.deadline)
-                    waited = ch.wait()
-                except BaseException as exc:
-                    steps = flow.exchange_steps(op, GetCall, rid)
-                    steps.send(None)  # at `yield op`: the failure is its to handle
-                    op = steps.throw(exc)
+                    ch.begin(pending.line, pending.deadline)
+                except EXCHANGE_ERRORS as exc:
+                    steps = flow.finish_steps(pending, exc)
                 else:
+                    waited = ch.wait()
                     if waited.done() and waited.exception() is None:
-                        result = _plain_result(waited.result(), GetCall, rid)
+                        result = flow.complete(pending, waited.result())
                         if result is not None:
-                            flow.life.last_used_mono = monotonic()
                             lock.release()
-                            return cast(GetResult, result)
-                    # A reply to wait for, a failure, or one that is not plainly a success.
-                    steps = flow.exchange_steps(op, GetCall, rid)
-                    steps.send(None)
+                            return result
+                    steps = flow.exchange_steps(pending)
         except BaseException as err:
             lock.release()
             waited = None  # (a future holding the reply frame)
             scrub(err)
             raise
-        return cast(GetResult, await self._drive(steps, op, waited))
+        return await self._drive(steps, waited=waited)
 
     async def _run(self, steps: FlowSteps, *, timed: bool = False, locked: bool = False) -> Any:
         """Take the request lock (``timed``: waiting at most the lock timeout;
-        ``locked``: the caller has it), drive ``steps`` to its end, release the lock.
-
-        If this task is cancelled while an operation is in progress, the rest of
-        the flow is handed over to a task that finishes it and then releases the
-        lock (:meth:`_finish`); the cancellation propagates at once.
-        """
+        ``locked``: the caller has it), then :meth:`_drive` ``steps``."""
         if not locked:
             try:
                 lock = self._bind()
@@ -753,115 +738,108 @@ class AsyncPluginClient(FlowHandle):
             except BaseException:
                 steps.close()  # never started: nothing to undo
                 raise
-        return await self._drive(steps, None, None)
+        return await self._drive(steps)
 
-    async def _drive(self, steps: FlowSteps, op: Any, waited: Any) -> Any:
-        """Drive ``steps`` to its end, then release the request lock (held by the
-        caller). ``op`` and ``waited``: None to start the flow; or the
-        operation the flow is at, begun already by the caller (the warm path
-        of :meth:`_get`), and its channel's ``wait()`` future."""
+    async def _drive(
+        self,
+        steps: FlowSteps,
+        op: Any = None,
+        waited: Any = None,
+        source: Any = None,
+        *,
+        caller: bool = True,
+        locked: bool = True,
+    ) -> Any:
+        """The one loop that drives every flow generator on this loop: perform
+        each operation ``steps`` asks for (an :class:`Exchange` on the process's
+        channel, a :class:`WaitExit`), hand it its outcome, return its value.
+
+        ``op``: None to start ``steps``; or the operation it is at (a flow
+        handed over, see below), with ``source`` its begun wait (a channel, an
+        exit wait, :class:`_Done`) or None if it is still to be performed.
+        ``waited``: the outcome (a future) of the first operation, which the
+        caller has begun already (the warm exchange of :meth:`_call`).
+
+        ``caller``: a caller awaits this. If it is cancelled while an operation
+        is in progress, the rest of the flow is handed over to a task that
+        finishes it (``caller=False``), and the cancellation propagates at
+        once. That task, cancelled itself (the loop is going away), ends the
+        process on the spot; it never writes a request its caller did not see
+        begun (``Exchange.skippable``), and nobody sees its errors (the flow
+        booked them). ``locked``: release the request lock at the end (not for
+        the idle reap's stop, which runs without it).
+        """
         loop = self._loop
         handed_over = False
         try:
             if op is None:
                 op = steps.send(None)
+                if waited is not None:
+                    source = op.proc.io
             while True:
-                pending: Any = None
                 try:
-                    if waited is not None:
-                        pending = op.proc.io
-                    elif type(op) is Exchange:
-                        ch = op.proc.io
-                        if ch is None:
-                            ch = op.proc.io = _Channel(loop, op.proc)  # type: ignore[arg-type]
-                        ch.begin(op.line, op.deadline)
-                        pending = ch
-                    else:
-                        wait = cast(WaitExit, op)
-                        pending = _ExitWait(loop, wait.proc.child, wait.timeout)  # type: ignore[arg-type]
                     if waited is None:
-                        waited = pending.wait()
+                        if source is None:
+                            if type(op) is Exchange:
+                                if not caller and op.skippable:
+                                    # The cancelled caller's request was not written yet: never write it.
+                                    steps.close()
+                                    return None
+                                ch = op.proc.io
+                                if ch is None:
+                                    ch = op.proc.io = _Channel(loop, op.proc)  # type: ignore[arg-type]
+                                ch.begin(op.line, op.deadline)
+                                source = ch
+                            else:
+                                wait = cast(WaitExit, op)
+                                source = _ExitWait(loop, wait.proc.child, wait.timeout)  # type: ignore[arg-type]
+                        waited = source.wait()
                     res = await waited
                 except asyncio.CancelledError:
-                    if pending is None:  # pragma: no cover - only an await raises it
+                    if not caller:
+                        self._flow.abandon(op.proc)
+                        steps.close()
+                        raise
+                    if source is None:  # pragma: no cover - only an await raises it
                         raise
                     # The outcome may have been delivered before the cancellation landed.
                     if isinstance(waited, asyncio.Future) and waited.done() and not waited.cancelled():
-                        pending = _Done(waited)
+                        source = _Done(waited)
                     handed_over = True
-                    self._hand_over(steps, op, pending)
+                    self._finish_in_task(steps, op, source)
                     raise
                 except BaseException as exc:
-                    waited = None
+                    waited = source = None
                     op = steps.throw(exc)
                 else:
-                    waited = None
+                    waited = source = None
                     op = steps.send(res)
         except StopIteration as stop:
             return stop.value
         except BaseException as err:
             # The reply frame (a get value) must not ride along in locals.
-            res = waited = pending = None  # noqa: F841
-            scrub(err)
-            raise
+            res = waited = source = None  # noqa: F841
+            if caller:
+                scrub(err)
+                raise
+            if not isinstance(err, Exception):
+                raise
+            # Booked by the flow (a timeout or a crash is counted); nobody waits for it.
+            _log.debug("Plugin %r: a flow finished in the background ended with %s", self.name, type(err).__name__)
+            return None
         finally:
-            if not handed_over:
+            if locked and not handed_over:
                 assert self._lock is not None
                 self._lock.release()
 
-    def _hand_over(self, steps: FlowSteps, op: Any, pending: Any) -> None:
+    def _finish_in_task(self, steps: FlowSteps, op: Any, source: Any) -> None:
+        """A cancelled caller's flow, at ``op`` (``source``: its begun wait): finish
+        it in a task of its own, which keeps the request lock until it ends."""
         loop = self._loop
         assert loop is not None
-        task = loop.create_task(self._finish(steps, op, pending))
+        task = loop.create_task(self._drive(steps, op, None, source, caller=False))
         _FINISHING.add(task)
         task.add_done_callback(_FINISHING.discard)
-
-    async def _finish(self, steps: FlowSteps, op: Any, pending: Any, *, locked: bool = True) -> None:
-        """Drive ``steps`` to its end from ``op`` (``pending``: its operation, already
-        started, or None), then release the request lock if the flow holds it
-        (``locked``): a cancelled caller's flow, or the idle reap's stop (which
-        runs without the lock). Cancelled itself, it ends the process on the
-        spot: the loop is going away."""
-        loop = self._loop
-        try:
-            while True:
-                try:
-                    if pending is None:
-                        if type(op) is Exchange:
-                            if op.skippable:
-                                # The cancelled caller's request was not written yet: never write it.
-                                steps.close()
-                                return
-                            ch = op.proc.io
-                            if ch is None:
-                                ch = op.proc.io = _Channel(loop, op.proc)  # type: ignore[arg-type]
-                            ch.begin(op.line, op.deadline)
-                            pending = ch
-                        else:
-                            wait = cast(WaitExit, op)
-                            pending = _ExitWait(loop, wait.proc.child, wait.timeout)  # type: ignore[arg-type]
-                    res = await pending.wait()
-                except asyncio.CancelledError:
-                    self._flow.abandon(op.proc)
-                    steps.close()
-                    raise
-                except BaseException as exc:
-                    pending = None
-                    op = steps.throw(exc)
-                else:
-                    pending = None
-                    op = steps.send(res)
-        except StopIteration:
-            pass
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # Booked by the flow (a timeout or a crash is counted); nobody waits for it.
-            _log.debug("Plugin %r: a cancelled request ended with %s", self.name, type(exc).__name__)
-        finally:
-            if locked:
-                assert self._lock is not None
-                self._lock.release()
 
     # --- the idle reap -------------------------------------------------------------
 
@@ -902,16 +880,11 @@ class AsyncPluginClient(FlowHandle):
     def _stop_in_background(self, proc: PluginProcess) -> None:
         """Stop ``proc``, taken out of the slot as expired, gracefully and without
         the request lock, so no request waits up to ``exit_wait + shutdown_grace``
-        for a stubborn plugin: its first step (closing stdin) now, the rest in a
-        task that ``shutdown()`` awaits. Runs in this client's loop."""
-        steps = self._flow.stop_steps(proc)
-        try:
-            op = steps.send(None)
-        except StopIteration:  # pragma: no cover - a stop always waits for the exit first
-            return
+        for a stubborn plugin: in a task that ``shutdown()`` awaits. Runs in
+        this client's loop."""
         loop = self._loop
         assert loop is not None
-        task = loop.create_task(self._background_stop(steps, op))
+        task = loop.create_task(self._drive(self._flow.stop_steps(proc), caller=False, locked=False))
         stops = self._stops
         if stops is None:
             stops = self._stops = {}
@@ -919,12 +892,6 @@ class AsyncPluginClient(FlowHandle):
         _FINISHING.add(task)  # held until done, as a finishing flow is
         task.add_done_callback(_FINISHING.discard)
         task.add_done_callback(self._background_stop_done)
-
-    async def _background_stop(self, steps: FlowSteps, op: Any) -> None:
-        try:
-            await self._finish(steps, op, None, locked=False)
-        except Exception:  # pragma: no cover - a stop books its own failures; nobody awaits this task
-            _log.exception("Plugin %r: a background stop failed", self.name)
 
     def _background_stop_done(self, task: "asyncio.Task[None]") -> None:
         if self._stops is not None:

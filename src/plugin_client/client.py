@@ -20,19 +20,20 @@ and manifest checks (:mod:`plugin_client.manifest`).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from typing import Any, Mapping, Optional, Union, overload
 
-from ._flow import EXCHANGE_ERRORS, Flow, FlowHandle, _need_bits
+from ._flow import EXCHANGE_ERRORS, Flow, FlowHandle
 from ._impl import monotonic
 from ._live import unwatch, watch
+from ._process import PluginProcess
 from ._scrub import scrub
 from ._sweeper import SWEEPER, nudge
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
 from .protocol import (
-    MAX_REQUEST_ID,
     Call,
     DeleteCall,
     DeleteResult,
@@ -51,19 +52,11 @@ from .protocol import (
     Result,
     ValidateCall,
     ValidateResult,
-    _REF_JSON,
-    _T_GET,
-    _get_line,
-    _plain_result,
-    encode_request,
 )
 
 __all__ = ("PluginClient",)
 
 _PathLike = Union[str, "os.PathLike[str]"]
-
-_GET_NEED = _need_bits(GetCall)
-
 
 
 class PluginClient(FlowHandle):
@@ -83,13 +76,23 @@ class PluginClient(FlowHandle):
         *,
         source_name: Optional[str] = None,
         config: Optional[Mapping[str, Any]] = None,
+        _core: Any = None,
     ) -> None:
+        """``_core`` (private, for benchmarks): the core module this client's
+        processes use (``plugin_client._core`` or ``plugin_client._core_py``),
+        instead of the one ``PLUGIN_CLIENT_NO_EXTENSIONS`` selected at import."""
         if isinstance(manifest, LoadedPlugin):
             if executable is None:
                 executable = manifest.executable
             manifest = manifest.manifest
         self._flow = flow = Flow(
-            manifest, executable, policy if policy is not None else LifetimePolicy(), source_name, config
+            manifest,
+            executable,
+            policy if policy is not None else LifetimePolicy(),
+            source_name,
+            config,
+            idle_check_in_exchange=True,  # FrameReader.request makes it, in the core
+            start_process=None if _core is None else functools.partial(PluginProcess.start, core=_core),
         )
         self._lock = threading.Lock()
         self._lock_timeout = flow.lock_timeout()
@@ -132,8 +135,7 @@ class PluginClient(FlowHandle):
         Raises :class:`PluginError` for the plugin's own error replies (the process
         stays up) and another :class:`PluginClientError` for everything else.
         """
-        call_type = type(call)
-        return self._call(call_type, _need_bits(call_type), call, "")
+        return self._call(type(call), call, "")
 
     def is_available(self) -> IsAvailableResult:
         return self.request(IsAvailableCall())
@@ -142,7 +144,7 @@ class PluginClient(FlowHandle):
         if reference.__class__ is not str:
             return self.request(GetCall(reference=reference))  # GetCall validates it
         # No GetCall model on the warm path: the line is formatted from the reference.
-        return self._call(GetCall, _GET_NEED, None, reference)  # type: ignore[return-value]
+        return self._call(GetCall, None, reference)  # type: ignore[return-value]
 
     def list(self) -> ListResult:
         return self.request(ListCall())
@@ -206,69 +208,38 @@ class PluginClient(FlowHandle):
 
     # --- the request path -----------------------------------------------------------
 
-    def _call(self, call_type: Any, need: int, call: Optional[Call], reference: str) -> Result:
+    def _call(self, call_type: Any, call: Optional[Call], reference: str) -> Result:
         """One request: ``call``, or (``call`` None) a ``GetCall`` for ``reference``.
-        ``need``: ``_need_bits(call_type)``.
 
-        The request is ``Flow.request_steps`` without its generator: a process
-        that is not warm (``Flow.warm_process``: something to spawn, reap,
-        restart or report) is first readied by the flow's ``ready_blocking``;
-        then one core call makes the idle check (one
-        ``poll(0)``), writes the line and reads the reply, and one pydantic
-        pass decodes it. The error paths are the flow's own steps; a call the
-        gate refuses, or a process that wrote or exited while idle, goes
-        through the whole shared flow.
+        The engine's one request path with blocking calls: ``Flow.begin`` (or,
+        with no warm process, ``Flow.begin_blocking``: spawn, reap, recover,
+        refuse), one core call that makes the idle check, writes the line and
+        reads the reply, then ``Flow.complete`` or ``Flow.finish_steps``.
         """
         flow = self._flow
-        if not (flow.caps_bits & need):
-            raise flow.unsupported(call if call is not None else GetCall(reference=reference))
         lock = self._lock
         if not lock.acquire(False) and not lock.acquire(timeout=self._lock_timeout):
             raise flow.lock_timeout_error()
         try:
-            now = monotonic()
-            proc = flow.warm_process(now, False)  # the idle check is in FrameReader.request
-            if proc is None:
-                # Spawn, init, reap, recover, refuse: the shared flow's checks, with
-                # blocking calls (a plain cold start drives no generator at all).
-                # The request itself then takes the path below, as on a warm process.
-                proc = flow.ready_blocking()
-                now = monotonic()
-            # (The gate again: another thread's request may have restarted the plugin.)
-            if flow.caps_bits & need:
-                # Flow._take_id(), _get_line()'s cache hit and (below) Lifecycle.on_used(),
-                # written out: each call costs ~50 ns of a ~9.5 us round trip.
-                rid = flow._next_id
-                flow._next_id = rid + 1 if rid < MAX_REQUEST_ID else 1
-                if call is not None:
-                    line = encode_request(call, rid)
-                else:
-                    enc = _REF_JSON.get(reference)
-                    line = _T_GET % (rid, enc) if enc is not None else _get_line(reference, rid)
-                try:
-                    frame = proc.reader.request(proc.child, line, now + flow.policy.request_timeout)
-                except EXCHANGE_ERRORS as exc:
-                    flow.run_blocking(flow.exchange_failed_steps(proc, call_type, exc))
-                    raise  # pragma: no cover - the steps always raise
-                except BaseException:  # the host's interruption, mid-request: not the plugin's doing
-                    flow.interrupted(proc)
-                    raise
-                if frame is not None:  # None: output or an exit while idle; nothing was sent
-                    result = _plain_result(frame, call_type, rid)
-                    if result is None:  # not plainly a success: the flow's decode says what it is
-                        odd: Result = flow.run_blocking(flow.reply_steps(proc, frame, call_type, rid))
-                        return odd
-                    flow.life.last_used_mono = monotonic()
+            pending = flow.begin(call_type, call, reference) or flow.begin_blocking(call_type, call, reference)
+            proc = pending.proc
+            try:
+                # None: output or an exit while idle; nothing was written.
+                outcome: Any = proc.reader.request(proc.child, pending.line, pending.deadline)
+            except EXCHANGE_ERRORS as exc:
+                outcome = exc
+            except BaseException:  # the host's interruption, mid-request: not the plugin's doing
+                flow.interrupted(proc)
+                raise
+            if outcome.__class__ is bytes:
+                result = flow.complete(pending, outcome)
+                if result is not None:
                     return result
-            # Refused by the gate, or output or an exit while idle: the shared flow.
-            if call is None:
-                call = GetCall(reference=reference)
-            done: Result = flow.run_blocking(flow.request_steps(call))
+            done: Result = flow.run_blocking(flow.finish_steps(pending, outcome))
             return done
         except BaseException as err:
-            # The request line (a put value) and the reply frame (a get value)
-            # must not ride along in this frame's or the library's locals.
-            line = frame = b""  # noqa: F841
+            # The reply frame (a get value) must not ride along in this frame's locals.
+            outcome = None
             scrub(err)
             raise
         finally:
