@@ -265,6 +265,30 @@ def test_capability_gate_refuses_without_io(client_factory: Callable[..., Plugin
     assert c.get("value:still").value.get_secret_value() == "still"
 
 
+def test_a_refused_call_waits_for_no_other_request(client_factory: Callable[..., PluginClient]) -> None:
+    """The gate answers before the request lock: a call the plugin did not claim is
+    refused at once even while another caller's request holds the client."""
+    c = client_factory(config={"caps": int(Capability.READ)})
+    c.get("warm")
+    started = threading.Event()
+
+    def slow() -> None:
+        started.set()
+        c.get("slow:1500")
+
+    t = threading.Thread(target=slow)
+    t.start()
+    try:
+        assert started.wait(2.0)
+        time.sleep(0.2)  # the slow request holds the lock by now
+        t0 = time.monotonic()
+        with pytest.raises(errors.UnsupportedCapability):
+            c.list()
+        assert time.monotonic() - t0 < 0.5
+    finally:
+        t.join(10.0)
+
+
 def test_plugin_exits_while_idle_is_transparent(client: PluginClient) -> None:
     client.get("exit-soon")
     pid = client.health().pid

@@ -686,6 +686,7 @@ class AsyncPluginClient(FlowHandle):
         reply to wait for, a failure) goes on in the flow (:meth:`_drive`).
         """
         flow = self._flow
+        flow.gate(call_type)  # a refused call waits for no other request
         lock = self._bind()
         if lock.locked():
             try:

@@ -217,6 +217,7 @@ class PluginClient(FlowHandle):
         reads the reply, then ``Flow.complete`` or ``Flow.finish_steps``.
         """
         flow = self._flow
+        flow.gate(call_type)  # a refused call waits for no other request
         lock = self._lock
         if not lock.acquire(False) and not lock.acquire(timeout=self._lock_timeout):
             raise flow.lock_timeout_error()
