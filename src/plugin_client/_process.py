@@ -301,8 +301,11 @@ class PluginProcess:
         PUMP.unregister(self.tail)
         self.release_io()
         # Reap the leader last (a zombie by now: that wait does not block) and
-        # close the fds; one core call (its SIGKILL finds nothing left).
-        rc = child.finish()
+        # close the fds. Not Child.finish(): the group was killed above, and a
+        # second killpg would cost a system call on every stop
+        # (bench/test_bench_lifecycle.py, shutdown).
+        rc = child.wait(None)
+        child.close()
         self.reader.clear()
         return ExitRecord(self.pid, stage, rc)
 
