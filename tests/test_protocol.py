@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple, Type
 import pytest
 from pydantic import SecretBytes, SecretStr, ValidationError
 
+from plugin_client._wire import plain_result
 from plugin_client.errors import (
     AmbiguousReply,
     BadJsonRpcVersion,
@@ -58,7 +59,6 @@ from plugin_client.protocol import (
     Result,
     ValidateCall,
     ValidateResult,
-    _plain_result,
     decode_reply,
     decode_request,
     encode_error,
@@ -236,18 +236,18 @@ def test_request_with_lone_surrogate_is_refused_without_showing_it() -> None:
 def test_get_line_matches_encode_request_and_stays_bounded() -> None:
     """PluginClient.get's warm path formats the line itself, from a bounded cache of
     encoded references: same bytes as encode_request, same refusal of what JSON cannot hold."""
-    from plugin_client import protocol
+    from plugin_client import _wire
 
     for ref in ("db/password", 'quo"te\\', "ünï/☃", "db/password"):
         for rid in (1, 2**64 - 1):
-            assert protocol._get_line(ref, rid) == encode_request(GetCall(reference=ref), rid)
+            assert _wire.get_line(ref, rid) == encode_request(GetCall(reference=ref), rid)
     with pytest.raises(ValueError) as info:
-        protocol._get_line("\udc80", 1)
+        _wire.get_line("\udc80", 1)
     assert info.value.__context__ is None and info.value.__cause__ is None
-    for i in range(protocol._REF_JSON_MAX * 3):
-        protocol._get_line(f"ref/{i}", 1)
-    assert 0 < len(protocol._REF_JSON) <= protocol._REF_JSON_MAX
-    assert protocol._get_line("ref/7", 9) == encode_request(GetCall(reference="ref/7"), 9)
+    for i in range(_wire.REF_JSON_MAX * 3):
+        _wire.get_line(f"ref/{i}", 1)
+    assert 0 < len(_wire.REF_JSON) <= _wire.REF_JSON_MAX
+    assert _wire.get_line("ref/7", 9) == encode_request(GetCall(reference="ref/7"), 9)
 
 
 def test_encode_request_rejects_non_calls() -> None:
@@ -856,7 +856,7 @@ def test_encode_error_checks(kind: str, fields: Dict[str, Any], exc: Type[Except
 def test_plain_result_takes_only_plain_successes(line: bytes, plain: bool) -> None:
     """The warm path's decode: a plain success gives what decode_reply gives; anything
     else is None, and decode_reply then says what the reply is."""
-    result = _plain_result(line, GetCall, 7)
+    result = plain_result(line, GetCall, 7)
     if plain:
         assert result == decode_reply(line, GetCall, 7)
     else:
@@ -869,4 +869,4 @@ def test_plain_result_takes_only_plain_successes(line: bytes, plain: bool) -> No
 
 
 def test_plain_result_of_an_unknown_call_type_is_none() -> None:
-    assert _plain_result(b'{"jsonrpc":"2.0","id":1,"result":{}}', int, 1) is None
+    assert plain_result(b'{"jsonrpc":"2.0","id":1,"result":{}}', int, 1) is None

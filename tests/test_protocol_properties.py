@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretBytes, SecretStr, ValidationError
 
+from plugin_client._wire import REPLY_VALIDATORS, init_line, init_params, plain_result
 from plugin_client.errors import PluginClientError, PluginError
 from plugin_client.protocol import (
     MAX_REQUEST_ID,
@@ -49,7 +50,6 @@ from plugin_client.protocol import (
     encode_request,
     encode_result,
 )
-from plugin_client.protocol import _REPLY_VALIDATORS, _init_line, _init_params, _plain_result
 
 # Text a JSON line can carry: anything but lone surrogates (which UTF-8 cannot hold).
 text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40)
@@ -135,7 +135,7 @@ def _envelope_decode(line: bytes, cls: Type[Call], sent: int) -> Any:
     """The reference: the envelope's one-pass validation alone (the decode before
     the compact fast path), giving the result of a plain success, else None."""
     try:
-        env = _REPLY_VALIDATORS[cls](line)
+        env = REPLY_VALIDATORS[cls](line)
     except ValidationError:
         return None
     if env["id"] == sent and env.get("error") is None:
@@ -149,7 +149,7 @@ def test_compact_decode_round_trip(result: Result, rid: int) -> None:
     test, then the result alone) is the result sent, as the envelope decodes it."""
     frame = encode_result(rid, result)[:-1]
     cls = _CALL_FOR[type(result)]
-    got = _plain_result(frame, cls, rid)
+    got = plain_result(frame, cls, rid)
     assert type(got) is type(result) and got == result and _secrets(got) == _secrets(result)
     assert got == _envelope_decode(frame, cls, rid)
 
@@ -186,7 +186,7 @@ def test_compact_decode_is_the_envelope_decode(body_cls: Any, tail: bytes, rid: 
     sent = rid if sent is None else sent
     line = b'{"jsonrpc":"2.0","id":%d,"result":%b%b}' % (rid, body, tail)
     want = _envelope_decode(line, cls, sent)
-    got = _plain_result(line, cls, sent)
+    got = plain_result(line, cls, sent)
     assert type(got) is type(want) and got == want
     if want is not None:
         assert _secrets(got) == _secrets(want)
@@ -287,4 +287,4 @@ def test_init_line_built_once_is_the_encoded_init_call(source_name: str, config:
     byte ``encode_request(InitCall(...))``."""
     cfg = config if config is not None else {}
     expected = encode_request(InitCall(source_name=source_name, config=cfg), rid)
-    assert _init_line(_init_params(source_name, cfg), rid) == expected
+    assert init_line(init_params(source_name, cfg), rid) == expected

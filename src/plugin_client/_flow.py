@@ -59,19 +59,13 @@ from .errors import (
 from .health import PluginHealth, PluginState
 from .manifest import PluginManifest, VerifiedExecutable, verify_executable
 from .policy import LifetimePolicy
+from ._wire import GET_TEMPLATE, REF_JSON, compact_result, get_line, init_line, init_params, plain_result
 from .protocol import (
     MAX_REQUEST_ID,
     Call,
     InitCall,
     InitResult,
     Result,
-    _REF_JSON,
-    _T_GET,
-    _compact_result,
-    _get_line,
-    _init_line,
-    _init_params,
-    _plain_result,
     decode_reply,
     encode_request,
 )
@@ -191,7 +185,7 @@ class Flow:
         # The init call's params, checked and encoded once: a config that cannot
         # be sent is the constructor's error, not a spawned plugin's.
         try:
-            self._init_params = _init_params(self.source_name, self.config)
+            self._init_params = init_params(self.source_name, self.config)
         except ValueError as exc:
             raise ValueError(messages.init_not_buildable(self.name, _problems(exc))) from exc
         self._exe_source = executable
@@ -299,9 +293,9 @@ class Flow:
         rid = self._next_id
         self._next_id = rid + 1 if rid < MAX_REQUEST_ID else 1
         if call is None:
-            enc = _REF_JSON.get(reference)
+            enc = REF_JSON.get(reference)
             pending = self._get
-            pending.line = _T_GET % (rid, enc) if enc is not None else _get_line(reference, rid)
+            pending.line = GET_TEMPLATE % (rid, enc) if enc is not None else get_line(reference, rid)
             pending.proc = proc
             pending.deadline = now + self._request_timeout
             pending.call_type = call_type
@@ -312,10 +306,10 @@ class Flow:
     def complete(self, pending: Exchange, frame: bytes) -> Optional[Result]:
         """The result of ``pending``'s reply ``frame``, booked, if it is plainly a
         success; else None: :meth:`finish_steps` says what it is."""
-        # The compact reply first, as _plain_result() would, minus a call.
-        result = _compact_result(frame, pending.call_type, pending.rid)
+        # The compact reply first, as plain_result() would, minus a call.
+        result = compact_result(frame, pending.call_type, pending.rid)
         if result is None:
-            result = _plain_result(frame, pending.call_type, pending.rid)
+            result = plain_result(frame, pending.call_type, pending.rid)
             if result is None:
                 return None
         self.life.last_used_mono = monotonic()  # Lifecycle.on_used(), minus a call
@@ -351,7 +345,7 @@ class Flow:
 
     def _pending(self, proc: PluginProcess, call_type: Any, call: Optional[Call], reference: str) -> Exchange:
         rid = self._take_id()
-        line = encode_request(call, rid) if call is not None else _get_line(reference, rid)
+        line = encode_request(call, rid) if call is not None else get_line(reference, rid)
         return Exchange(proc, line, monotonic() + self._request_timeout, call_type, rid, skippable=True)
 
     def health(self) -> PluginHealth:
@@ -612,7 +606,7 @@ class Flow:
         """Spawn and init a new process (none is live); returns it."""
         proc, rid, deadline = self._spawn_begin()
         try:
-            frame = yield Exchange(proc, _init_line(self._init_params, rid), deadline, InitCall, rid)
+            frame = yield Exchange(proc, init_line(self._init_params, rid), deadline, InitCall, rid)
             init = self._decode_init(frame, rid)
         except _PLUGIN_FAULTS as exc:
             yield from self._spawn_failed_steps(proc, exc)
@@ -631,7 +625,7 @@ class Flow:
         where every generator resumed is dear). Its failures run the same steps."""
         proc, rid, deadline = self._spawn_begin()
         try:
-            init = self._decode_init(proc.exchange(_init_line(self._init_params, rid), deadline), rid)
+            init = self._decode_init(proc.exchange(init_line(self._init_params, rid), deadline), rid)
         except _PLUGIN_FAULTS as exc:
             self.run_blocking(self._spawn_failed_steps(proc, exc))
             raise  # pragma: no cover - the steps always raise
