@@ -31,8 +31,7 @@ import errno
 import logging
 import math
 import os
-import sys
-from typing import Any, Callable, Dict, Generator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Generator, Mapping, Optional, Tuple, Union
 
 from pydantic import ValidationError
 
@@ -42,7 +41,8 @@ from ._impl import monotonic
 from . import _messages as messages
 from ._lifecycle import Lifecycle
 from ._live import Slot
-from ._process import EXCHANGE_ERRORS, IDLE_EXITED, IDLE_OK, Exchange, ExitRecord, Op, PluginProcess, Steps, run_sync
+from ._spawn_env import plugin_env
+from ._process import EXCHANGE_ERRORS, IDLE_EXITED, IDLE_OK, Exchange, ExitRecord, Op, PluginProcess, run_sync
 from ._stderr import StderrTail
 from .errors import (
     ClientClosed,
@@ -76,7 +76,7 @@ from .protocol import (
     encode_request,
 )
 
-__all__ = ("Flow", "FlowHandle", "FlowSteps", "EXCHANGE_ERRORS", "PYTHON_ENV", "plugin_env")
+__all__ = ("Flow", "FlowSteps")
 
 _log = logging.getLogger("plugin_client")
 
@@ -90,27 +90,6 @@ _PLUGIN_FAULTS = EXCHANGE_ERRORS + (PluginClientError,)
 
 
 _NEED_BITS: Dict[type, int] = {}
-
-# A manifest that allow-lists this variable gets the host's value or, when the host
-# has none, the host's own interpreter: a Python plugin's launcher re-runs itself with
-# it, so an SDK plugin starts from any Python host with no set-up. The manifest shows it.
-PYTHON_ENV = "PLUGIN_CLIENT_PYTHON"
-_PYTHON_ENV_B = os.fsencode(PYTHON_ENV)
-
-def plugin_env(allowed_env_vars: Sequence[str]) -> Dict[bytes, bytes]:
-    """The environment a plugin is spawned with: the allow-listed variables the
-    host has set, nothing else (and :data:`PYTHON_ENV`, if allow-listed, as above)."""
-    environb = os.environb
-    env: Dict[bytes, bytes] = {}
-    for var in allowed_env_vars:
-        key = os.fsencode(var)
-        value = environb.get(key)
-        if value is not None:
-            env[key] = value
-        elif key == _PYTHON_ENV_B and sys.executable:
-            env[key] = os.fsencode(sys.executable)
-    return env
-
 
 # This process's pid, kept by an at-fork hook: the warm path's fork check
 # without a getpid() system call (ready_steps still asks the kernel).
@@ -263,7 +242,7 @@ class Flow:
 
     def begin(self, call_type: Any, call: Optional[Call], reference: str) -> Optional[Exchange]:
         """A request that can be written at once, or None: the slow path
-        (:meth:`begin_blocking` or :meth:`request_steps`) must run.
+        (:func:`~plugin_client._flow_blocking.begin_blocking` or :meth:`request_steps`) must run.
 
         ``call`` (of class ``call_type``), or, for a ``get`` (``call`` None,
         ``call_type`` :class:`GetCall`), its ``reference``, whose line is made
@@ -339,17 +318,7 @@ class Flow:
             raise outcome  # pragma: no cover - the steps always raise
         return (yield from self.reply_steps(pending, outcome))
 
-    def begin_blocking(self, call_type: Any, call: Optional[Call], reference: str) -> Exchange:
-        """:meth:`begin`'s slow path with blocking calls (the sync client): the
-        gate (raises before any I/O), a process readied (spawned, reaped,
-        replaced: :meth:`ready_blocking`), the gate again (an ``init`` may just
-        have told the capabilities), and the pending request."""
-        self.gate(call_type)
-        proc = self.ready_blocking()
-        self.gate(call_type)
-        return self._pending(proc, call_type, call, reference)
-
-    def _pending(self, proc: PluginProcess, call_type: Any, call: Optional[Call], reference: str) -> Exchange:
+    def pending_request(self, proc: PluginProcess, call_type: Any, call: Optional[Call], reference: str) -> Exchange:
         rid = self._take_id()
         line = encode_request(call, rid) if call is not None else _get_line(reference, rid)
         return Exchange(proc, line, monotonic() + self._request_timeout, call_type, rid, skippable=True)
@@ -395,7 +364,7 @@ class Flow:
         self.gate(call_type)
         proc = yield from self.ready_steps()
         self.gate(call_type)
-        return (yield from self.exchange_steps(self._pending(proc, call_type, call, reference)))
+        return (yield from self.exchange_steps(self.pending_request(proc, call_type, call, reference)))
 
     def exchange_steps(self, pending: Exchange) -> FlowSteps:
         """Perform ``pending`` (the driver's exchange), then :meth:`finish_steps`
@@ -459,10 +428,10 @@ class Flow:
 
     def ready_steps(self) -> FlowSteps:
         """The live process, after the checks a request needs before its line is written."""
-        self._check_usable()
-        return (yield from self._live_steps())
+        self.check_usable()
+        return (yield from self.live_steps())
 
-    def _check_usable(self) -> None:
+    def check_usable(self) -> None:
         """Raise unless a request may go on (not closed, not disabled); after a
         fork, forget the parent's process first."""
         if self.closed:
@@ -471,7 +440,7 @@ class Flow:
             self.forget_after_fork()
         self.life.check_enabled()
 
-    def _live_steps(self) -> FlowSteps:
+    def live_steps(self) -> FlowSteps:
         """:meth:`ready_steps` after its checks: the live process, reaped, replaced
         or spawned as needed."""
         proc = self.slot.proc
@@ -557,39 +526,20 @@ class Flow:
             self.name,
         )
 
-    def _stopped(self, proc: PluginProcess, info: ExitRecord) -> None:
+    def book_stopped(self, proc: PluginProcess, info: ExitRecord) -> None:
         """Book an end that was not a crash (idle reap, shutdown, abandon)."""
         self._remember_tail(proc)
         self.life.on_stopped(info)
 
     def stop_steps(self, proc: PluginProcess) -> FlowSteps:
         """Graceful stop of ``proc`` (already taken out of the slot), booked as stopped."""
-        self._stopped(proc, (yield from proc.stop_steps(self.policy.exit_wait, self.policy.shutdown_grace)))
+        self.book_stopped(proc, (yield from proc.stop_steps(self.policy.exit_wait, self.policy.shutdown_grace)))
 
     def shutdown_steps(self) -> FlowSteps:
         """Stop the live process, if any (the caller set ``closed``)."""
         proc = self.take_process()
         if proc is not None:
             yield from self.stop_steps(proc)
-
-    def stop_blocking(self, proc: PluginProcess) -> None:
-        """:meth:`stop_steps` with blocking calls (``PluginProcess.stop``, whose
-        common case drives no generator). Books the end with the ``meta`` lock
-        only, so a process taken out of the slot may be stopped without the
-        request lock. An interrupted stop goes on in the background
-        (:meth:`interrupted`)."""
-        try:
-            info = proc.stop(self.policy.exit_wait, self.policy.shutdown_grace)
-        except BaseException:
-            self.interrupted(proc)
-            raise
-        self._stopped(proc, info)
-
-    def shutdown_blocking(self) -> None:
-        """:meth:`shutdown_steps` with blocking calls: the sync client's shutdown."""
-        proc = self.take_process()
-        if proc is not None:
-            self.stop_blocking(proc)
 
     def clear_disabled_steps(self) -> FlowSteps:
         """Stop any leftover process and clear the crash window."""
@@ -633,27 +583,13 @@ class Flow:
         try:
             init = self._decode_init(proc.exchange(_init_line(self._init_params, rid), deadline), rid)
         except _PLUGIN_FAULTS as exc:
-            self.run_blocking(self._spawn_failed_steps(proc, exc))
+            run_sync(self._spawn_failed_steps(proc, exc), self.interrupted)
             raise  # pragma: no cover - the steps always raise
         except BaseException:
             self.interrupted(proc)
             raise
         self._spawned(init)
         return proc
-
-    def ready_blocking(self) -> PluginProcess:
-        """:meth:`ready_steps` with blocking calls; a cold start (no process to
-        reap or replace) is :meth:`spawn_blocking`."""
-        self._check_usable()
-        if self.slot.proc is None:
-            return self.spawn_blocking()
-        proc: PluginProcess = self.run_blocking(self._live_steps())
-        return proc
-
-    def run_blocking(self, steps: Steps) -> Any:
-        """Drive ``steps`` (one of this flow's) with blocking calls: :func:`run_sync`,
-        whose interruptions are :meth:`interrupted`'s to tidy up."""
-        return run_sync(steps, self.interrupted)
 
     def interrupted(self, proc: PluginProcess) -> None:
         """The host interrupted an operation on ``proc`` (``KeyboardInterrupt``,
@@ -736,29 +672,10 @@ class Flow:
     def _spawn_failed_steps(self, proc: PluginProcess, exc: BaseException) -> FlowSteps:
         """The init of ``proc`` failed with ``exc``: end it, count the crash, raise."""
         dead = isinstance(exc, (StreamEOF, PipeClosed))
-        msg = yield from self._fail_steps(proc, self._init_cause(exc), dead=dead, advice=self._init_advice(exc))
+        msg = yield from self._fail_steps(
+            proc, messages.init_failure(self.name, self.policy, exc), dead=dead, advice=messages.init_advice(self.name, exc)
+        )
         raise InitError(msg, plugin=self.name) from exc
-
-    def _init_cause(self, exc: BaseException) -> Union[str, Callable[[str], str]]:
-        """What an init that failed with ``exc`` says the plugin did (for a dead
-        process, a function of how it ended)."""
-        name = self.name
-        if isinstance(exc, DeadlineExceeded):
-            return messages.init_timed_out(name, self.policy)
-        if isinstance(exc, (StreamEOF, PipeClosed)):
-            return lambda how: messages.exited_during_init(name, how)
-        if isinstance(exc, FrameTooLargeError):
-            return messages.init_reply_too_long(name, exc.limit)
-        if isinstance(exc, PluginError):
-            return messages.init_refused(name, exc.kind, exc.detail or "")
-        if isinstance(exc, PluginClientError):
-            return exc.message  # a sentence naming the plugin and the init request already
-        return messages.init_failed(name, type(exc).__name__)
-
-    def _init_advice(self, exc: BaseException) -> str:
-        if isinstance(exc, (DeadlineExceeded, StreamEOF, PipeClosed)) or not isinstance(exc, PluginClientError):
-            return messages.stderr_hint(self.name)
-        return ""
 
     def _fail_steps(
         self, proc: PluginProcess, cause: Union[str, Callable[[str], str]], *, dead: bool = False, advice: str = ""
@@ -782,31 +699,5 @@ class Flow:
         if proc is None or proc.child.returncode is not None:
             return None
         info = proc.kill()
-        self._stopped(proc, info)
+        self.book_stopped(proc, info)
         return info
-
-
-class FlowHandle:
-    """What the sync and the asyncio client share around their flow: names, health, repr."""
-
-    _flow: Flow
-
-    @property
-    def name(self) -> str:
-        return self._flow.name
-
-    @property
-    def manifest(self) -> PluginManifest:
-        return self._flow.manifest
-
-    @property
-    def policy(self) -> LifetimePolicy:
-        return self._flow.policy
-
-    def health(self) -> PluginHealth:
-        """A snapshot; never waits behind a request in flight, from any thread."""
-        return self._flow.health()
-
-    def __repr__(self) -> str:
-        life = self._flow.life
-        return f"<{type(self).__name__} {self.name!r} state={life.state.value} pid={life.pid}>"

@@ -79,7 +79,9 @@ import weakref
 from typing import Any, Dict, Mapping, Optional, Set, Union, cast, overload
 
 from ._aio_transport import Channel, DeliveredOutcome, ExitWait, acquire_within
-from ._flow import Flow, FlowHandle, FlowSteps
+from ._client_base import ClientBase
+from ._flow import Flow, FlowSteps
+from ._flow_blocking import stop_blocking
 from ._live import unwatch, watch
 from ._impl import monotonic
 from ._process import EXCHANGE_ERRORS, Exchange, PluginProcess, WaitExit
@@ -120,7 +122,7 @@ _PathLike = Union[str, "os.PathLike[str]"]
 _FINISHING: Set["asyncio.Task[None]"] = set()
 
 
-class AsyncPluginClient(FlowHandle):
+class AsyncPluginClient(ClientBase):
     """An asyncio host's handle on one plugin. Does not spawn until the first request.
 
     Takes exactly the arguments of :class:`~plugin_client.PluginClient`.
@@ -552,7 +554,7 @@ def _stop_later(flow: Flow, proc: PluginProcess) -> None:
     if client is not None:
         client._stop_in_background(proc)
     else:  # pragma: no cover - a request's flow runs for a live client
-        flow.stop_blocking(proc)
+        stop_blocking(flow, proc)
 
 
 def _idle_timer_fired(ref: "weakref.ref[AsyncPluginClient]") -> None:

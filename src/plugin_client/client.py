@@ -12,7 +12,7 @@ client leaves a zombie or an orphan, or touches its parent's plugin after
 
 Deliberately not here: the decision flow (:mod:`plugin_client._flow`, shared
 with :class:`~plugin_client.aio.AsyncPluginClient`: this module only performs
-its operations with blocking calls, through :meth:`~plugin_client._flow.Flow.run_blocking`),
+its operations with blocking calls, through :func:`~plugin_client._flow_blocking.run_blocking`),
 the wire format (:mod:`plugin_client.protocol`), the process mechanics
 (:mod:`plugin_client._process`), the bookkeeping (:mod:`plugin_client._lifecycle`)
 and manifest checks (:mod:`plugin_client.manifest`).
@@ -25,10 +25,12 @@ import os
 import threading
 from typing import Any, Mapping, Optional, Union, overload
 
-from ._flow import EXCHANGE_ERRORS, Flow, FlowHandle
+from ._client_base import ClientBase
+from ._flow import Flow
+from ._flow_blocking import begin_blocking, run_blocking, shutdown_blocking
 from ._impl import monotonic
 from ._live import unwatch, watch
-from ._process import PluginProcess
+from ._process import EXCHANGE_ERRORS, PluginProcess
 from ._scrub import scrub
 from ._sweeper import SWEEPER, nudge
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
@@ -59,7 +61,7 @@ __all__ = ("PluginClient",)
 _PathLike = Union[str, "os.PathLike[str]"]
 
 
-class PluginClient(FlowHandle):
+class PluginClient(ClientBase):
     """A host's handle on one plugin. Does not spawn until the first request.
 
     ``manifest`` is a :class:`PluginManifest` (its executable is verified
@@ -168,7 +170,7 @@ class PluginClient(FlowHandle):
         """Spawn and init now, instead of at the first request (for ``doctor``, warm-ups)."""
         with self._lock:
             try:
-                init: InitResult = self._flow.run_blocking(self._flow.start_steps())
+                init: InitResult = run_blocking(self._flow, self._flow.start_steps())
             except BaseException as err:
                 scrub(err)  # the init line carries the config
                 raise
@@ -178,7 +180,7 @@ class PluginClient(FlowHandle):
         """Re-enable a disabled plugin: clear the crash window and any leftover process."""
         with self._lock:
             try:
-                self._flow.run_blocking(self._flow.clear_disabled_steps())
+                run_blocking(self._flow, self._flow.clear_disabled_steps())
             except BaseException as err:
                 scrub(err)
                 raise
@@ -197,7 +199,7 @@ class PluginClient(FlowHandle):
         # find nothing: let it go now, while that is cheap (before the exit).
         unwatch(self._flow.slot)
         try:
-            flow.shutdown_blocking()
+            shutdown_blocking(flow)
         finally:
             self._lock.release()
         # Processes of this client stopped in the background (_sweep, Flow.stop_later).
@@ -212,7 +214,7 @@ class PluginClient(FlowHandle):
         """One request: ``call``, or (``call`` None) a ``GetCall`` for ``reference``.
 
         The engine's one request path with blocking calls: ``Flow.begin`` (or,
-        with no warm process, ``Flow.begin_blocking``: spawn, reap, recover,
+        with no warm process, ``begin_blocking``: spawn, reap, recover,
         refuse), one core call that makes the idle check, writes the line and
         reads the reply, then ``Flow.complete`` or ``Flow.finish_steps``.
         """
@@ -222,7 +224,7 @@ class PluginClient(FlowHandle):
         if not lock.acquire(False) and not lock.acquire(timeout=self._lock_timeout):
             raise flow.lock_timeout_error()
         try:
-            pending = flow.begin(call_type, call, reference) or flow.begin_blocking(call_type, call, reference)
+            pending = flow.begin(call_type, call, reference) or begin_blocking(flow, call_type, call, reference)
             proc = pending.proc
             try:
                 # None: output or an exit while idle; nothing was written.
@@ -236,7 +238,7 @@ class PluginClient(FlowHandle):
                 result = flow.complete(pending, outcome)
                 if result is not None:
                     return result
-            done: Result = flow.run_blocking(flow.finish_steps(pending, outcome))
+            done: Result = run_blocking(flow, flow.finish_steps(pending, outcome))
             return done
         except BaseException as err:
             # The reply frame (a get value) must not ride along in this frame's locals.
