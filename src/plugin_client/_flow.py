@@ -27,7 +27,6 @@ cancelled caller's flow in a task of its own rather than abandoning it.
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import os
@@ -35,13 +34,12 @@ from typing import Any, Callable, Dict, Generator, Mapping, Optional, Tuple, Uni
 
 from pydantic import ValidationError
 
-from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, SpawnFailed, StreamEOF
-from ._exec_image import FD_EXHAUSTED
+from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, StreamEOF
 from ._impl import monotonic
 from . import _messages as messages
 from ._lifecycle import Lifecycle
 from ._live import Slot
-from ._spawn_env import plugin_env
+from ._spawn import Spawner
 from ._process import EXCHANGE_ERRORS, IDLE_EXITED, IDLE_OK, Exchange, ExitRecord, Op, PluginProcess, run_sync
 from ._stderr import StderrTail
 from .errors import (
@@ -53,11 +51,10 @@ from .errors import (
     PluginError,
     ProtocolError,
     RequestTimeout,
-    SpawnError,
     UnsupportedCapability,
 )
 from .health import PluginHealth, PluginState
-from .manifest import PluginManifest, VerifiedExecutable, verify_executable
+from .manifest import PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
 from .protocol import (
     MAX_REQUEST_ID,
@@ -141,8 +138,8 @@ class Flow:
 
     __slots__ = (
         "name", "manifest", "policy", "source_name", "config", "life", "slot", "closed",
-        "init", "last_tail", "client_type", "caps_bits", "_exe_source", "_verified", "_next_id", "_pid",
-        "_init_params", "on_live", "stop_later", "_get", "_idle_check", "_start_process", "_idle_timeout", "_request_timeout",
+        "init", "last_tail", "client_type", "caps_bits", "spawner", "_next_id", "_pid",
+        "_init_params", "on_live", "stop_later", "_get", "_idle_check", "_idle_timeout", "_request_timeout",
         "__weakref__",
     )
 
@@ -159,9 +156,6 @@ class Flow:
         start_process: Optional[Callable[..., PluginProcess]] = None,
     ) -> None:
         self.client_type = client_type
-        # How a process is started: PluginProcess.start, or what a test or a
-        # benchmark puts in its place (a fake process; another core).
-        self._start_process = start_process if start_process is not None else PluginProcess.start
         self.manifest = manifest
         self.name = manifest.name
         self.policy = policy
@@ -173,10 +167,7 @@ class Flow:
             self._init_params = _init_params(self.source_name, self.config)
         except ValueError as exc:
             raise ValueError(messages.init_not_buildable(self.name, _problems(exc))) from exc
-        self._exe_source = executable
-        self._verified: Optional[VerifiedExecutable] = (
-            executable if isinstance(executable, VerifiedExecutable) else None
-        )
+        self.spawner = Spawner(manifest, executable, policy, start_process)
         self.life = Lifecycle(self.name, self.source_name, policy)
         self.slot = Slot(self.name, policy.exit_wait, policy.shutdown_grace)
         self.closed = False
@@ -548,16 +539,6 @@ class Flow:
             yield from self.stop_steps(proc)
         self.life.clear_disabled()
 
-    def _executable(self) -> VerifiedExecutable:
-        if self._verified is None:
-            src = self._exe_source if self._exe_source is not None else self.manifest.executable_path()
-            assert not isinstance(src, VerifiedExecutable)
-            self._verified = verify_executable(src, self.manifest.checksum_sha256, plugin=self.name)
-        return self._verified
-
-    def _env(self) -> Dict[bytes, bytes]:
-        return plugin_env(self.manifest.allowed_env_vars)
-
     def _spawn_steps(self) -> FlowSteps:
         """Spawn and init a new process (none is live); returns it."""
         proc, rid, deadline = self._spawn_begin()
@@ -617,43 +598,11 @@ class Flow:
     def _spawn_begin(self) -> Tuple[PluginProcess, int, float]:
         """A cold start up to its ``init`` line: check the executable, spawn, book
         the process. Returns it, the ``init``'s id and its deadline."""
-        p = self.policy
-        deadline = monotonic() + p.start_timeout
-        try:
-            exe = self._executable()
-            exe.check_unchanged(plugin=self.name)
-        except (PluginClientError, OSError) as exc:
-            # Out of fds is the host's state, not the plugin's: no crash is booked.
-            if getattr(exc, "errno", None) in FD_EXHAUSTED:
-                raise self._out_of_fds(exc) from exc
-            if not isinstance(exc, PluginClientError):
-                raise
-            self.life.on_crash(str(exc))
-            raise
-        try:
-            proc = self._start_process(
-                [exe.path_bytes],
-                self._env(),
-                plugin_name=self.name,
-                max_frame_bytes=p.max_frame_bytes,
-                stderr_lines=p.stderr_lines,
-                exec_fd=exe.exec_fileno,
-            )
-        except OSError as exc:
-            if exc.errno in FD_EXHAUSTED:
-                raise self._out_of_fds(exc) from exc
-            if not isinstance(exc, SpawnFailed):
-                raise
-            cause = messages.cannot_start(self.name, str(exe.path), exc.errno or 0)
-            msg = messages.crashed(cause, killed=False, now_disabled=self.life.on_crash(cause), policy=self.policy)
-            raise SpawnError(msg, plugin=self.name) from exc
+        deadline = monotonic() + self.policy.start_timeout
+        proc = self.spawner.start(self.life)
         self.slot.proc = proc
         self.life.on_spawned(proc.pid)
         return proc, self._take_id(), deadline
-
-    def _out_of_fds(self, exc: BaseException) -> SpawnError:
-        code = getattr(exc, "errno", None) or errno.EMFILE
-        return SpawnError(messages.out_of_fds(self.name, code), plugin=self.name)
 
     def _decode_init(self, frame: bytes, rid: int) -> InitResult:
         init = decode_reply(frame, InitCall, rid, plugin=self.name)
