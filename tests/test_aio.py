@@ -111,7 +111,7 @@ def test_concurrent_tasks_get_their_own_replies_in_arrival_order(plugin: LoadedP
     assert wrong == []
     # The first task may get several replies before the others have even started
     # (a reply already in the pipe ends a request without a loop iteration, up to
-    # _QUICK_MAX in a row; see test_a_reply_already_there...). From then on the
+    # QUICK_MAX in a row; see test_a_reply_already_there...). From then on the
     # lock is FIFO: each task queues again behind all the others.
     burst = next(k for k, (t, _) in enumerate(done) if t != 0)
     assert 1 <= burst <= _aio_transport.QUICK_MAX + 1
@@ -130,7 +130,7 @@ def test_concurrent_tasks_get_their_own_replies_in_arrival_order(plugin: LoadedP
 def test_a_reply_already_there_is_taken_without_a_loop_iteration(plugin: LoadedPlugin) -> None:
     """The channel's wait() reads a reply that is already in the pipe and hands back
     a done future, so the task goes on without a loop iteration; every
-    _QUICK_MAX-th exchange in a row goes through the loop, so a task that
+    QUICK_MAX-th exchange in a row goes through the loop, so a task that
     requests in a tight loop still lets the others run."""
     n = _aio_transport.QUICK_MAX
 

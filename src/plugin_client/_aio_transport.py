@@ -32,7 +32,11 @@ _POLL_MAX = 0.002
 _SIGPIPE = int(signal.SIGPIPE)
 _SIGPIPE_SET = {signal.SIGPIPE}
 _SIG_IGN = int(signal.SIG_IGN)
-try:  # the C function: signal.getsignal's enum conversion costs ~0.4 µs a request
+# CPython's C getsignal, not the public signal.getsignal, on purpose: that one
+# converts the handler to a Handlers enum on every write of the warm path
+# (bench/test_bench_roundtrip.py). Both give the same int for SIG_IGN; the
+# public one is the fallback on another interpreter.
+try:
     from _signal import getsignal as _getsignal  # type: ignore[import-not-found,unused-ignore]
 except ImportError:  # pragma: no cover - not CPython
     _getsignal = signal.getsignal

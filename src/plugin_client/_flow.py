@@ -103,7 +103,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _nothing(_flow: "Flow") -> None:
+def _no_idle_watch(_flow: "Flow") -> None:
     pass
 
 
@@ -139,7 +139,7 @@ class Flow:
     __slots__ = (
         "name", "manifest", "policy", "source_name", "config", "life", "slot", "closed",
         "init", "last_tail", "client_type", "caps_bits", "spawner", "_next_id", "_pid",
-        "_init_params", "on_live", "stop_later", "_get", "_idle_check", "_idle_timeout", "_request_timeout",
+        "_init_params", "on_live", "stop_in_background", "_get", "_idle_check", "_idle_timeout", "_request_timeout",
         "__weakref__",
     )
 
@@ -183,13 +183,13 @@ class Flow:
         # idle_timeout is infinite): the client's idle reap (the sweeper, or a
         # loop timer) is to look at it. A plain function: a bound method would
         # make a reference cycle through the client.
-        self.on_live: Callable[[Flow], None] = _nothing
+        self.on_live: Callable[[Flow], None] = _no_idle_watch
         # Called with this flow and a process taken out of its slot that has
         # been idle for idle_timeout, found so by a request: stop it gracefully
         # without making the request wait (the sweeper thread, or a loop task).
         # None (or a RuntimeError from it): the request stops it first. Not a
         # method of the client, like on_live.
-        self.stop_later: Optional[Callable[[Flow, PluginProcess], None]] = None
+        self.stop_in_background: Optional[Callable[[Flow, PluginProcess], None]] = None
         # begin()'s own idle check, unless the driver's exchange makes it
         # (the sync client's core call, FrameReader.request, does).
         self._idle_check = not idle_check_in_exchange
@@ -440,7 +440,7 @@ class Flow:
                 # The background reap has not got to it yet: a stubborn plugin
                 # would make this request wait exit_wait + shutdown_grace.
                 proc = self._take_expired()
-                if not self._hand_over(proc):
+                if not self._hand_over_stop(proc):
                     yield from self.stop_steps(proc)
                 proc = None
             else:
@@ -476,7 +476,7 @@ class Flow:
         caller holds the request lock, or saw it free): take the live process out
         of the slot if it has been idle for ``idle_timeout``, and return it for
         the caller to stop without the lock (from :meth:`stop_steps`, as
-        :attr:`stop_later` does). Otherwise None, and when to look again (None:
+        :attr:`stop_in_background` does). Otherwise None, and when to look again (None:
         nothing left to reap)."""
         due = self.idle_due()
         if due is None or os.getpid() != self._pid:
@@ -485,13 +485,13 @@ class Flow:
             return None, due
         return self._take_expired(), None
 
-    def _hand_over(self, proc: PluginProcess) -> bool:
-        """Give an expired process to :attr:`stop_later`. False if there is none, or
+    def _hand_over_stop(self, proc: PluginProcess) -> bool:
+        """Give an expired process to :attr:`stop_in_background`. False if there is none, or
         it could not take it (no thread to be had: it did nothing then)."""
-        if self.stop_later is None:
+        if self.stop_in_background is None:
             return False
         try:
-            self.stop_later(self, proc)
+            self.stop_in_background(self, proc)
         except RuntimeError:  # pragma: no cover - only while the interpreter shuts down
             return False
         return True
@@ -580,7 +580,7 @@ class Flow:
         The plugin did nothing wrong, so nothing is counted. But its state is
         unknown (the request may be written in part, its reply may still come),
         so no other request may be written to it: it leaves the slot and is
-        stopped gracefully without anybody waiting (:attr:`stop_later`; the
+        stopped gracefully without anybody waiting (:attr:`stop_in_background`; the
         next request starts a fresh process), booked as stopped; ``shutdown()``
         and the interpreter's exit wait for that stop. The caller re-raises.
         """
@@ -592,7 +592,7 @@ class Flow:
             "Plugin %r (pid %d): interrupted by the host; stopping this process in the background",
             self.name, proc.pid,
         )
-        if not self._hand_over(proc):  # no background to be had: end it here, at once
+        if not self._hand_over_stop(proc):  # no background to be had: end it here, at once
             self.abandon(proc)
 
     def _spawn_begin(self) -> Tuple[PluginProcess, int, float]:

@@ -164,11 +164,12 @@ class AsyncPluginClient(ClientBase):
         self._lock: Optional[asyncio.Lock] = None
         self._lock_timeout = flow.lock_timeout()
         watch(self, flow.slot)  # stops the process if this client is collected first
-        flow.slot.stop_later = SWEEPER.stop_dropped  # (in the sweeper thread: not blocking this loop)
+        flow.slot.stop_dropped = SWEEPER.stop_dropped  # (in the sweeper thread: not blocking this loop)
         # Each new process is reaped once idle, from a loop timer (weakly held).
         self._idle_timer: Optional[asyncio.TimerHandle] = None
         flow.on_live = _on_live
-        flow.stop_later = _stop_later
+        flow.stop_in_background = _stop_in_loop_task
+        flow.slot.forget_after_fork = AsyncPluginClient._forget_after_fork
 
     # --- public API -------------------------------------------------------------
 
@@ -547,8 +548,8 @@ def _on_live(flow: Flow) -> None:
         client._arm_idle(flow.policy.idle_timeout)
 
 
-def _stop_later(flow: Flow, proc: PluginProcess) -> None:
-    """``Flow.stop_later`` of an asyncio client (in its loop, from a request's flow)."""
+def _stop_in_loop_task(flow: Flow, proc: PluginProcess) -> None:
+    """``Flow.stop_in_background`` of an asyncio client (in its loop, from a request's flow)."""
     ref = flow.slot.ref
     client = ref() if ref is not None else None
     if client is not None:

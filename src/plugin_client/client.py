@@ -32,7 +32,7 @@ from ._impl import monotonic
 from ._live import unwatch, watch
 from ._process import EXCHANGE_ERRORS, PluginProcess
 from ._scrub import scrub
-from ._sweeper import SWEEPER, nudge
+from ._sweeper import SWEEPER, watch_idle
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
 from .protocol import (
@@ -99,10 +99,11 @@ class PluginClient(ClientBase):
         self._lock = threading.Lock()
         self._lock_timeout = flow.lock_timeout()
         watch(self, flow.slot)  # stops the process if this client is collected first
-        flow.slot.swept = True  # each process is reaped in the background once idle (_sweeper)
-        flow.slot.stop_later = SWEEPER.stop_dropped  # and stopped there if this client is collected
-        flow.on_live = nudge
-        flow.stop_later = SWEEPER.stop_later  # an expired process found by a request
+        flow.slot.reap_if_idle = PluginClient._reap_if_idle  # each process is reaped in the background once idle (_sweeper)
+        flow.slot.stop_dropped = SWEEPER.stop_dropped  # and stopped there if this client is collected
+        flow.slot.forget_after_fork = PluginClient._forget_after_fork
+        flow.on_live = watch_idle
+        flow.stop_in_background = SWEEPER.stop_for_flow  # an expired process found by a request
 
     # --- public API -------------------------------------------------------------
 
@@ -190,7 +191,7 @@ class PluginClient(ClientBase):
         The client cannot be used afterwards."""
         flow = self._flow
         flow.closed = True
-        if not self._lock.acquire(False) and not self._lock.acquire(timeout=self._lock_timeout):
+        if not self._lock.acquire(blocking=False) and not self._lock.acquire(timeout=self._lock_timeout):
             proc = flow.slot.proc
             if proc is not None:  # a request is stuck: end its process from here
                 proc.child.kill()
@@ -202,7 +203,7 @@ class PluginClient(ClientBase):
             shutdown_blocking(flow)
         finally:
             self._lock.release()
-        # Processes of this client stopped in the background (_sweep, Flow.stop_later).
+        # Processes of this client stopped in the background (_reap_if_idle, Flow.stop_in_background).
         if SWEEPER.stops and not SWEEPER.wait_stopped(flow, flow.stop_bound()):
             flow.warn_stop_unfinished()
 
@@ -221,6 +222,7 @@ class PluginClient(ClientBase):
         flow = self._flow
         flow.gate(call_type)  # a refused call waits for no other request
         lock = self._lock
+        # acquire(False) by position: the warm path (bench/test_bench_roundtrip.py).
         if not lock.acquire(False) and not lock.acquire(timeout=self._lock_timeout):
             raise flow.lock_timeout_error()
         try:
@@ -248,22 +250,26 @@ class PluginClient(ClientBase):
         finally:
             lock.release()
 
-    def _sweep(self) -> Optional[float]:
-        """The idle sweeper's call (:mod:`plugin_client._sweeper`): reap the process if
-        it has been idle for ``idle_timeout``. Returns when to look again, or None.
+    def _reap_if_idle(self, now: float) -> Optional[float]:
+        """The idle sweeper's call (:mod:`plugin_client._sweeper`, ``Slot.reap_if_idle``):
+        reap the process if it has been idle for ``idle_timeout`` at ``now``.
+        Returns when to look again, or None (nothing to watch).
 
         Never waits for the request lock (a client in use is not idle), and holds
         it only to take the process out of the slot and hand it to a background
-        stop (``SWEEPER.stop_later``): a request meanwhile starts a fresh process
+        stop (``SWEEPER.stop_for_flow``): a request meanwhile starts a fresh process
         instead of waiting up to ``exit_wait + shutdown_grace`` for a stubborn
         one. ``shutdown()`` waits for the stop."""
         flow = self._flow
-        if not self._lock.acquire(False):
+        due = flow.idle_due()
+        if due is None or due > now:
+            return due
+        if not self._lock.acquire(blocking=False):
             return monotonic() + flow.policy.idle_timeout
         try:
             proc, due = flow.take_idle()
             if proc is not None:
-                SWEEPER.stop_later(flow, proc)
+                SWEEPER.stop_for_flow(flow, proc)
             return due
         finally:
             self._lock.release()
