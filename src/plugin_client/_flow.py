@@ -454,7 +454,7 @@ class Flow:
                             self.name, info.pid, _how(info),
                         )
                         self._remember_tail(proc)
-                        self.life.on_crash(f"Plugin {self.name!r} exited while idle ({_how(info)})", info)
+                        self.life.on_crash(messages.exited_while_idle(self.name, _how(info)), info)
                         self.life.check_enabled()
                         proc = None
                     else:

@@ -43,6 +43,7 @@ __all__ = (
     "reply_too_long",
     "init_timed_out",
     "exited_during_init",
+    "exited_while_idle",
     "init_reply_too_long",
     "init_refused",
     "init_failed",
@@ -116,6 +117,10 @@ def init_timed_out(name: str, policy: LifetimePolicy) -> str:
 
 def exited_during_init(name: str, how: str) -> str:
     return f"Plugin {name!r} exited during init ({how})"
+
+
+def exited_while_idle(name: str, how: str) -> str:
+    return f"Plugin {name!r} exited while idle ({how})"
 
 
 def init_reply_too_long(name: str, limit: int) -> str:
