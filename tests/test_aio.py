@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, List, Optional, Tuple
 import pytest
 
 import plugin_client
-from plugin_client import aio, errors
+from plugin_client import _aio_transport, aio, errors
 from plugin_client._impl import monotonic
 from plugin_client.aio import AsyncPluginClient
 from plugin_client.health import ExitStage, PluginState
@@ -111,10 +111,10 @@ def test_concurrent_tasks_get_their_own_replies_in_arrival_order(plugin: LoadedP
     assert wrong == []
     # The first task may get several replies before the others have even started
     # (a reply already in the pipe ends a request without a loop iteration, up to
-    # _QUICK_MAX in a row; see test_a_reply_already_there...). From then on the
+    # QUICK_MAX in a row; see test_a_reply_already_there...). From then on the
     # lock is FIFO: each task queues again behind all the others.
     burst = next(k for k, (t, _) in enumerate(done) if t != 0)
-    assert 1 <= burst <= aio._QUICK_MAX + 1
+    assert 1 <= burst <= _aio_transport.QUICK_MAX + 1
     queue = collections.deque(list(range(1, n_tasks)) + ([0] if burst < n_req else []))
     sent = [burst] + [0] * (n_tasks - 1)
     expected = []
@@ -130,9 +130,9 @@ def test_concurrent_tasks_get_their_own_replies_in_arrival_order(plugin: LoadedP
 def test_a_reply_already_there_is_taken_without_a_loop_iteration(plugin: LoadedPlugin) -> None:
     """The channel's wait() reads a reply that is already in the pipe and hands back
     a done future, so the task goes on without a loop iteration; every
-    _QUICK_MAX-th exchange in a row goes through the loop, so a task that
+    QUICK_MAX-th exchange in a row goes through the loop, so a task that
     requests in a tight loop still lets the others run."""
-    n = aio._QUICK_MAX
+    n = _aio_transport.QUICK_MAX
 
     async def main() -> None:
         async with AsyncPluginClient(plugin, policy=FAST) as c:
@@ -163,12 +163,12 @@ def test_loop_idle_tells_whether_another_callback_is_ready() -> None:
 
     async def main() -> Tuple[bool, bool]:
         loop = asyncio.get_running_loop()
-        alone = aio._loop_idle(loop)
+        alone = _aio_transport.loop_idle(loop)
         loop.call_soon(lambda: None)
-        return alone, aio._loop_idle(loop)
+        return alone, _aio_transport.loop_idle(loop)
 
     assert run(main()) == (True, False)
-    assert aio._loop_idle(object()) is False  # type: ignore[arg-type]
+    assert _aio_transport.loop_idle(object()) is False  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("busy", [False, True], ids=["idle-loop", "busy-loop"])
@@ -290,7 +290,7 @@ def test_random_cancellations_never_misroute_a_reply(plugin: LoadedPlugin, monke
 def test_cancelled_just_as_the_reply_arrives(plugin: LoadedPlugin, monkeypatch: pytest.MonkeyPatch) -> None:
     """The reply reaches the caller's future, then the cancellation lands before the
     caller resumes: the reply is dropped, not left for the next caller."""
-    settle = aio._Channel._settle
+    settle = _aio_transport.Channel._settle
     victim: List["asyncio.Task[Any]"] = []
 
     def settle_then_cancel(self: Any, frame: Any, error: Any) -> None:
@@ -301,7 +301,7 @@ def test_cancelled_just_as_the_reply_arrives(plugin: LoadedPlugin, monkeypatch: 
     async def main() -> None:
         async with AsyncPluginClient(plugin, policy=FAST) as c:
             await c.get("value:warm")
-            monkeypatch.setattr(aio._Channel, "_settle", settle_then_cancel)
+            monkeypatch.setattr(_aio_transport.Channel, "_settle", settle_then_cancel)
             task = asyncio.ensure_future(c.get("value:dropped"))
             victim.append(task)
             with pytest.raises(asyncio.CancelledError):
@@ -595,9 +595,9 @@ def test_works_on_uvloop(plugin: LoadedPlugin, tmp_path: Path) -> None:
         loop.close()
 
 
-@pytest.mark.parametrize("helper", ["_acquire_within", "_acquire_within_task"])
+@pytest.mark.parametrize("helper", ["acquire_within", "acquire_within_task"])
 def test_timed_lock_acquire_never_leaks_the_lock(helper: str) -> None:
-    acquire_within: Callable[[asyncio.Lock, float], Awaitable[None]] = getattr(aio, helper)
+    acquire_within: Callable[[asyncio.Lock, float], Awaitable[None]] = getattr(_aio_transport, helper)
 
     async def main() -> None:
         lock = asyncio.Lock()
@@ -677,9 +677,9 @@ def test_exit_wait_without_a_pidfd_polls_with_a_short_backoff() -> None:
             loop = asyncio.get_running_loop()
             ticker = Ticker()
             ticker.start()
-            assert await aio._ExitWait(loop, NoPidfd(child), 0.05).wait() is None  # type: ignore[arg-type]
+            assert await _aio_transport.ExitWait(loop, NoPidfd(child), 0.05).wait() is None  # type: ignore[arg-type]
             t0 = time.monotonic()
-            rc = await aio._ExitWait(loop, NoPidfd(child), 5.0).wait()  # type: ignore[arg-type]
+            rc = await _aio_transport.ExitWait(loop, NoPidfd(child), 5.0).wait()  # type: ignore[arg-type]
             assert rc == 3 and time.monotonic() - t0 < 0.5
             await ticker.stop()
             assert max(ticker.gaps) < 0.05

@@ -371,18 +371,18 @@ def test_the_cold_gate_refuses_after_init_without_writing(plugin: Any, script: S
     assert script.performed == [] and script.spawned[1:] == []
 
 
-def test_an_expired_process_is_handed_to_stop_later(plugin: Any, script: Script) -> None:
+def test_an_expired_process_is_handed_to_stop_in_background(plugin: Any, script: Script) -> None:
     flow = new_flow(plugin, script)
     old = warm(flow, script)
     handed: List[Any] = []
-    flow.stop_later = lambda f, p: handed.append(p)
+    flow.stop_in_background = lambda f, p: handed.append(p)
     flow.life.last_used_mono -= POLICY.idle_timeout + 1
     script.outcomes.extend([script.init_reply(), reply()])
     drive(flow.request_steps(GetCall, None, "r"), script)
     assert handed == [old] and flow.slot.proc is not old and old.ended is None
 
 
-def test_an_expired_process_is_stopped_first_without_stop_later(plugin: Any, script: Script) -> None:
+def test_an_expired_process_is_stopped_first_without_stop_in_background(plugin: Any, script: Script) -> None:
     flow = new_flow(plugin, script)
     old = warm(flow, script)
     flow.life.last_used_mono -= POLICY.idle_timeout + 1
@@ -461,16 +461,16 @@ def test_shutdown_and_clear_disabled_steps(plugin: Any, script: Script) -> None:
     assert second.ended is ExitStage.STDIN_CLOSE and flow.slot.proc is None
 
 
-@pytest.mark.parametrize("stop_later", [True, False])
-def test_interrupted_hands_the_process_over_and_counts_nothing(plugin: Any, script: Script, stop_later: bool) -> None:
+@pytest.mark.parametrize("stop_in_background", [True, False])
+def test_interrupted_hands_the_process_over_and_counts_nothing(plugin: Any, script: Script, stop_in_background: bool) -> None:
     flow = new_flow(plugin, script)
     proc = warm(flow, script)
     handed: List[Any] = []
-    if stop_later:
-        flow.stop_later = lambda f, p: handed.append(p)
+    if stop_in_background:
+        flow.stop_in_background = lambda f, p: handed.append(p)
     flow.interrupted(proc)  # type: ignore[arg-type]
     assert flow.slot.proc is None and flow.health().crashes_in_window == 0
-    if stop_later:
+    if stop_in_background:
         assert handed == [proc] and proc.ended is None
     else:
         assert proc.ended is ExitStage.KILLED_AFTER_ERROR  # abandoned: killed here, booked as stopped

@@ -246,7 +246,7 @@ def test_background_stops_under_load_leave_nothing_behind(plugin: Any) -> None:
             c = rnd.choice(clients)
             if rnd.random() < 0.25:
                 # As if the sweeper came late: the request finds its process expired
-                # and hands it over to a background stop (Flow.stop_later).
+                # and hands it over to a background stop (Flow.stop_in_background).
                 c._flow.life.last_used_mono -= 1.0
             stubborn = rnd.random() < 0.5
             ref = "term-fork:1" if stubborn else f"value:t{t}-{i}"

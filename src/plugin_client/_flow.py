@@ -27,22 +27,20 @@ cancelled caller's flow in a task of its own rather than abandoning it.
 
 from __future__ import annotations
 
-import errno
 import logging
 import math
 import os
-import sys
-from typing import Any, Callable, Dict, Generator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Generator, Mapping, Optional, Tuple, Union
 
 from pydantic import ValidationError
 
-from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, SpawnFailed, StreamEOF
-from ._exec_image import FD_EXHAUSTED
+from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, StreamEOF
 from ._impl import monotonic
 from . import _messages as messages
 from ._lifecycle import Lifecycle
 from ._live import Slot
-from ._process import EXCHANGE_ERRORS, IDLE_EXITED, IDLE_OK, Exchange, ExitRecord, Op, PluginProcess, Steps, run_sync
+from ._spawn import Spawner
+from ._process import EXCHANGE_ERRORS, IDLE_EXITED, IDLE_OK, Exchange, ExitRecord, Op, PluginProcess, run_sync
 from ._stderr import StderrTail
 from .errors import (
     ClientClosed,
@@ -53,11 +51,10 @@ from .errors import (
     PluginError,
     ProtocolError,
     RequestTimeout,
-    SpawnError,
     UnsupportedCapability,
 )
 from .health import PluginHealth, PluginState
-from .manifest import PluginManifest, VerifiedExecutable, verify_executable
+from .manifest import PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
 from ._wire import GET_TEMPLATE, REF_JSON, compact_result, get_line, init_line, init_params, plain_result
 from .protocol import (
@@ -70,7 +67,7 @@ from .protocol import (
     encode_request,
 )
 
-__all__ = ("Flow", "FlowHandle", "FlowSteps", "EXCHANGE_ERRORS", "PYTHON_ENV", "plugin_env")
+__all__ = ("Flow", "FlowSteps")
 
 _log = logging.getLogger("plugin_client")
 
@@ -84,27 +81,6 @@ _PLUGIN_FAULTS = EXCHANGE_ERRORS + (PluginClientError,)
 
 
 _NEED_BITS: Dict[type, int] = {}
-
-# A manifest that allow-lists this variable gets the host's value or, when the host
-# has none, the host's own interpreter: a Python plugin's launcher re-runs itself with
-# it, so an SDK plugin starts from any Python host with no set-up. The manifest shows it.
-PYTHON_ENV = "PLUGIN_CLIENT_PYTHON"
-_PYTHON_ENV_B = os.fsencode(PYTHON_ENV)
-
-def plugin_env(allowed_env_vars: Sequence[str]) -> Dict[bytes, bytes]:
-    """The environment a plugin is spawned with: the allow-listed variables the
-    host has set, nothing else (and :data:`PYTHON_ENV`, if allow-listed, as above)."""
-    environb = os.environb
-    env: Dict[bytes, bytes] = {}
-    for var in allowed_env_vars:
-        key = os.fsencode(var)
-        value = environb.get(key)
-        if value is not None:
-            env[key] = value
-        elif key == _PYTHON_ENV_B and sys.executable:
-            env[key] = os.fsencode(sys.executable)
-    return env
-
 
 # This process's pid, kept by an at-fork hook: the warm path's fork check
 # without a getpid() system call (ready_steps still asks the kernel).
@@ -121,7 +97,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _nothing(_flow: "Flow") -> None:
+def _no_idle_watch(_flow: "Flow") -> None:
     pass
 
 
@@ -156,8 +132,8 @@ class Flow:
 
     __slots__ = (
         "name", "manifest", "policy", "source_name", "config", "life", "slot", "closed",
-        "init", "last_tail", "client_type", "caps_bits", "_exe_source", "_verified", "_next_id", "_pid",
-        "_init_params", "on_live", "stop_later", "_get", "_idle_check", "_start_process", "_idle_timeout", "_request_timeout",
+        "init", "last_tail", "client_type", "caps_bits", "spawner", "_next_id", "_pid",
+        "_init_params", "on_live", "stop_in_background", "_get", "_idle_check", "_idle_timeout", "_request_timeout",
         "__weakref__",
     )
 
@@ -174,9 +150,6 @@ class Flow:
         start_process: Optional[Callable[..., PluginProcess]] = None,
     ) -> None:
         self.client_type = client_type
-        # How a process is started: PluginProcess.start, or what a test or a
-        # benchmark puts in its place (a fake process; another core).
-        self._start_process = start_process if start_process is not None else PluginProcess.start
         self.manifest = manifest
         self.name = manifest.name
         self.policy = policy
@@ -188,10 +161,7 @@ class Flow:
             self._init_params = init_params(self.source_name, self.config)
         except ValueError as exc:
             raise ValueError(messages.init_not_buildable(self.name, _problems(exc))) from exc
-        self._exe_source = executable
-        self._verified: Optional[VerifiedExecutable] = (
-            executable if isinstance(executable, VerifiedExecutable) else None
-        )
+        self.spawner = Spawner(manifest, executable, policy, start_process)
         self.life = Lifecycle(self.name, self.source_name, policy)
         self.slot = Slot(self.name, policy.exit_wait, policy.shutdown_grace)
         self.closed = False
@@ -207,13 +177,13 @@ class Flow:
         # idle_timeout is infinite): the client's idle reap (the sweeper, or a
         # loop timer) is to look at it. A plain function: a bound method would
         # make a reference cycle through the client.
-        self.on_live: Callable[[Flow], None] = _nothing
+        self.on_live: Callable[[Flow], None] = _no_idle_watch
         # Called with this flow and a process taken out of its slot that has
         # been idle for idle_timeout, found so by a request: stop it gracefully
         # without making the request wait (the sweeper thread, or a loop task).
         # None (or a RuntimeError from it): the request stops it first. Not a
         # method of the client, like on_live.
-        self.stop_later: Optional[Callable[[Flow, PluginProcess], None]] = None
+        self.stop_in_background: Optional[Callable[[Flow, PluginProcess], None]] = None
         # begin()'s own idle check, unless the driver's exchange makes it
         # (the sync client's core call, FrameReader.request, does).
         self._idle_check = not idle_check_in_exchange
@@ -257,7 +227,7 @@ class Flow:
 
     def begin(self, call_type: Any, call: Optional[Call], reference: str) -> Optional[Exchange]:
         """A request that can be written at once, or None: the slow path
-        (:meth:`begin_blocking` or :meth:`request_steps`) must run.
+        (:func:`~plugin_client._flow_blocking.begin_blocking` or :meth:`request_steps`) must run.
 
         ``call`` (of class ``call_type``), or, for a ``get`` (``call`` None,
         ``call_type`` :class:`GetCall`), its ``reference``, whose line is made
@@ -333,17 +303,7 @@ class Flow:
             raise outcome  # pragma: no cover - the steps always raise
         return (yield from self.reply_steps(pending, outcome))
 
-    def begin_blocking(self, call_type: Any, call: Optional[Call], reference: str) -> Exchange:
-        """:meth:`begin`'s slow path with blocking calls (the sync client): the
-        gate (raises before any I/O), a process readied (spawned, reaped,
-        replaced: :meth:`ready_blocking`), the gate again (an ``init`` may just
-        have told the capabilities), and the pending request."""
-        self.gate(call_type)
-        proc = self.ready_blocking()
-        self.gate(call_type)
-        return self._pending(proc, call_type, call, reference)
-
-    def _pending(self, proc: PluginProcess, call_type: Any, call: Optional[Call], reference: str) -> Exchange:
+    def pending_request(self, proc: PluginProcess, call_type: Any, call: Optional[Call], reference: str) -> Exchange:
         rid = self._take_id()
         line = encode_request(call, rid) if call is not None else get_line(reference, rid)
         return Exchange(proc, line, monotonic() + self._request_timeout, call_type, rid, skippable=True)
@@ -389,7 +349,7 @@ class Flow:
         self.gate(call_type)
         proc = yield from self.ready_steps()
         self.gate(call_type)
-        return (yield from self.exchange_steps(self._pending(proc, call_type, call, reference)))
+        return (yield from self.exchange_steps(self.pending_request(proc, call_type, call, reference)))
 
     def exchange_steps(self, pending: Exchange) -> FlowSteps:
         """Perform ``pending`` (the driver's exchange), then :meth:`finish_steps`
@@ -453,10 +413,10 @@ class Flow:
 
     def ready_steps(self) -> FlowSteps:
         """The live process, after the checks a request needs before its line is written."""
-        self._check_usable()
-        return (yield from self._live_steps())
+        self.check_usable()
+        return (yield from self.live_steps())
 
-    def _check_usable(self) -> None:
+    def check_usable(self) -> None:
         """Raise unless a request may go on (not closed, not disabled); after a
         fork, forget the parent's process first."""
         if self.closed:
@@ -465,7 +425,7 @@ class Flow:
             self.forget_after_fork()
         self.life.check_enabled()
 
-    def _live_steps(self) -> FlowSteps:
+    def live_steps(self) -> FlowSteps:
         """:meth:`ready_steps` after its checks: the live process, reaped, replaced
         or spawned as needed."""
         proc = self.slot.proc
@@ -474,7 +434,7 @@ class Flow:
                 # The background reap has not got to it yet: a stubborn plugin
                 # would make this request wait exit_wait + shutdown_grace.
                 proc = self._take_expired()
-                if not self._hand_over(proc):
+                if not self._hand_over_stop(proc):
                     yield from self.stop_steps(proc)
                 proc = None
             else:
@@ -488,7 +448,7 @@ class Flow:
                             self.name, info.pid, _how(info),
                         )
                         self._remember_tail(proc)
-                        self.life.on_crash(f"Plugin {self.name!r} exited while idle ({_how(info)})", info)
+                        self.life.on_crash(messages.exited_while_idle(self.name, _how(info)), info)
                         self.life.check_enabled()
                         proc = None
                     else:
@@ -510,7 +470,7 @@ class Flow:
         caller holds the request lock, or saw it free): take the live process out
         of the slot if it has been idle for ``idle_timeout``, and return it for
         the caller to stop without the lock (from :meth:`stop_steps`, as
-        :attr:`stop_later` does). Otherwise None, and when to look again (None:
+        :attr:`stop_in_background` does). Otherwise None, and when to look again (None:
         nothing left to reap)."""
         due = self.idle_due()
         if due is None or os.getpid() != self._pid:
@@ -519,13 +479,13 @@ class Flow:
             return None, due
         return self._take_expired(), None
 
-    def _hand_over(self, proc: PluginProcess) -> bool:
-        """Give an expired process to :attr:`stop_later`. False if there is none, or
+    def _hand_over_stop(self, proc: PluginProcess) -> bool:
+        """Give an expired process to :attr:`stop_in_background`. False if there is none, or
         it could not take it (no thread to be had: it did nothing then)."""
-        if self.stop_later is None:
+        if self.stop_in_background is None:
             return False
         try:
-            self.stop_later(self, proc)
+            self.stop_in_background(self, proc)
         except RuntimeError:  # pragma: no cover - only while the interpreter shuts down
             return False
         return True
@@ -551,14 +511,14 @@ class Flow:
             self.name,
         )
 
-    def _stopped(self, proc: PluginProcess, info: ExitRecord) -> None:
+    def book_stopped(self, proc: PluginProcess, info: ExitRecord) -> None:
         """Book an end that was not a crash (idle reap, shutdown, abandon)."""
         self._remember_tail(proc)
         self.life.on_stopped(info)
 
     def stop_steps(self, proc: PluginProcess) -> FlowSteps:
         """Graceful stop of ``proc`` (already taken out of the slot), booked as stopped."""
-        self._stopped(proc, (yield from proc.stop_steps(self.policy.exit_wait, self.policy.shutdown_grace)))
+        self.book_stopped(proc, (yield from proc.stop_steps(self.policy.exit_wait, self.policy.shutdown_grace)))
 
     def shutdown_steps(self) -> FlowSteps:
         """Stop the live process, if any (the caller set ``closed``)."""
@@ -566,41 +526,12 @@ class Flow:
         if proc is not None:
             yield from self.stop_steps(proc)
 
-    def stop_blocking(self, proc: PluginProcess) -> None:
-        """:meth:`stop_steps` with blocking calls (``PluginProcess.stop``, whose
-        common case drives no generator). Books the end with the ``meta`` lock
-        only, so a process taken out of the slot may be stopped without the
-        request lock. An interrupted stop goes on in the background
-        (:meth:`interrupted`)."""
-        try:
-            info = proc.stop(self.policy.exit_wait, self.policy.shutdown_grace)
-        except BaseException:
-            self.interrupted(proc)
-            raise
-        self._stopped(proc, info)
-
-    def shutdown_blocking(self) -> None:
-        """:meth:`shutdown_steps` with blocking calls: the sync client's shutdown."""
-        proc = self.take_process()
-        if proc is not None:
-            self.stop_blocking(proc)
-
     def clear_disabled_steps(self) -> FlowSteps:
         """Stop any leftover process and clear the crash window."""
         proc = self.take_process()
         if proc is not None:
             yield from self.stop_steps(proc)
         self.life.clear_disabled()
-
-    def _executable(self) -> VerifiedExecutable:
-        if self._verified is None:
-            src = self._exe_source if self._exe_source is not None else self.manifest.executable_path()
-            assert not isinstance(src, VerifiedExecutable)
-            self._verified = verify_executable(src, self.manifest.checksum_sha256, plugin=self.name)
-        return self._verified
-
-    def _env(self) -> Dict[bytes, bytes]:
-        return plugin_env(self.manifest.allowed_env_vars)
 
     def _spawn_steps(self) -> FlowSteps:
         """Spawn and init a new process (none is live); returns it."""
@@ -627,27 +558,13 @@ class Flow:
         try:
             init = self._decode_init(proc.exchange(init_line(self._init_params, rid), deadline), rid)
         except _PLUGIN_FAULTS as exc:
-            self.run_blocking(self._spawn_failed_steps(proc, exc))
+            run_sync(self._spawn_failed_steps(proc, exc), self.interrupted)
             raise  # pragma: no cover - the steps always raise
         except BaseException:
             self.interrupted(proc)
             raise
         self._spawned(init)
         return proc
-
-    def ready_blocking(self) -> PluginProcess:
-        """:meth:`ready_steps` with blocking calls; a cold start (no process to
-        reap or replace) is :meth:`spawn_blocking`."""
-        self._check_usable()
-        if self.slot.proc is None:
-            return self.spawn_blocking()
-        proc: PluginProcess = self.run_blocking(self._live_steps())
-        return proc
-
-    def run_blocking(self, steps: Steps) -> Any:
-        """Drive ``steps`` (one of this flow's) with blocking calls: :func:`run_sync`,
-        whose interruptions are :meth:`interrupted`'s to tidy up."""
-        return run_sync(steps, self.interrupted)
 
     def interrupted(self, proc: PluginProcess) -> None:
         """The host interrupted an operation on ``proc`` (``KeyboardInterrupt``,
@@ -657,7 +574,7 @@ class Flow:
         The plugin did nothing wrong, so nothing is counted. But its state is
         unknown (the request may be written in part, its reply may still come),
         so no other request may be written to it: it leaves the slot and is
-        stopped gracefully without anybody waiting (:attr:`stop_later`; the
+        stopped gracefully without anybody waiting (:attr:`stop_in_background`; the
         next request starts a fresh process), booked as stopped; ``shutdown()``
         and the interpreter's exit wait for that stop. The caller re-raises.
         """
@@ -669,49 +586,17 @@ class Flow:
             "Plugin %r (pid %d): interrupted by the host; stopping this process in the background",
             self.name, proc.pid,
         )
-        if not self._hand_over(proc):  # no background to be had: end it here, at once
+        if not self._hand_over_stop(proc):  # no background to be had: end it here, at once
             self.abandon(proc)
 
     def _spawn_begin(self) -> Tuple[PluginProcess, int, float]:
         """A cold start up to its ``init`` line: check the executable, spawn, book
         the process. Returns it, the ``init``'s id and its deadline."""
-        p = self.policy
-        deadline = monotonic() + p.start_timeout
-        try:
-            exe = self._executable()
-            exe.check_unchanged(plugin=self.name)
-        except (PluginClientError, OSError) as exc:
-            # Out of fds is the host's state, not the plugin's: no crash is booked.
-            if getattr(exc, "errno", None) in FD_EXHAUSTED:
-                raise self._out_of_fds(exc) from exc
-            if not isinstance(exc, PluginClientError):
-                raise
-            self.life.on_crash(str(exc))
-            raise
-        try:
-            proc = self._start_process(
-                [exe.path_bytes],
-                self._env(),
-                plugin_name=self.name,
-                max_frame_bytes=p.max_frame_bytes,
-                stderr_lines=p.stderr_lines,
-                exec_fd=exe.exec_fileno,
-            )
-        except OSError as exc:
-            if exc.errno in FD_EXHAUSTED:
-                raise self._out_of_fds(exc) from exc
-            if not isinstance(exc, SpawnFailed):
-                raise
-            cause = messages.cannot_start(self.name, str(exe.path), exc.errno or 0)
-            msg = messages.crashed(cause, killed=False, now_disabled=self.life.on_crash(cause), policy=self.policy)
-            raise SpawnError(msg, plugin=self.name) from exc
+        deadline = monotonic() + self.policy.start_timeout
+        proc = self.spawner.start(self.life)
         self.slot.proc = proc
         self.life.on_spawned(proc.pid)
         return proc, self._take_id(), deadline
-
-    def _out_of_fds(self, exc: BaseException) -> SpawnError:
-        code = getattr(exc, "errno", None) or errno.EMFILE
-        return SpawnError(messages.out_of_fds(self.name, code), plugin=self.name)
 
     def _decode_init(self, frame: bytes, rid: int) -> InitResult:
         init = decode_reply(frame, InitCall, rid, plugin=self.name)
@@ -730,29 +615,10 @@ class Flow:
     def _spawn_failed_steps(self, proc: PluginProcess, exc: BaseException) -> FlowSteps:
         """The init of ``proc`` failed with ``exc``: end it, count the crash, raise."""
         dead = isinstance(exc, (StreamEOF, PipeClosed))
-        msg = yield from self._fail_steps(proc, self._init_cause(exc), dead=dead, advice=self._init_advice(exc))
+        msg = yield from self._fail_steps(
+            proc, messages.init_failure(self.name, self.policy, exc), dead=dead, advice=messages.init_advice(self.name, exc)
+        )
         raise InitError(msg, plugin=self.name) from exc
-
-    def _init_cause(self, exc: BaseException) -> Union[str, Callable[[str], str]]:
-        """What an init that failed with ``exc`` says the plugin did (for a dead
-        process, a function of how it ended)."""
-        name = self.name
-        if isinstance(exc, DeadlineExceeded):
-            return messages.init_timed_out(name, self.policy)
-        if isinstance(exc, (StreamEOF, PipeClosed)):
-            return lambda how: messages.exited_during_init(name, how)
-        if isinstance(exc, FrameTooLargeError):
-            return messages.init_reply_too_long(name, exc.limit)
-        if isinstance(exc, PluginError):
-            return messages.init_refused(name, exc.kind, exc.detail or "")
-        if isinstance(exc, PluginClientError):
-            return exc.message  # a sentence naming the plugin and the init request already
-        return messages.init_failed(name, type(exc).__name__)
-
-    def _init_advice(self, exc: BaseException) -> str:
-        if isinstance(exc, (DeadlineExceeded, StreamEOF, PipeClosed)) or not isinstance(exc, PluginClientError):
-            return messages.stderr_hint(self.name)
-        return ""
 
     def _fail_steps(
         self, proc: PluginProcess, cause: Union[str, Callable[[str], str]], *, dead: bool = False, advice: str = ""
@@ -776,31 +642,5 @@ class Flow:
         if proc is None or proc.child.returncode is not None:
             return None
         info = proc.kill()
-        self._stopped(proc, info)
+        self.book_stopped(proc, info)
         return info
-
-
-class FlowHandle:
-    """What the sync and the asyncio client share around their flow: names, health, repr."""
-
-    _flow: Flow
-
-    @property
-    def name(self) -> str:
-        return self._flow.name
-
-    @property
-    def manifest(self) -> PluginManifest:
-        return self._flow.manifest
-
-    @property
-    def policy(self) -> LifetimePolicy:
-        return self._flow.policy
-
-    def health(self) -> PluginHealth:
-        """A snapshot; never waits behind a request in flight, from any thread."""
-        return self._flow.health()
-
-    def __repr__(self) -> str:
-        life = self._flow.life
-        return f"<{type(self).__name__} {self.name!r} state={life.state.value} pid={life.pid}>"

@@ -7,15 +7,15 @@ client's construction is part of every cold start), unregistering one
 
 * A client collected without ``shutdown()``: the callback of its weak
   reference stops its process, in the background where the slot says how
-  (``Slot.stop_later``: the sweeper thread, for both clients), so the thread
+  (``Slot.stop_dropped``: the sweeper thread, for both clients), so the thread
   that dropped the client does not wait for a stubborn plugin; otherwise with
   a blocking graceful stop.
 * At interpreter exit: every process still live is stopped, all at once, and
   the exit waits for them (:data:`EXIT_WAITS`).
 * In a forked child: every client forgets its parent's process without
-  signalling it (its ``_forget_after_fork()``).
+  signalling it (``Slot.forget_after_fork``).
 * The idle sweeper (:mod:`plugin_client._sweeper`) walks the live clients
-  whose slot is marked ``swept`` (:func:`live_slots`) instead of keeping a
+  whose slot has a ``reap_if_idle`` (:func:`live_slots`) instead of keeping a
   table of its own.
 
 Deliberately not here: how a process is stopped (``PluginProcess.stop``) or
@@ -42,7 +42,7 @@ _log = logging.getLogger("plugin_client")
 class Slot:
     """Holds a client's live process, and what stopping it needs, apart from the client."""
 
-    __slots__ = ("proc", "exit_wait", "grace", "name", "ref", "swept", "stop_later", "__weakref__")
+    __slots__ = ("proc", "exit_wait", "grace", "name", "ref", "reap_if_idle", "forget_after_fork", "stop_dropped", "__weakref__")
 
     def __init__(self, name: str, exit_wait: float, grace: float) -> None:
         self.proc: Optional[PluginProcess] = None
@@ -50,9 +50,18 @@ class Slot:
         self.exit_wait = exit_wait
         self.grace = grace
         self.ref: Optional[weakref.ref[Any]] = None
-        self.swept = False  # the client is reaped by the sweeper thread when idle (sync clients)
-        # Stops the process taken out of this slot without waiting for it (the sweeper thread).
-        self.stop_later: Optional[Callable[[Slot, PluginProcess], None]] = None
+        # Called with the client by the sweeper thread: reap its process if it has
+        # been idle long enough; returns when to look again (None: nothing to
+        # watch). None: the client is not reaped by the sweeper (asyncio clients
+        # use a loop timer). Plain functions, not bound methods, like the one
+        # below: the registry holds the client weakly.
+        self.reap_if_idle: Optional[Callable[[Any, float], Optional[float]]] = None
+        # Called with the client in a forked child: drop the parent's process
+        # without signalling it.
+        self.forget_after_fork: Optional[Callable[[Any], None]] = None
+        # Stops the process of a collected client (or one left at exit), taken out
+        # of this slot, without waiting for it (the sweeper thread).
+        self.stop_dropped: Optional[Callable[[Slot, PluginProcess], None]] = None
 
     def stop_bound(self) -> float:
         """How long waiting for a graceful stop of this slot's process may take
@@ -70,7 +79,7 @@ _LIVE: Dict[Slot, bool] = {}
 
 def watch(client: Any, slot: Slot) -> None:
     """Stop ``slot``'s process if ``client`` is collected or the interpreter exits first;
-    call ``client._forget_after_fork()`` in a forked child."""
+    call ``slot.forget_after_fork(client)`` in a forked child."""
     slot.ref = weakref.ref(client, slot._collected)
     _LIVE[slot] = True
 
@@ -87,15 +96,15 @@ def unwatch(slot: Slot) -> None:
 
 
 def stop_slot(slot: Slot) -> None:
-    """A graceful stop of the slot's process, if any: handed to ``slot.stop_later``
+    """A graceful stop of the slot's process, if any: handed to ``slot.stop_dropped``
     if it has one, else blocking. Never raises."""
     proc, slot.proc = slot.proc, None
     if proc is not None:
         _log.debug("Plugin %r: client collected or interpreter exiting; shutting its process down", slot.name)
         try:
-            if slot.stop_later is not None:
+            if slot.stop_dropped is not None:
                 try:
-                    slot.stop_later(slot, proc)
+                    slot.stop_dropped(slot, proc)
                     return
                 except RuntimeError:  # pragma: no cover - no thread to be had (it did nothing then)
                     pass
@@ -121,8 +130,8 @@ def _at_exit() -> None:
 def _after_fork_in_child() -> None:
     for slot in list(_LIVE):
         client = slot.ref() if slot.ref is not None else None
-        if client is not None:
-            client._forget_after_fork()
+        if client is not None and slot.forget_after_fork is not None:
+            slot.forget_after_fork(client)
 
 
 if hasattr(os, "register_at_fork"):

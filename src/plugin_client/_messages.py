@@ -17,10 +17,15 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import Callable, Union
 
+from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, StreamEOF
+from .errors import PluginClientError, PluginError
 from .policy import LifetimePolicy
 
 __all__ = (
+    "init_failure",
+    "init_advice",
     "crashed",
     "disabled",
     "disabled_reason",
@@ -38,6 +43,7 @@ __all__ = (
     "reply_too_long",
     "init_timed_out",
     "exited_during_init",
+    "exited_while_idle",
     "init_reply_too_long",
     "init_refused",
     "init_failed",
@@ -113,6 +119,10 @@ def exited_during_init(name: str, how: str) -> str:
     return f"Plugin {name!r} exited during init ({how})"
 
 
+def exited_while_idle(name: str, how: str) -> str:
+    return f"Plugin {name!r} exited while idle ({how})"
+
+
 def init_reply_too_long(name: str, limit: int) -> str:
     return f"Plugin {name!r} sent an init reply longer than max_frame_bytes={limit}"
 
@@ -181,3 +191,26 @@ def init_not_buildable(name: str, problems: str) -> str:
         f"Plugin {name!r}: its init call cannot be built ({problems}); "
         "pass a str source_name and a config of JSON values."
     )
+
+
+def init_failure(name: str, policy: LifetimePolicy, exc: BaseException) -> Union[str, Callable[[str], str]]:
+    """What an init that failed with ``exc`` says the plugin did (for a dead
+    process, a function of how it ended)."""
+    if isinstance(exc, DeadlineExceeded):
+        return init_timed_out(name, policy)
+    if isinstance(exc, (StreamEOF, PipeClosed)):
+        return lambda how: exited_during_init(name, how)
+    if isinstance(exc, FrameTooLargeError):
+        return init_reply_too_long(name, exc.limit)
+    if isinstance(exc, PluginError):
+        return init_refused(name, exc.kind, exc.detail or "")
+    if isinstance(exc, PluginClientError):
+        return exc.message  # a sentence naming the plugin and the init request already
+    return init_failed(name, type(exc).__name__)
+
+
+def init_advice(name: str, exc: BaseException) -> str:
+    """The advice after a failed init: look at stderr, unless the error says it all."""
+    if isinstance(exc, (DeadlineExceeded, StreamEOF, PipeClosed)) or not isinstance(exc, PluginClientError):
+        return stderr_hint(name)
+    return ""

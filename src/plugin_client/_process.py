@@ -269,27 +269,27 @@ class PluginProcess:
         if rc is None:
             stage = ExitStage.SIGKILL
             _signal_all(child, signal.SIGKILL)
-        return (yield from self._finish_steps(stage, rc))
+        return (yield from self._wait_then_close_steps(stage, rc))
 
     def kill_steps(self) -> Steps:
         """End it now, after a timeout or a protocol error."""
         _signal_all(self.child, signal.SIGKILL)
-        return (yield from self._finish_steps(ExitStage.KILLED_AFTER_ERROR))
+        return (yield from self._wait_then_close_steps(ExitStage.KILLED_AFTER_ERROR))
 
     def reap_dead_steps(self) -> Steps:
         """It hit EOF or exited on its own: collect it, killing it if it lingers."""
         rc = yield WaitExit(self, _EOF_EXIT_WAIT)
         if rc is None:
             _signal_all(self.child, signal.SIGKILL)
-            return (yield from self._finish_steps(ExitStage.KILLED_AFTER_ERROR))
-        return (yield from self._finish_steps(ExitStage.CRASH, rc))
+            return (yield from self._wait_then_close_steps(ExitStage.KILLED_AFTER_ERROR))
+        return (yield from self._wait_then_close_steps(ExitStage.CRASH, rc))
 
-    def _finish_steps(self, stage: ExitStage, exited: Optional[int] = None) -> Steps:
+    def _wait_then_close_steps(self, stage: ExitStage, exited: Optional[int] = None) -> Steps:
         if exited is None:  # not seen exiting yet (a wait already returned its status otherwise)
             yield WaitExit(self, None)
-        return self._finish(stage)
+        return self._close_exited(stage)
 
-    def _finish(self, stage: ExitStage) -> ExitRecord:
+    def _close_exited(self, stage: ExitStage) -> ExitRecord:
         """The end of every stop, once the leader has exited or was sent SIGKILL."""
         child = self.child
         # The leader is dead or dying but not yet reaped, so its pid (the group
@@ -321,7 +321,7 @@ class PluginProcess:
         paused, first = self._begin_stop(exit_wait)
         rc = self.child.wait(first, reap=False)
         if rc is not None:
-            return self._finish(ExitStage.STDIN_CLOSE)
+            return self._close_exited(ExitStage.STDIN_CLOSE)
         info: ExitRecord = run_sync(self._stop_rest_steps(rc, paused, first, exit_wait, grace))
         return info
 

@@ -63,6 +63,11 @@ class StderrTail:
         self._logged = 0
         self._unlogged = 0
 
+    def mark_closed(self) -> None:
+        """The pipe is done with (its reader gave up on it): no more lines come."""
+        with self._lock:
+            self.closed = True
+
     def lines(self) -> List[str]:
         with self._lock:
             out = list(self._lines)
@@ -217,8 +222,7 @@ class StderrPump:
                     del self._tails[tail.fd]
                     self._unwatch(tail.fd)
         if tail.drain(_FINAL_READ):  # not at its end (a descendant holds it): done anyway
-            with tail._lock:
-                tail.closed = True
+            tail.mark_closed()
 
     def _unwatch(self, fd: int) -> None:
         if self._epoll is not None:

@@ -12,15 +12,15 @@ things (asyncio clients ask only for the second, and only for a client
 collected without ``shutdown()`` or left at exit):
 
 * **Idle reaps.** It keeps no table of clients: it walks the live ones of
-  :mod:`plugin_client._live` (those whose slot says ``swept``), so a client
+  :mod:`plugin_client._live` (those whose slot has a ``reap_if_idle``), so a client
   costs it nothing to construct, shut down or collect, and a warm request does
   not touch it. It looks again at the earliest time a live process could have
   been idle long enough; a spawn wakes it only if that is earlier than it
   planned to look (in practice the first spawn, or a client with a shorter
-  ``idle_timeout``). A due client is asked to reap (``client._sweep()``), which
+  ``idle_timeout``). A due client is asked to reap (``slot.reap_if_idle``), which
   takes the client's request lock without waiting (a client in use is not
   idle), takes the expired process out of it and hands it to the stops below.
-* **Stops in the background** (:meth:`Sweeper.stop_later`): the graceful stop
+* **Stops in the background** (:meth:`Sweeper.stop_for_flow`): the graceful stop
   of a process already taken out of its client (an idle reap's, or the one a
   request found expired before this thread got to it), and of the process of a
   client collected without ``shutdown()`` or left at exit (:meth:`Sweeper.stop_dropped`,
@@ -59,7 +59,7 @@ from ._process import PluginProcess, Steps, WaitExit
 if TYPE_CHECKING:
     from ._flow import Flow
 
-__all__ = ("SWEEPER", "Sweeper", "nudge")
+__all__ = ("SWEEPER", "Sweeper", "watch_idle")
 
 _log = logging.getLogger("plugin_client")
 
@@ -122,8 +122,8 @@ class Sweeper:
                 self.wake_at = due
                 self._wake()
 
-    def stop_later(self, flow: "Flow", proc: PluginProcess) -> None:
-        """``Flow.stop_later`` of a sync client: stop ``proc`` (taken out of ``flow``'s
+    def stop_for_flow(self, flow: "Flow", proc: PluginProcess) -> None:
+        """``Flow.stop_in_background`` of a sync client: stop ``proc`` (taken out of ``flow``'s
         slot) gracefully without waiting for it, and book its end on ``flow``.
 
         Its first step runs now; the thread serves the rest. The caller holds the
@@ -133,7 +133,7 @@ class Sweeper:
         self._add(_Stop(flow, proc, flow.stop_steps(proc), flow.name, flow.stop_bound()))
 
     def stop_dropped(self, slot: Slot, proc: PluginProcess) -> None:
-        """``Slot.stop_later`` of both clients: stop the process of a client that
+        """``Slot.stop_dropped`` of both clients: stop the process of a client that
         was collected without ``shutdown()`` (or is left at the interpreter's
         exit), without waiting for it, so a stubborn plugin holds up neither the
         thread that dropped the client (an event loop's, perhaps) nor the other
@@ -258,16 +258,15 @@ class Sweeper:
         nxt = math.inf
         now = monotonic()
         for slot in live_slots():
-            client = slot.ref() if slot.swept and slot.ref is not None else None
-            if client is None:
+            reap = slot.reap_if_idle
+            client = slot.ref() if reap is not None and slot.ref is not None else None
+            if client is None or reap is None:
                 continue
-            due: Optional[float] = client._flow.idle_due()
-            if due is not None and due <= now:
-                try:
-                    due = client._sweep()
-                except Exception:  # pragma: no cover - a stop books its own failures
-                    _log.exception("Plugin %r: the idle reap failed", slot.name)
-                    due = None
+            try:
+                due = reap(client, now)
+            except Exception:  # pragma: no cover - a stop books its own failures
+                _log.exception("Plugin %r: the idle reap failed", slot.name)
+                due = None
             del client  # no strong reference while this thread sleeps
             if due is not None and due < nxt:
                 nxt = due
@@ -345,7 +344,7 @@ atexit.register(SWEEPER._at_exit)  # after _live's registration (imported above)
 EXIT_WAITS.append(SWEEPER._wait_at_exit)
 
 
-def nudge(flow: "Flow") -> None:
+def watch_idle(flow: "Flow") -> None:
     """``Flow.on_live`` of a sync client: its new process is to be looked at by
     ``idle_timeout`` from now. A no-op unless the thread planned to look later."""
     due = monotonic() + flow.policy.idle_timeout

@@ -50,7 +50,7 @@ from . import _cli_conformance, _cli_manifest
 from ._cli_common import (
     EXIT_FAILED, EXIT_OK, EXIT_USAGE, Out, config_object, positive_seconds, refused, report,
 )
-from ._flow import PYTHON_ENV
+from ._spawn_env import PYTHON_ENV
 from ._impl import IMPLEMENTATION, NO_EXTENSIONS, spawn_method
 from .client import PluginClient
 from .errors import ChecksumMismatch, PluginClientError, PluginError

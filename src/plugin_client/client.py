@@ -12,7 +12,7 @@ client leaves a zombie or an orphan, or touches its parent's plugin after
 
 Deliberately not here: the decision flow (:mod:`plugin_client._flow`, shared
 with :class:`~plugin_client.aio.AsyncPluginClient`: this module only performs
-its operations with blocking calls, through :meth:`~plugin_client._flow.Flow.run_blocking`),
+its operations with blocking calls, through :func:`~plugin_client._flow_blocking.run_blocking`),
 the wire format (:mod:`plugin_client.protocol`), the process mechanics
 (:mod:`plugin_client._process`), the bookkeeping (:mod:`plugin_client._lifecycle`)
 and manifest checks (:mod:`plugin_client.manifest`).
@@ -25,12 +25,14 @@ import os
 import threading
 from typing import Any, Mapping, Optional, Union, overload
 
-from ._flow import EXCHANGE_ERRORS, Flow, FlowHandle
+from ._client_base import ClientBase
+from ._flow import Flow
+from ._flow_blocking import begin_blocking, run_blocking, shutdown_blocking
 from ._impl import monotonic
 from ._live import unwatch, watch
-from ._process import PluginProcess
+from ._process import EXCHANGE_ERRORS, PluginProcess
 from ._scrub import scrub
-from ._sweeper import SWEEPER, nudge
+from ._sweeper import SWEEPER, watch_idle
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
 from .protocol import (
@@ -59,7 +61,7 @@ __all__ = ("PluginClient",)
 _PathLike = Union[str, "os.PathLike[str]"]
 
 
-class PluginClient(FlowHandle):
+class PluginClient(ClientBase):
     """A host's handle on one plugin. Does not spawn until the first request.
 
     ``manifest`` is a :class:`PluginManifest` (its executable is verified
@@ -97,10 +99,11 @@ class PluginClient(FlowHandle):
         self._lock = threading.Lock()
         self._lock_timeout = flow.lock_timeout()
         watch(self, flow.slot)  # stops the process if this client is collected first
-        flow.slot.swept = True  # each process is reaped in the background once idle (_sweeper)
-        flow.slot.stop_later = SWEEPER.stop_dropped  # and stopped there if this client is collected
-        flow.on_live = nudge
-        flow.stop_later = SWEEPER.stop_later  # an expired process found by a request
+        flow.slot.reap_if_idle = PluginClient._reap_if_idle  # each process is reaped in the background once idle (_sweeper)
+        flow.slot.stop_dropped = SWEEPER.stop_dropped  # and stopped there if this client is collected
+        flow.slot.forget_after_fork = PluginClient._forget_after_fork
+        flow.on_live = watch_idle
+        flow.stop_in_background = SWEEPER.stop_for_flow  # an expired process found by a request
 
     # --- public API -------------------------------------------------------------
 
@@ -168,7 +171,7 @@ class PluginClient(FlowHandle):
         """Spawn and init now, instead of at the first request (for ``doctor``, warm-ups)."""
         with self._lock:
             try:
-                init: InitResult = self._flow.run_blocking(self._flow.start_steps())
+                init: InitResult = run_blocking(self._flow, self._flow.start_steps())
             except BaseException as err:
                 scrub(err)  # the init line carries the config
                 raise
@@ -178,7 +181,7 @@ class PluginClient(FlowHandle):
         """Re-enable a disabled plugin: clear the crash window and any leftover process."""
         with self._lock:
             try:
-                self._flow.run_blocking(self._flow.clear_disabled_steps())
+                run_blocking(self._flow, self._flow.clear_disabled_steps())
             except BaseException as err:
                 scrub(err)
                 raise
@@ -188,7 +191,7 @@ class PluginClient(FlowHandle):
         The client cannot be used afterwards."""
         flow = self._flow
         flow.closed = True
-        if not self._lock.acquire(False) and not self._lock.acquire(timeout=self._lock_timeout):
+        if not self._lock.acquire(blocking=False) and not self._lock.acquire(timeout=self._lock_timeout):
             proc = flow.slot.proc
             if proc is not None:  # a request is stuck: end its process from here
                 proc.child.kill()
@@ -197,10 +200,10 @@ class PluginClient(FlowHandle):
         # find nothing: let it go now, while that is cheap (before the exit).
         unwatch(self._flow.slot)
         try:
-            flow.shutdown_blocking()
+            shutdown_blocking(flow)
         finally:
             self._lock.release()
-        # Processes of this client stopped in the background (_sweep, Flow.stop_later).
+        # Processes of this client stopped in the background (_reap_if_idle, Flow.stop_in_background).
         if SWEEPER.stops and not SWEEPER.wait_stopped(flow, flow.stop_bound()):
             flow.warn_stop_unfinished()
 
@@ -212,17 +215,18 @@ class PluginClient(FlowHandle):
         """One request: ``call``, or (``call`` None) a ``GetCall`` for ``reference``.
 
         The engine's one request path with blocking calls: ``Flow.begin`` (or,
-        with no warm process, ``Flow.begin_blocking``: spawn, reap, recover,
+        with no warm process, ``begin_blocking``: spawn, reap, recover,
         refuse), one core call that makes the idle check, writes the line and
         reads the reply, then ``Flow.complete`` or ``Flow.finish_steps``.
         """
         flow = self._flow
         flow.gate(call_type)  # a refused call waits for no other request
         lock = self._lock
+        # acquire(False) by position: the warm path (bench/test_bench_roundtrip.py).
         if not lock.acquire(False) and not lock.acquire(timeout=self._lock_timeout):
             raise flow.lock_timeout_error()
         try:
-            pending = flow.begin(call_type, call, reference) or flow.begin_blocking(call_type, call, reference)
+            pending = flow.begin(call_type, call, reference) or begin_blocking(flow, call_type, call, reference)
             proc = pending.proc
             try:
                 # None: output or an exit while idle; nothing was written.
@@ -236,7 +240,7 @@ class PluginClient(FlowHandle):
                 result = flow.complete(pending, outcome)
                 if result is not None:
                     return result
-            done: Result = flow.run_blocking(flow.finish_steps(pending, outcome))
+            done: Result = run_blocking(flow, flow.finish_steps(pending, outcome))
             return done
         except BaseException as err:
             # The reply frame (a get value) must not ride along in this frame's locals.
@@ -246,22 +250,26 @@ class PluginClient(FlowHandle):
         finally:
             lock.release()
 
-    def _sweep(self) -> Optional[float]:
-        """The idle sweeper's call (:mod:`plugin_client._sweeper`): reap the process if
-        it has been idle for ``idle_timeout``. Returns when to look again, or None.
+    def _reap_if_idle(self, now: float) -> Optional[float]:
+        """The idle sweeper's call (:mod:`plugin_client._sweeper`, ``Slot.reap_if_idle``):
+        reap the process if it has been idle for ``idle_timeout`` at ``now``.
+        Returns when to look again, or None (nothing to watch).
 
         Never waits for the request lock (a client in use is not idle), and holds
         it only to take the process out of the slot and hand it to a background
-        stop (``SWEEPER.stop_later``): a request meanwhile starts a fresh process
+        stop (``SWEEPER.stop_for_flow``): a request meanwhile starts a fresh process
         instead of waiting up to ``exit_wait + shutdown_grace`` for a stubborn
         one. ``shutdown()`` waits for the stop."""
         flow = self._flow
-        if not self._lock.acquire(False):
+        due = flow.idle_due()
+        if due is None or due > now:
+            return due
+        if not self._lock.acquire(blocking=False):
             return monotonic() + flow.policy.idle_timeout
         try:
             proc, due = flow.take_idle()
             if proc is not None:
-                SWEEPER.stop_later(flow, proc)
+                SWEEPER.stop_for_flow(flow, proc)
             return due
         finally:
             self._lock.release()

@@ -52,7 +52,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
 from pydantic import SecretStr
 
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, SpawnFailed, StreamEOF
-from ._flow import plugin_env
+from ._spawn_env import plugin_env
 from ._impl import monotonic
 from ._process import IDLE_EXITED, IDLE_OUTPUT, PluginProcess
 from .errors import PluginClientError, PluginError, ReplyIdMismatch
