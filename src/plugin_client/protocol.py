@@ -141,7 +141,7 @@ _StrictBool = Annotated[bool, Strict()]
 # through decode_reply, which never lets one out) must not print a secret input.
 # cache_strings="keys": a reply's values (references, secrets) are rarely the
 # same twice, so looking each up in pydantic-core's process-wide string cache is
-# wasted work (a 10,000-entry list decodes a fifth faster without it), and a
+# wasted work (``bench/test_bench_list.py`` guards it), and a
 # secret value kept there would outlive every result that held it. Keys still
 # come from the cache.
 _RESULT_CONFIG = ConfigDict(frozen=True, extra="ignore", hide_input_in_errors=True, cache_strings="keys")
