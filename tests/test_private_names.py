@@ -9,11 +9,7 @@ from typing import List, Tuple
 
 import plugin_client
 
-# Left for the manifest split: manifest.py still owns these two helpers.
-KNOWN: Tuple[Tuple[str, str, str], ...] = (
-    ("_manifest_files.py", "manifest", "_describe_validation_error"),
-    ("_manifest_files.py", "manifest", "_parse_toml"),
-)
+KNOWN: Tuple[Tuple[str, str, str], ...] = ()
 
 
 def _private_imports() -> List[Tuple[str, str, str]]:

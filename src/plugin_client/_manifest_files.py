@@ -30,8 +30,8 @@ from .manifest import (
     DEFAULT_PREFIX,
     LoadedPlugin,
     PluginManifest,
-    _describe_validation_error,
-    _parse_toml,
+    describe_validation_error,
+    parse_toml_document,
     executable_sha256,
     load_manifest,
     load_plugin,
@@ -76,7 +76,7 @@ def _validated(fields: Dict[str, Any], spath: str, name: str) -> PluginManifest:
         return PluginManifest.model_validate(fields)
     except ValidationError as exc:
         raise ManifestFieldError(
-            f"Manifest {spath!r} of plugin {name!r} would be invalid: {_describe_validation_error(exc)}",
+            f"Manifest {spath!r} of plugin {name!r} would be invalid: {describe_validation_error(exc)}",
             path=spath,
             plugin=name,
         ) from None
@@ -167,7 +167,7 @@ def update_checksum(manifest_path: _PathArg, *, prefix: str = DEFAULT_PREFIX) ->
     if len(matches) == 1:
         m = matches[0]
         new_text = text[: m.start("sum")] + checksum + text[m.end("sum") :]
-        if _parse_toml(new_text.encode("utf-8"), spath, manifest.name).get("checksum_sha256") != checksum:
+        if parse_toml_document(new_text.encode("utf-8"), spath, manifest.name).get("checksum_sha256") != checksum:
             new_text = None  # the line found was not the key (inside a multi-line string, say)
     if new_text is None:
         raise ManifestParseError(

@@ -576,7 +576,10 @@ def _toml_error_position(exc: Exception) -> Tuple[str, Optional[int], Optional[i
     return text, line if isinstance(line, int) else None, col if isinstance(col, int) else None
 
 
-def _parse_toml(data: bytes, spath: str, plugin: str) -> dict[str, Any]:
+def parse_toml_document(data: bytes, spath: str, plugin: str) -> dict[str, Any]:
+    """A manifest's bytes as a TOML document (not yet validated), or the
+    :class:`ManifestParseError` that says where and how to fix it. Shared with
+    the manifest tooling (``_manifest_files``); not part of ``__all__``."""
     if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark, as some editors write
         data = data[3:]
     try:
@@ -618,7 +621,9 @@ def _parse_toml(data: bytes, spath: str, plugin: str) -> dict[str, Any]:
     )
 
 
-def _describe_validation_error(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError) -> str:
+    """What a manifest's ``ValidationError`` says, field by field, without pydantic's
+    wording. Shared with the manifest tooling; not part of ``__all__``."""
     unknown: List[str] = []
     problems: List[str] = []
     for err in exc.errors(include_url=False):
@@ -665,7 +670,7 @@ def load_manifest(path: _PathArg, *, prefix: str = DEFAULT_PREFIX) -> PluginMani
             f"rename it to '{prefix}<plugin name>.toml'",
             path=spath,
         )
-    document = _parse_toml(_read_manifest(spath, name), spath, name)
+    document = parse_toml_document(_read_manifest(spath, name), spath, name)
     inner = document.get("name")
     if isinstance(inner, str) and inner != name:
         raise ManifestNameMismatch(
@@ -678,7 +683,7 @@ def load_manifest(path: _PathArg, *, prefix: str = DEFAULT_PREFIX) -> PluginMani
         manifest = PluginManifest.model_validate(document)
     except ValidationError as exc:
         raise ManifestFieldError(
-            f"Manifest {spath!r} of plugin {name!r} is invalid: {_describe_validation_error(exc)}; "
+            f"Manifest {spath!r} of plugin {name!r} is invalid: {describe_validation_error(exc)}; "
             "fix the manifest",
             path=spath,
             plugin=name,
