@@ -16,6 +16,7 @@ from typing import Any, Coroutine, Optional
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, ProcessExited, StreamEOF
 from ._impl import Child, FrameReader, monotonic
 from ._process import PluginProcess
+from ._sigpipe import write_sigpipe_blocked
 
 __all__ = (
     "Channel", "DeliveredOutcome", "ExitWait", "QUICK_MAX", "acquire_within", "acquire_within_task", "loop_idle",
@@ -30,7 +31,6 @@ _POLL_FIRST = 0.0005
 _POLL_MAX = 0.002
 
 _SIGPIPE = int(signal.SIGPIPE)
-_SIGPIPE_SET = {signal.SIGPIPE}
 _SIG_IGN = int(signal.SIG_IGN)
 # CPython's C getsignal, not the public signal.getsignal, on purpose: that one
 # converts the handler to a Handlers enum on every write of the warm path
@@ -48,18 +48,7 @@ def write_nonblocking(fd: int, data: Any) -> int:
     write, so one dead plugin never kills the host (as in the core's ``write_all``)."""
     if _getsignal(_SIGPIPE) == _SIG_IGN:
         return os.write(fd, data)
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGPIPE_SET)
-    try:
-        pending_before = _SIGPIPE in signal.sigpending()
-        try:
-            return os.write(fd, data)
-        except BrokenPipeError:
-            if not pending_before:
-                signal.sigtimedwait(_SIGPIPE_SET, 0)
-            raise
-    finally:
-        if _SIGPIPE not in old:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return write_sigpipe_blocked(fd, data)
 
 
 def loop_idle(loop: asyncio.AbstractEventLoop) -> bool:

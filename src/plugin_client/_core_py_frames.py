@@ -18,6 +18,7 @@ from ._core_constants import EXIT_WATCH as _EXIT_WATCH
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, ProcessExited, StreamEOF
 from ._core_py_child import Child
 from ._core_py_clock import Bytes, as_int, check_deadline, poll_until, wait_fd
+from ._sigpipe import write_sigpipe_blocked
 
 _READ_SIZE = 64 * 1024
 # Dropping the consumed head of the buffer costs a memmove of what is left, so
@@ -251,7 +252,6 @@ def split_result(frame: bytes, request_id: int) -> Optional[bytes]:
 
 # --- writing ----------------------------------------------------------------
 
-_SIGPIPE_SET = {signal.SIGPIPE}
 
 
 def write_all(fd: int, data: Bytes, deadline: Optional[float] = None) -> None:
@@ -278,7 +278,7 @@ def _write_view(fd: int, view: memoryview, deadline: Optional[float]) -> None:
     while done < size:
         try:
             if guard:
-                n = _write_sigpipe_blocked(fd, view[done:])
+                n = write_sigpipe_blocked(fd, view[done:])
             else:
                 n = os.write(fd, view[done:])
         except BlockingIOError:
@@ -290,20 +290,3 @@ def _write_view(fd: int, view: memoryview, deadline: Optional[float]) -> None:
         elif not wait_fd(fd, _POLLOUT, deadline):
             assert deadline is not None
             raise DeadlineExceeded(f"write to fd {fd}", max(0.0, deadline - start))
-
-
-def _write_sigpipe_blocked(fd: int, chunk: memoryview) -> int:
-    """One ``os.write`` with SIGPIPE blocked in this thread; a SIGPIPE that the
-    write itself raised is consumed, one that was already pending is left alone."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGPIPE_SET)
-    try:
-        pending_before = signal.SIGPIPE in signal.sigpending()
-        try:
-            return os.write(fd, chunk)
-        except BrokenPipeError:
-            if not pending_before:
-                signal.sigtimedwait(_SIGPIPE_SET, 0)
-            raise
-    finally:
-        if signal.SIGPIPE not in old:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
