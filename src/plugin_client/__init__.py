@@ -62,6 +62,7 @@ if TYPE_CHECKING:
         SourceUnavailable,
         SourceUnsupportedCapability,
     )
+    from .events import EventKind, PluginEvent, flush_events
     from .health import ExitInfo, ExitStage, PluginHealth, PluginState
     from .manifest import (
         DEFAULT_PREFIX,
@@ -115,6 +116,10 @@ __all__ = (
     "PluginState",
     "ExitInfo",
     "ExitStage",
+    # events
+    "PluginEvent",
+    "EventKind",
+    "flush_events",
     # manifests
     "PluginManifest",
     "LoadedPlugin",
@@ -218,6 +223,9 @@ _MODULES: Dict[str, Tuple[str, ...]] = {
         "ReplyShapeError", "RequestTimeout", "SpawnError", "UnsafePermissions",
         "UnsupportedCapability", "BadReference", "NeedsCredential", "SourceError",
         "SourceUnavailable", "SourceUnsupportedCapability",
+    ),
+    "events": (
+        "EventKind", "PluginEvent", "flush_events",
     ),
     "health": (
         "ExitInfo", "ExitStage", "PluginHealth", "PluginState",

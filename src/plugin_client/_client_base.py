@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 from ._flow import Flow
+from .events import PluginEvent
 from .health import PluginHealth
 from .manifest import PluginManifest
 from .policy import LifetimePolicy
@@ -26,6 +29,16 @@ class ClientBase:
     @property
     def policy(self) -> LifetimePolicy:
         return self._flow.policy
+
+    @property
+    def on_event(self) -> Optional[Callable[[PluginEvent], None]]:
+        """The callback given as ``on_event=``, or None."""
+        return self._flow.notify.callback
+
+    @property
+    def request_events(self) -> bool:
+        """Whether ``on_event`` also gets a ``request`` event for every request."""
+        return self._flow.request_events
 
     def health(self) -> PluginHealth:
         """A snapshot; never waits behind a request in flight, from any thread."""

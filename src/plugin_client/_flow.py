@@ -18,7 +18,10 @@ whatever came: both drivers take that one path, and a warm request drives no
 generator. The
 caller of a flow method holds the client's request lock (a ``threading.Lock``
 or an ``asyncio.Lock``): the flow assumes one request at a time per process.
-The bookkeeping behind ``health()`` is :class:`~plugin_client._lifecycle.Lifecycle`.
+The bookkeeping behind ``health()`` is :class:`~plugin_client._lifecycle.Lifecycle`,
+which also emits the lifecycle events of its transitions; the flow adds those
+only it knows of (a timeout, an idle reap, an interruption, a changed
+executable) and, when a client asked for them, the ``request`` events.
 
 A flow generator must run to its end once started: its steps keep the process
 and the books in step only together. The asyncio client therefore finishes a
@@ -30,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Any, Callable, Dict, Generator, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Generator, Mapping, Optional, Set, Tuple, Union
 
 from pydantic import ValidationError
 
@@ -39,11 +42,13 @@ from ._impl import monotonic
 from . import _messages as messages
 from ._lifecycle import Lifecycle
 from ._live import Slot
+from ._notify import Notifier, OnEvent, error_key
 from ._spawn import Spawner
 from ._process import EXCHANGE_ERRORS, IDLE_EXITED, IDLE_OK, Exchange, ExitRecord, Op, PluginProcess, run_sync
 from ._stderr import StderrTail
 from .errors import (
     ClientClosed,
+    ExecutableChanged,
     FrameTooLarge,
     InitError,
     PluginClientError,
@@ -53,6 +58,7 @@ from .errors import (
     RequestTimeout,
     UnsupportedCapability,
 )
+from .events import EventKind
 from .health import PluginHealth, PluginState
 from .manifest import PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
@@ -78,6 +84,9 @@ FlowSteps = Generator[Op, Any, Any]
 # (handled by exchange_failed_steps) or a reply that breaks the protocol.
 # Anything else raised meanwhile is the host's interruption (Flow.interrupted).
 _PLUGIN_FAULTS = EXCHANGE_ERRORS + (PluginClientError,)
+
+# An exchange's failure -> the key of the public error it becomes (_notify.error_key).
+_EXCHANGE_ERROR_KEYS = ((DeadlineExceeded, "timeout"), (FrameTooLargeError, "frame-too-large"))
 
 
 _NEED_BITS: Dict[type, int] = {}
@@ -134,7 +143,7 @@ class Flow:
         "name", "manifest", "policy", "source_name", "config", "life", "slot", "closed",
         "init", "last_tail", "client_type", "caps_bits", "spawner", "_next_id", "_pid",
         "_init_params", "on_live", "stop_in_background", "_get", "_idle_check", "_idle_timeout", "_request_timeout",
-        "__weakref__",
+        "notify", "request_events", "_reaping", "__weakref__",
     )
 
     def __init__(
@@ -148,6 +157,8 @@ class Flow:
         *,
         idle_check_in_exchange: bool = False,
         start_process: Optional[Callable[..., PluginProcess]] = None,
+        on_event: Optional[OnEvent] = None,
+        request_events: bool = False,
     ) -> None:
         self.client_type = client_type
         self.manifest = manifest
@@ -162,7 +173,13 @@ class Flow:
         except ValueError as exc:
             raise ValueError(messages.init_not_buildable(self.name, _problems(exc))) from exc
         self.spawner = Spawner(manifest, executable, policy, start_process)
-        self.life = Lifecycle(self.name, self.source_name, policy)
+        # Emits the lifecycle events (Lifecycle's transitions, and the flow's own).
+        self.notify = Notifier(self.name, on_event, request_events)
+        # Read by complete() on every warm request: one attribute, False unless asked.
+        self.request_events = request_events
+        self.life = Lifecycle(self.name, self.source_name, policy, self.notify)
+        # Pids of processes taken out as idle and being stopped (their end is a reaped_idle event).
+        self._reaping: Set[int] = set()
         self.slot = Slot(self.name, policy.exit_wait, policy.shutdown_grace)
         self.closed = False
         self.init: Optional[InitResult] = None
@@ -206,9 +223,22 @@ class Flow:
 
     def lock_timeout_error(self) -> RequestTimeout:
         t = self.lock_timeout()
+        # Counted here: the clients raise it before their own count (count_failure) could see it.
+        self.life.count_error("lock-timeout")
         return RequestTimeout(messages.lock_timeout(self.name, t), plugin=self.name)
 
+    def count_failure(self, exc: BaseException) -> None:
+        """Count an error a client's method is raising, by kind, for ``health().errors``.
+        The gate's refusals and lock timeouts count themselves (:meth:`unsupported`,
+        :meth:`lock_timeout_error`), since they are raised where no count sees them."""
+        if exc.__class__ is UnsupportedCapability:
+            return
+        key = error_key(exc)
+        if key is not None:
+            self.life.count_error(key)
+
     def unsupported(self, call_type: Any) -> UnsupportedCapability:
+        self.life.count_error("unsupported-capability")
         cap = call_type.capability
         cap_name = cap.name or str(int(cap))
         return UnsupportedCapability(
@@ -282,7 +312,11 @@ class Flow:
             result = plain_result(frame, pending.call_type, pending.rid)
             if result is None:
                 return None
-        self.life.last_used_mono = monotonic()  # Lifecycle.on_used(), minus a call
+        life = self.life
+        life.last_used_mono = monotonic()  # Lifecycle.on_used(), minus a call
+        life.served += 1
+        if self.request_events:
+            self.notify.request(pending, pending.deadline - self._request_timeout)
         return result
 
     def finish_steps(self, pending: Exchange, outcome: Union[bytes, BaseException, None]) -> FlowSteps:
@@ -299,6 +333,7 @@ class Flow:
             pending.deadline = monotonic() + self._request_timeout
             return (yield from self.exchange_steps(pending))
         if isinstance(outcome, BaseException):
+            self._exchange_failed(pending, outcome)
             yield from self.exchange_failed_steps(pending.proc, pending.call_type, outcome)
             raise outcome  # pragma: no cover - the steps always raise
         return (yield from self.reply_steps(pending, outcome))
@@ -324,6 +359,7 @@ class Flow:
         proc, self.slot.proc = self.slot.proc, None
         if proc is not None:
             proc.forget()
+        self._reaping.clear()
         self.life.reset_after_fork()
 
     def take_process(self) -> Optional[PluginProcess]:
@@ -367,14 +403,38 @@ class Flow:
         (:meth:`bad_reply_steps`), and its error is re-raised."""
         try:
             result = decode_reply(frame, pending.call_type, pending.rid, plugin=self.name)
-        except PluginError:
+        except PluginError as exc:
             self.life.on_used()
+            if self.request_events:
+                self.notify.request(pending, pending.deadline - self._request_timeout, exc.kind)
             raise
         except ProtocolError as exc:
+            if self.request_events:
+                self.notify.request(pending, pending.deadline - self._request_timeout, error_key(exc))
             yield from self.bad_reply_steps(pending.proc, exc)
             raise
-        self.life.on_used()
+        life = self.life
+        life.on_used()
+        life.served += 1
+        if self.request_events:
+            self.notify.request(pending, pending.deadline - self._request_timeout)
         return result
+
+    def _exchange_failed(self, pending: Exchange, exc: BaseException) -> None:
+        """The events of an exchange that failed with ``exc`` (one of ``EXCHANGE_ERRORS``),
+        before its process is ended: its ``request`` event if asked for, and a
+        ``timed_out`` event for a missed deadline."""
+        started = pending.deadline - self._request_timeout
+        key = "crash"
+        for cls, name in _EXCHANGE_ERROR_KEYS:
+            if isinstance(exc, cls):
+                key = name
+        if self.request_events:
+            self.notify.request(pending, started, key)
+        if key == "timeout":
+            self.notify.emit(
+                EventKind.TIMED_OUT, pending.proc.pid, pending.call_type.method.value, duration=monotonic() - started
+            )
 
     def exchange_failed_steps(self, proc: PluginProcess, call_type: Any, exc: BaseException) -> FlowSteps:
         """An exchange failed with one of ``EXCHANGE_ERRORS``: end ``proc``, count the
@@ -443,11 +503,7 @@ class Flow:
                     self.slot.proc = None
                     if status == IDLE_EXITED:
                         info = yield from proc.reap_dead_steps()
-                        _log.warning(
-                            "Plugin %r (pid %d) exited while idle (%s); starting a fresh one",
-                            self.name, info.pid, _how(info),
-                        )
-                        self._remember_tail(proc)
+                        self._remember_tail(proc)  # (on_crash logs it: a crashed event)
                         self.life.on_crash(messages.exited_while_idle(self.name, _how(info)), info)
                         self.life.check_enabled()
                         proc = None
@@ -494,7 +550,7 @@ class Flow:
         """Take the live process, idle for ``idle_timeout``, out of the slot."""
         proc = self.slot.proc
         assert proc is not None
-        _log.debug("Plugin %r: idle for more than %g s; stopping it", self.name, self.policy.idle_timeout)
+        self._reaping.add(proc.pid)  # its stop's end is a reaped_idle event (book_stopped)
         self.slot.proc = None
         return proc
 
@@ -514,7 +570,11 @@ class Flow:
     def book_stopped(self, proc: PluginProcess, info: ExitRecord) -> None:
         """Book an end that was not a crash (idle reap, shutdown, abandon)."""
         self._remember_tail(proc)
-        self.life.on_stopped(info)
+        if self._reaping and proc.pid in self._reaping:
+            self._reaping.discard(proc.pid)
+            self.life.on_stopped(info, EventKind.REAPED_IDLE, f"idle for more than {self.policy.idle_timeout:g} s")
+        else:
+            self.life.on_stopped(info)
 
     def stop_steps(self, proc: PluginProcess) -> FlowSteps:
         """Graceful stop of ``proc`` (already taken out of the slot), booked as stopped."""
@@ -582,20 +642,22 @@ class Flow:
             self.slot.proc = None
         if proc.child.returncode is not None:  # reaped and closed already: nothing left
             return
-        _log.info(
-            "Plugin %r (pid %d): interrupted by the host; stopping this process in the background",
-            self.name, proc.pid,
-        )
+        self.notify.emit(EventKind.INTERRUPTED, proc.pid)
         if not self._hand_over_stop(proc):  # no background to be had: end it here, at once
             self.abandon(proc)
 
     def _spawn_begin(self) -> Tuple[PluginProcess, int, float]:
         """A cold start up to its ``init`` line: check the executable, spawn, book
         the process. Returns it, the ``init``'s id and its deadline."""
-        deadline = monotonic() + self.policy.start_timeout
-        proc = self.spawner.start(self.life)
+        started = monotonic()
+        deadline = started + self.policy.start_timeout
+        try:
+            proc = self.spawner.start(self.life)
+        except ExecutableChanged as exc:
+            self.notify.emit(EventKind.EXECUTABLE_CHANGED, None, exc.message)
+            raise
         self.slot.proc = proc
-        self.life.on_spawned(proc.pid)
+        self.life.on_spawned(proc.pid, started)
         return proc, self._take_id(), deadline
 
     def _decode_init(self, frame: bytes, rid: int) -> InitResult:
@@ -614,6 +676,10 @@ class Flow:
 
     def _spawn_failed_steps(self, proc: PluginProcess, exc: BaseException) -> FlowSteps:
         """The init of ``proc`` failed with ``exc``: end it, count the crash, raise."""
+        if isinstance(exc, DeadlineExceeded):
+            self.notify.emit(
+                EventKind.TIMED_OUT, proc.pid, "secret_source.init", duration=monotonic() - self.life.started_mono
+            )
         dead = isinstance(exc, (StreamEOF, PipeClosed))
         msg = yield from self._fail_steps(
             proc, messages.init_failure(self.name, self.policy, exc), dead=dead, advice=messages.init_advice(self.name, exc)

@@ -7,7 +7,9 @@ disabled? has the process idled out?). The sync client, and an asyncio client,
 drive the same ``Lifecycle``; only the I/O differs between them.
 
 Every method takes the ``meta`` lock briefly, so ``snapshot()`` never waits
-behind a request in flight.
+behind a request in flight. Each transition is also an event
+(:class:`~plugin_client._notify.Notifier`: logged, and handed to the client's
+``on_event``), emitted after the lock is released.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from __future__ import annotations
 import math
 import threading
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 from . import _messages as messages
 from ._impl import IMPLEMENTATION, RestartWindow, monotonic
+from ._notify import Notifier
+from .events import EventKind
 from .errors import PluginDisabled
-from .health import PluginHealth, PluginState
+from .health import ExitStage, PluginHealth, PluginState
 from .policy import LifetimePolicy
 from .protocol import Capability, InitResult
 
@@ -35,8 +39,11 @@ def _now() -> datetime:
 
 
 class Lifecycle:
-    def __init__(self, plugin_name: str, source_name: str, policy: LifetimePolicy) -> None:
+    def __init__(
+        self, plugin_name: str, source_name: str, policy: LifetimePolicy, notifier: Optional[Notifier] = None
+    ) -> None:
         self.plugin_name = plugin_name
+        self.notify = notifier if notifier is not None else Notifier(plugin_name)
         self.source_name = source_name
         self.policy = policy
         self._meta = threading.Lock()
@@ -53,6 +60,13 @@ class Lifecycle:
         self.last_crash: Optional[datetime] = None
         self.last_error: Optional[str] = None
         self.last_exit: Optional[ExitRecord] = None
+        # When the live process's start began (monotonic), for the ready event's duration.
+        self.started_mono = -math.inf
+        # Requests answered with a result, and the failures a client raised, by
+        # kind (_notify.error_key), since the client was made. ``served`` is
+        # bumped without the meta lock (under the request lock, on the warm path).
+        self.served = 0
+        self.errors: Dict[str, int] = {}
 
     # --- rules ---------------------------------------------------------------
 
@@ -71,33 +85,39 @@ class Lifecycle:
 
     # --- transitions (the caller holds the request lock; on_stopped may not) ----
 
-    def on_spawned(self, pid: int) -> None:
+    def on_spawned(self, pid: int, started: Optional[float] = None) -> None:
+        """A process started (its start began at monotonic ``started``, if given)."""
         with self._meta:
             self.spawn_count += 1
             self.pid = pid
             self.state = PluginState.RUNNING
-            self.last_used_mono = monotonic()
+            self.last_used_mono = now = monotonic()
+            self.started_mono = started if started is not None else now
+        self.notify.emit(EventKind.SPAWNED, pid)
 
     def on_ready(self, init: InitResult) -> None:
         with self._meta:
             self.capabilities_bits = init.capabilities_bits
             self.plugin_version = init.plugin_version
+            pid = self.pid
+        self.notify.emit(EventKind.READY, pid, duration=monotonic() - self.started_mono)
 
     def on_used(self) -> None:
         # Only a float on the hot path; snapshot() derives the wall time.
         self.last_used_mono = monotonic()
 
-    def on_stopped(self, info: ExitRecord) -> None:
+    def on_stopped(self, info: ExitRecord, kind: EventKind = EventKind.STOPPED, detail: str = "") -> None:
         """A process ended without a crash (idle reap, shutdown). It may be one the
         background idle reap stopped while a newer process started (or crashed):
-        then only its exit is recorded."""
+        then only its exit is recorded. ``kind``: its event (``stopped``, or
+        ``reaped_idle``), with ``detail``."""
         with self._meta:
             self.last_exit = info
-            if self.pid != info.pid:
-                return
-            self.pid = None
-            if self.state is not PluginState.DISABLED:
-                self.state = PluginState.IDLE
+            if self.pid == info.pid:
+                self.pid = None
+                if self.state is not PluginState.DISABLED:
+                    self.state = PluginState.IDLE
+        self.notify.emit(kind, info.pid, detail, info)
 
     def on_crash(self, error: str, info: Optional[ExitRecord] = None) -> bool:
         """Record a crash, ``error`` its cause (a sentence naming the plugin, with no
@@ -112,17 +132,37 @@ class Lifecycle:
             count = self._window.record()
             if count >= self.policy.restart_cap:
                 self.state = PluginState.DISABLED
-                self.disabled_reason = messages.disabled_reason(count, self.policy, error)
-                return True
-            self.state = PluginState.RECOVERING
-            return False
+                self.disabled_reason = reason = messages.disabled_reason(count, self.policy, error)
+                disabled = True
+            else:
+                self.state = PluginState.RECOVERING
+                disabled = False
+        # Killed: the host ended it after a fault; else it exited by itself (or never started).
+        killed = info is not None and info.stage is ExitStage.KILLED_AFTER_ERROR
+        notify = self.notify
+        notify.emit(
+            EventKind.KILLED if killed else EventKind.CRASHED,
+            info.pid if info is not None else None,
+            messages.without_name(self.plugin_name, error),
+            info,
+        )
+        if disabled:
+            notify.emit(EventKind.DISABLED, None, reason)
+        return disabled
 
     def clear_disabled(self) -> None:
         with self._meta:
+            was = self.state
             self._window.clear()
             self.disabled_reason = None
             if self.state in (PluginState.DISABLED, PluginState.RECOVERING):
                 self.state = PluginState.IDLE if self.pid is None else PluginState.RUNNING
+        self.notify.emit(EventKind.CLEARED, None, was.value)
+
+    def count_error(self, key: str) -> None:
+        """Count a failure a client raised (``key``: :func:`~plugin_client._notify.error_key`)."""
+        with self._meta:
+            self.errors[key] = self.errors.get(key, 0) + 1
 
     def reset_after_fork(self) -> None:
         self._meta = threading.Lock()
@@ -164,4 +204,6 @@ class Lifecycle:
                 last_exit=last_exit.info() if last_exit is not None else None,
                 stderr_tail=stderr_tail,
                 implementation=IMPLEMENTATION,
+                requests_served=self.served,
+                errors=dict(self.errors),
             )

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
 
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, StreamEOF
 from .errors import PluginClientError, PluginError
 from .policy import LifetimePolicy
+
+if TYPE_CHECKING:
+    from .events import PluginEvent
 
 __all__ = (
     "init_failure",
@@ -29,6 +32,8 @@ __all__ = (
     "crashed",
     "disabled",
     "disabled_reason",
+    "event_line",
+    "without_name",
     "stderr_hint",
     "lock_timeout",
     "unsupported",
@@ -154,6 +159,56 @@ def cannot_start(name: str, path: str, code: int) -> str:
         f"Plugin {name!r}: cannot start {path!r}: {os.strerror(code)}; "
         "check the manifest's executable and its permissions"
     )
+
+
+# --- lifecycle events (the plugin_client logger) -------------------------------------------
+
+
+def without_name(name: str, cause: str) -> str:
+    """A cause without its leading ``Plugin 'name'``, for an event's ``detail``
+    (the event names the plugin itself): ``"exited while idle (status 0)"``."""
+    for head in (f"Plugin {name!r}: ", f"Plugin {name!r} "):
+        if cause.startswith(head):
+            return cause[len(head):].rstrip(". ")
+    return cause.rstrip(". ")
+
+
+def _ended(exit: object) -> str:
+    if exit is None:
+        return ""
+    how = getattr(exit, "signal", None) or f"status {getattr(exit, 'returncode', None)}"
+    return f" ({getattr(exit, 'stage').value}, {how})"
+
+
+def event_line(event: PluginEvent) -> str:
+    """The log line of a lifecycle event: a sentence naming the plugin (and its
+    process), what happened, and the event's detail."""
+    kind = event.kind.value
+    who = f"Plugin {event.plugin!r}" + (f" (pid {event.pid})" if event.pid is not None else "")
+    detail = event.detail
+    if kind == "spawned":
+        return f"{who} started."
+    if kind == "ready":
+        return f"{who} is ready: it answered init {event.duration or 0.0:.3f} s after its start."
+    if kind == "stopped":
+        return f"{who} stopped{_ended(event.exit)}."
+    if kind == "reaped_idle":
+        return f"{who} was stopped after being {detail or 'idle'}{_ended(event.exit)}."
+    if kind == "crashed":
+        return _sentence(f"{who} crashed: {detail}")
+    if kind == "killed":
+        return _sentence(f"{who} was killed{_ended(event.exit)}: {detail}")
+    if kind == "timed_out":
+        return f"{who} did not answer {detail!r} within {event.duration or 0.0:.3f} s."
+    if kind == "disabled":
+        return disabled(event.plugin, detail)
+    if kind == "cleared":
+        return f"{who} was re-enabled by clear_disabled() (it was {detail or 'enabled'})."
+    if kind == "executable_changed":
+        return _sentence(f"{who} was not started: {detail}")
+    if kind == "interrupted":
+        return f"{who}: interrupted by the host; this process is stopped in the background."
+    return _sentence(f"{who}: {kind} {detail}".rstrip())
 
 
 # --- refusals (no crash) -----------------------------------------------------------------

@@ -76,7 +76,7 @@ import functools
 import logging
 import os
 import weakref
-from typing import Any, Dict, Mapping, Optional, Set, Union, cast, overload
+from typing import Any, Callable, Dict, Mapping, Optional, Set, Union, cast, overload
 
 from ._aio_transport import Channel, DeliveredOutcome, ExitWait, acquire_within
 from ._client_base import ClientBase
@@ -87,6 +87,7 @@ from ._impl import monotonic
 from ._process import EXCHANGE_ERRORS, Exchange, PluginProcess, WaitExit
 from ._scrub import scrub
 from ._sweeper import SWEEPER
+from .events import PluginEvent
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
 from .protocol import (
@@ -125,7 +126,9 @@ _FINISHING: Set["asyncio.Task[None]"] = set()
 class AsyncPluginClient(ClientBase):
     """An asyncio host's handle on one plugin. Does not spawn until the first request.
 
-    Takes exactly the arguments of :class:`~plugin_client.PluginClient`.
+    Takes exactly the arguments of :class:`~plugin_client.PluginClient`. An
+    ``on_event`` callback runs on the events thread, never on the event loop:
+    to act on an event in the loop, hand it over with ``loop.call_soon_threadsafe``.
     """
 
     # The tasks stopping this client's expired processes without the request
@@ -141,6 +144,8 @@ class AsyncPluginClient(ClientBase):
         *,
         source_name: Optional[str] = None,
         config: Optional[Mapping[str, Any]] = None,
+        on_event: Optional[Callable[[PluginEvent], None]] = None,
+        request_events: bool = False,
         _core: Any = None,
     ) -> None:
         """``_core`` (private, for benchmarks): the core module this client's
@@ -158,6 +163,8 @@ class AsyncPluginClient(ClientBase):
             config,
             client_type="AsyncPluginClient",
             start_process=None if _core is None else functools.partial(PluginProcess.start, core=_core),
+            on_event=on_event,
+            request_events=request_events,
         )
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         # Made at first use, in the loop: before Python 3.10 a Lock binds to a loop when made.
@@ -346,6 +353,7 @@ class AsyncPluginClient(ClientBase):
         except BaseException as err:
             lock.release()
             waited = None  # (a future holding the reply frame)
+            flow.count_failure(err)
             scrub(err)
             raise
         return await self._drive(steps, waited=waited)
@@ -448,6 +456,7 @@ class AsyncPluginClient(ClientBase):
             # The reply frame (a get value) must not ride along in locals.
             res = waited = source = None  # noqa: F841
             if caller:
+                self._flow.count_failure(err)
                 scrub(err)
                 raise
             if not isinstance(err, Exception):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from typing import Any, Mapping, Optional, Union, overload
+from typing import Any, Callable, Mapping, Optional, Union, overload
 
 from ._client_base import ClientBase
 from ._flow import Flow
@@ -33,6 +33,7 @@ from ._live import unwatch, watch
 from ._process import EXCHANGE_ERRORS, PluginProcess
 from ._scrub import scrub
 from ._sweeper import SWEEPER, watch_idle
+from .events import PluginEvent
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
 from .protocol import (
@@ -68,6 +69,11 @@ class PluginClient(ClientBase):
     against ``checksum_sha256`` at the first spawn) or a :class:`LoadedPlugin`
     (already verified). ``executable`` overrides the manifest's path with a
     :class:`VerifiedExecutable` or a path, verified the same way.
+
+    ``on_event``: called with a :class:`~plugin_client.events.PluginEvent` for each
+    lifecycle event of the plugin (spawned, ready, stopped, crashed...), on the
+    events thread, never on the caller's (README "Events and logging");
+    ``request_events=True`` adds a ``request`` event for every request.
     """
 
     def __init__(
@@ -78,6 +84,8 @@ class PluginClient(ClientBase):
         *,
         source_name: Optional[str] = None,
         config: Optional[Mapping[str, Any]] = None,
+        on_event: Optional[Callable[[PluginEvent], None]] = None,
+        request_events: bool = False,
         _core: Any = None,
     ) -> None:
         """``_core`` (private, for benchmarks): the core module this client's
@@ -95,6 +103,8 @@ class PluginClient(ClientBase):
             config,
             idle_check_in_exchange=True,  # FrameReader.request makes it, in the core
             start_process=None if _core is None else functools.partial(PluginProcess.start, core=_core),
+            on_event=on_event,
+            request_events=request_events,
         )
         self._lock = threading.Lock()
         self._lock_timeout = flow.lock_timeout()
@@ -173,6 +183,7 @@ class PluginClient(ClientBase):
             try:
                 init: InitResult = run_blocking(self._flow, self._flow.start_steps())
             except BaseException as err:
+                self._flow.count_failure(err)
                 scrub(err)  # the init line carries the config
                 raise
             return init
@@ -183,6 +194,7 @@ class PluginClient(ClientBase):
             try:
                 run_blocking(self._flow, self._flow.clear_disabled_steps())
             except BaseException as err:
+                self._flow.count_failure(err)
                 scrub(err)
                 raise
 
@@ -245,6 +257,7 @@ class PluginClient(ClientBase):
         except BaseException as err:
             # The reply frame (a get value) must not ride along in this frame's locals.
             outcome = None
+            flow.count_failure(err)
             scrub(err)
             raise
         finally:

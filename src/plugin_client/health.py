@@ -76,6 +76,10 @@ class PluginHealth(BaseModel):
     last_exit: Optional[ExitInfo] = None
     stderr_tail: List[str] = []
     implementation: str
+    # Since the client was made: requests answered with a result, and the
+    # failures its methods raised, by kind (README "Events and logging").
+    requests_served: int = 0
+    errors: Dict[str, int] = {}
 
     def to_dict(self) -> Dict[str, Any]:
         return self.model_dump(mode="json")
