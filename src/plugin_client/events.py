@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from ._dispatch import DISPATCHER, EXIT_FLUSH_SECONDS
 from ._enums import ValueEnum
@@ -124,13 +124,13 @@ class PluginEvent:
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"PluginEvent is frozen: cannot delete {name!r}")
 
-    def _key(self) -> tuple:  # type: ignore[type-arg]
+    def _key(self) -> Tuple[Any, ...]:
         return (self.plugin, self.kind, self.at, self.pid, self.detail, self.exit, self.duration, self.error)
 
     def __eq__(self, other: object) -> bool:
-        if other.__class__ is not PluginEvent:
+        if not isinstance(other, PluginEvent):
             return NotImplemented
-        return self._key() == other._key()  # type: ignore[attr-defined]
+        return self._key() == other._key()
 
     def __hash__(self) -> int:
         return hash(self._key())
