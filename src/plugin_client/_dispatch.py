@@ -85,9 +85,11 @@ class Dispatcher:
             elif self._thread is None and not self._start():
                 inline = True
             else:
-                self._queue.append((callback, event))
+                queue = self._queue
+                queue.append((callback, event))
                 self._queued += 1
-                self._cond.notify()
+                if len(queue) == 1:  # the thread waits only on an empty queue
+                    self._cond.notify()
         if warn:
             _log.warning(
                 "plugin-client: %d lifecycle events are waiting for slow on_event callbacks; "
@@ -122,11 +124,16 @@ class Dispatcher:
             with cond:
                 while not queue:
                     cond.wait()
-                callback, event = queue.popleft()
-            deliver(callback, event)
-            del callback, event  # no reference kept while this thread waits
+                # Everything queued so far, in one go: a burst of request events
+                # takes the lock twice, not twice per event.
+                batch = list(queue)
+                queue.clear()
+            for callback, event in batch:
+                deliver(callback, event)
+            n = len(batch)
+            del batch, callback, event  # no reference kept while this thread waits
             with cond:
-                self._settled += 1
+                self._settled += n
                 if not queue:
                     self._warned = False
                 cond.notify_all()
