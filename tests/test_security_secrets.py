@@ -24,6 +24,7 @@ import pytest
 
 from plugin_client import errors
 from plugin_client.client import PluginClient
+from plugin_client.events import PluginEvent, flush_events
 from plugin_client.policy import LifetimePolicy
 from plugin_client.protocol import GetCall, decode_reply, decode_request
 
@@ -153,10 +154,18 @@ def secret_plugin(c_plugins: Dict[str, bytes], tmp_path: Path, monkeypatch: pyte
     return c_plugin(c_plugins, tmp_path / "secret", allowed_env_vars=["HOSTILE_SECRET"])
 
 
+def event_texts(events: List[PluginEvent]) -> List[str]:
+    assert flush_events(5.0)
+    return [text for e in events for text in (repr(e), str(e.to_dict()), e.detail)]
+
+
 def test_every_reply_error_path_keeps_the_secrets(secret_plugin: Any, capture: Capture) -> None:
     texts: List[str] = []
     outcomes: Dict[str, List[str]] = {}
-    client = PluginClient(secret_plugin, policy=POLICY, config={"token": CONFIG})
+    events: List[PluginEvent] = []
+    client = PluginClient(
+        secret_plugin, policy=POLICY, config={"token": CONFIG}, on_event=events.append, request_events=True
+    )
     try:
         for how in BROKEN:
             for op, fn, args in (("get", client.get, (f"secret:{how}",)), ("put", client.put, (f"secret:{how}", SENT))):
@@ -184,6 +193,8 @@ def test_every_reply_error_path_keeps_the_secrets(secret_plugin: Any, capture: C
         client.shutdown()
     texts += client_texts(client)
     texts += capture.texts
+    texts += event_texts(events)
+    assert {e.kind.value for e in events} >= {"request", "crashed", "killed", "timed_out"}  # not vacuous
     assert_clean(texts, "reply error paths")
     # Each broken get reply was a typed error, except those whose first line is a
     # good answer (the fault, a stray line or an exit, shows at the next request).
@@ -198,8 +209,10 @@ def test_every_reply_error_path_keeps_the_secrets(secret_plugin: Any, capture: C
 @pytest.mark.parametrize("mode", ["hang", "crash", "refuse", "wrong-source"])
 def test_init_failures_keep_the_config_secret(secret_plugin: Any, capture: Capture, mode: str) -> None:
     texts: List[str] = []
+    events: List[PluginEvent] = []
     client = PluginClient(
-        secret_plugin, policy=POLICY.model_copy(update={"restart_cap": 2}), config={"token": CONFIG, "mode": mode}
+        secret_plugin, policy=POLICY.model_copy(update={"restart_cap": 2}), config={"token": CONFIG, "mode": mode},
+        on_event=events.append,
     )
     try:
         for _ in range(3):  # the third attempt is refused as disabled, quoting the last error
@@ -209,6 +222,7 @@ def test_init_failures_keep_the_config_secret(secret_plugin: Any, capture: Captu
     finally:
         client.shutdown()
     texts += capture.texts
+    texts += event_texts(events)
     assert_clean(texts, f"init {mode}")
 
 
