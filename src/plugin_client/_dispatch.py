@@ -54,7 +54,7 @@ def deliver(callback: Callable[[Any], None], event: Any) -> None:
         callback(event)
     except Exception:
         _log.exception(
-            "Plugin %r: the on_event callback %r raised on a %r event; the event is dropped",
+            "Plugin %r: the on_event callback %r raised on its %r event; the client is not affected",
             getattr(event, "plugin", "?"), callback, getattr(getattr(event, "kind", None), "value", "?"),
         )
 

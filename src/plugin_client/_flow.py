@@ -429,6 +429,7 @@ class Flow:
         for cls, name in _EXCHANGE_ERROR_KEYS:
             if isinstance(exc, cls):
                 key = name
+                break
         if self.request_events:
             self.notify.request(pending, started, key)
         if key == "timeout":

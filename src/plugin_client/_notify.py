@@ -95,7 +95,9 @@ class Notifier:
         if callback is not None and not callable(callback):
             raise TypeError(f"Plugin {name!r}: on_event must be a callable taking a PluginEvent, not {callback!r}.")
         if requests and callback is None:
-            raise ValueError(f"Plugin {name!r}: request_events=True needs an on_event callback to deliver them to.")
+            raise ValueError(
+                f"Plugin {name!r}: request_events=True needs an on_event callback to deliver them to; pass on_event= too."
+            )
         self.name = name
         self.callback = callback
         self.requests = requests
