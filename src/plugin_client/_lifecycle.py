@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 
 __all__ = ("Lifecycle",)
 
+# As module globals: an enum member read through its class costs a descriptor
+# call, and these are read on every cold start and stop.
+_SPAWNED, _READY, _STOPPED = EventKind.SPAWNED, EventKind.READY, EventKind.STOPPED
+
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
@@ -93,20 +97,20 @@ class Lifecycle:
             self.state = PluginState.RUNNING
             self.last_used_mono = now = monotonic()
             self.started_mono = started if started is not None else now
-        self.notify.emit(EventKind.SPAWNED, pid)
+        self.notify.emit(_SPAWNED, pid)
 
     def on_ready(self, init: InitResult) -> None:
         with self._meta:
             self.capabilities_bits = init.capabilities_bits
             self.plugin_version = init.plugin_version
             pid = self.pid
-        self.notify.emit(EventKind.READY, pid, duration=monotonic() - self.started_mono)
+        self.notify.emit(_READY, pid, None, None, monotonic() - self.started_mono)
 
     def on_used(self) -> None:
         # Only a float on the hot path; snapshot() derives the wall time.
         self.last_used_mono = monotonic()
 
-    def on_stopped(self, info: ExitRecord, kind: EventKind = EventKind.STOPPED, detail: str = "") -> None:
+    def on_stopped(self, info: ExitRecord, kind: EventKind = _STOPPED, detail: str = "") -> None:
         """A process ended without a crash (idle reap, shutdown). It may be one the
         background idle reap stopped while a newer process started (or crashed):
         then only its exit is recorded. ``kind``: its event (``stopped``, or

@@ -106,7 +106,7 @@ class Notifier:
         self,
         kind: EventKind,
         pid: Optional[int] = None,
-        detail: str = "",
+        detail: Optional[str] = "",
         exit: Optional[ExitRecord] = None,
         duration: Optional[float] = None,
     ) -> None:
@@ -116,6 +116,8 @@ class Notifier:
         callback = self.callback
         if callback is None and not log:
             return
+        if detail is None:
+            detail = ""
         event = PluginEvent(self.name, kind, _now(), pid, detail, exit.info() if exit is not None else None, duration)
         if log:
             _log.log(
