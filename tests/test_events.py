@@ -177,14 +177,16 @@ def test_executable_changed(tmp_path: Path, new_client: Callable[..., Any], rec:
     assert K.SPAWNED not in rec.kinds()
 
 
+@pytest.mark.parametrize("raised", [ValueError, SystemExit], ids=["ValueError", "SystemExit"])
 def test_a_raising_callback_is_logged_and_never_reaches_the_client(
-    plugin: Any, new_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
+    plugin: Any, new_client: Callable[..., Any], caplog: pytest.LogCaptureFixture, raised: type
 ) -> None:
+    """Not even a ``SystemExit``, which would otherwise end the events thread."""
     seen: List[EventKind] = []
 
     def callback(event: PluginEvent) -> None:
         seen.append(event.kind)
-        raise ValueError("callback bug")
+        raise raised("callback bug")
 
     c = new_client(plugin, policy=FAST, on_event=callback)
     with caplog.at_level(logging.ERROR, logger="plugin_client"):
@@ -192,8 +194,8 @@ def test_a_raising_callback_is_logged_and_never_reaches_the_client(
         c.shutdown()
         assert flush_events(5.0)
     assert seen == [K.SPAWNED, K.READY, K.STOPPED]  # every event delivered regardless
-    raised = [r for r in caplog.records if "on_event callback" in r.getMessage()]
-    assert len(raised) == 3 and all(r.exc_info and r.exc_info[0] is ValueError for r in raised)
+    records = [r for r in caplog.records if "on_event callback" in r.getMessage()]
+    assert len(records) == 3 and all(r.exc_info and r.exc_info[0] is raised for r in records)
 
 
 def test_a_slow_callback_holds_up_no_request(plugin: Any, new_client: Callable[..., Any]) -> None:

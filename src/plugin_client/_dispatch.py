@@ -49,10 +49,12 @@ _EXIT_HOOKED = False
 
 
 def deliver(callback: Callable[[Any], None], event: Any) -> None:
-    """Call ``callback(event)``; log what it raises instead of raising it."""
+    """Call ``callback(event)``; log what it raises instead of raising it (a
+    ``SystemExit`` too: it would otherwise end the events thread, and with it
+    every later delivery)."""
     try:
         callback(event)
-    except Exception:
+    except BaseException:
         _log.exception(
             "Plugin %r: the on_event callback %r raised on its %r event; the client is not affected",
             getattr(event, "plugin", "?"), callback, getattr(getattr(event, "kind", None), "value", "?"),
