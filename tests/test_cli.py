@@ -102,6 +102,7 @@ def test_doctor_with_broken_plugins(cli: Any, mixed_dir: Path) -> None:
     assert "1 healthy, 0 unavailable, 3 broken" in r.out
     assert "ChecksumMismatch" in r.out and "ManifestParseError" in r.out
     assert "tampered: broken (executable problem)" in r.out and "unparsable: broken (manifest error)" in r.out
+    assert "dying: broken (did not start)" in r.out
     assert "fatal: no config here" in r.out  # the stderr tail of the plugin that died
 
     doc = cli("doctor", "--plugins-dir", str(mixed_dir), "--json").json()
@@ -115,6 +116,7 @@ def test_doctor_with_broken_plugins(cli: Any, mixed_dir: Path) -> None:
     assert dying["checksum"] == "ok" and dying["error_type"] == "InitError"
     assert "fatal: no config here" in dying["stderr_tail"]
     assert dying["health"]["last_exit"]["returncode"] == 4
+    assert dying["problem"] == "start" and f"call dying init --plugins-dir {mixed_dir} -v" in dying["hint"]
 
 
 def test_doctor_unavailable_plugin_fails(cli: Any, tmp_path: Path) -> None:

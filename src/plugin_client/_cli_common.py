@@ -27,7 +27,8 @@ __all__ = (
 )
 
 
-# The one table of these is README.md's "Exit codes"; cli.py's docstring repeats it.
+# The one list of these is README.md's "Command-line reference" table; cli.py's docstring
+# repeats it.
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2

@@ -70,6 +70,15 @@ _EXECUTABLE_KINDS: Tuple[Tuple[type, str], ...] = (
 )
 
 
+# How the text report names each "problem" of the JSON document.
+_PROBLEM_TEXT = {
+    "manifest": "manifest error",
+    "executable": "executable problem",
+    "start": "did not start",
+    "is_available": "not available",
+}
+
+
 class UnknownPlugins(ValueError):
     """Names given to doctor that no manifest in the directory has. ``unknown`` and
     ``known`` list them."""
@@ -145,16 +154,15 @@ def _hint(problem: Optional[str], kind: Optional[str], name: str, manifest_path:
             f"Fix the executable as the error says (it is never run until then); "
             f"`plugin-client manifest verify {manifest}` checks it again."
         )
+    call = f"plugin-client call {shlex.quote(name)}"
+    where = f"--plugins-dir {shlex.quote(str(manifest_path.parent))}"
     if problem == "start":
         return (
-            f"The plugin did not start: see its error and stderr; `plugin-client call {shlex.quote(name)} init -v` "
-            "starts it once more and shows its log."
+            f"The plugin did not start: see its error and stderr; `{call} init {where} -v` starts it "
+            "once more and shows its log."
         )
     if problem == "is_available":
-        return (
-            f"The plugin runs but its backend is not ready: see the detail; "
-            f"`plugin-client call {shlex.quote(name)} is_available` asks again."
-        )
+        return f"The plugin runs but its backend is not ready: see the detail; `{call} is_available {where}` asks again."
     return None
 
 
@@ -386,7 +394,7 @@ def print_doctor(out: Out, doc: Dict[str, Any], command: str = "doctor") -> None
         if p["verdict"] == "ok":
             continue
         out.line()
-        what = {"manifest": "manifest error", "executable": "executable problem"}.get(p["problem"], p["problem"])
+        what = _PROBLEM_TEXT.get(p["problem"], p["problem"])
         out.line(f"{p['name']}: {p['verdict']} ({what})")
         if p["error"]:
             out.line(f"  {p['error_type']}: {p['error']}")

@@ -24,18 +24,13 @@ The plugins directory is ``--plugins-dir``, else ``$PLUGIN_CLIENT_PLUGINS_DIR``,
 else ``$XDG_CONFIG_HOME/plugin-client/plugins`` (``~/.config/plugin-client/plugins``
 when ``XDG_CONFIG_HOME`` is unset or empty).
 
-Exit codes (README.md's "Exit codes" is the one table; this repeats it):
-
-====  ==========================================================================
-``0`` success; for ``doctor``, every plugin probed is healthy (its manifest and
-      executable are good, it started, answered ``init`` and reported itself
-      ``available``), and an empty directory is healthy
-``1`` a plugin is broken or not available, a request failed, a manifest was refused
-``2`` usage: unknown options or methods, a wrong number of arguments, an unknown
-      plugin name
-``3`` the plugins directory is missing, not a directory, or cannot be read
-      (``doctor`` and ``call``)
-====  ==========================================================================
+Exit codes (README.md's "Command-line reference" table is the one list, per command):
+``0`` success (for ``doctor``: every plugin probed is healthy, i.e. its manifest and
+executable are good, it started, answered ``init`` and reported itself ``available``;
+an empty directory is healthy); ``1`` a plugin is broken or not available, a request
+failed, a manifest was refused; ``2`` usage errors (unknown options, methods or plugin
+names, a wrong number of arguments); ``3`` the plugins directory is missing, not a
+directory, or cannot be read (``doctor`` and ``call``).
 
 Only this module and the ``_cli_*`` modules print; the library only logs. ``-v`` shows the library's log
 on stderr.
