@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from _helpers import is_dead, zombie_children
 from plugin_factory import make_plugin, python_script, write_manifest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples" / "plugins"
 
 
 class Run:
@@ -274,3 +276,18 @@ def test_every_json_field_is_documented(tmp_path: Path) -> None:
     assert set(doc["plugins"][0]) - documented == set()
     assert doc["schema_version"] == SCHEMA_VERSION == 2
     assert plugin_client.__version__ == doc["plugin_client_version"]
+
+
+def test_elf_and_script_plugins_side_by_side(tmp_path: Path) -> None:
+    """An ELF binary (run from its verified descriptor) and a script (run by path) in one
+    directory: both probed, both healthy."""
+    if shutil.which("cc") is None:
+        pytest.skip("needs a C compiler (cc)")
+    d = tmp_path / "p"
+    make_plugin(d, "script")
+    subprocess.run(["sh", str(EXAMPLES_DIR / "c-echo" / "build.sh"), str(d)], check=True, capture_output=True)
+    r = run_cli("doctor", "--plugins-dir", str(d), "--json")
+    assert r.code == 0, r.out + r.err
+    by_name = {p["name"]: p for p in r.json()["plugins"]}
+    assert set(by_name) == {"c-echo", "script"}
+    assert all(p["verdict"] == "ok" and p["executable_ok"] is True for p in by_name.values())

@@ -132,6 +132,8 @@ def _executable_kind(err: PluginClientError, manifest_path: Path) -> Optional[st
     for cls, kind in _EXECUTABLE_KINDS:
         if isinstance(err, cls):
             return kind
+    if isinstance(err.__cause__, ExecutableChanged):
+        return "changed"  # discover_plugins caught the executable mid-update
     if isinstance(err, ManifestUnreadable) and err.path != str(manifest_path):
         return "unreadable"  # the executable or a directory on its path, not the manifest
     return None
@@ -331,6 +333,8 @@ def run_doctor(
             problem = plugins_dir_problem(plugins_dir, source)
             if problem is None:
                 raise exc
+        if not outcomes:  # a directory removed after the check lists as empty: look again
+            problem = plugins_dir_problem(plugins_dir, source)
     if problem is not None:
         doc.update(plugins_dir_problem=problem.kind, error_type=type(problem.error).__name__, error=problem.error.message)
         doc["elapsed_ms"] = _ms(time.perf_counter() - started)
