@@ -291,3 +291,37 @@ def test_elf_and_script_plugins_side_by_side(tmp_path: Path) -> None:
     by_name = {p["name"]: p for p in r.json()["plugins"]}
     assert set(by_name) == {"c-echo", "script"}
     assert all(p["verdict"] == "ok" and p["executable_ok"] is True for p in by_name.values())
+
+
+def stubborn_plugin(directory: Path, name: str) -> Path:
+    """A healthy plugin that ignores SIGTERM and lingers after stdin EOF: only SIGKILL,
+    after exit_wait + shutdown_grace, ends it. It writes its pid to ``<name>.pid``."""
+    pidfile = directory / f"{name}.pid"
+    body = (
+        "import json, os, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
+        "for line in sys.stdin:\n"
+        "    r = json.loads(line)\n"
+        "    res = ({'source_name': r['params']['source_name'], 'capabilities_bits': 1, 'plugin_version': '1'}\n"
+        "           if r['method'].endswith('init') else {'status': 'available'})\n"
+        "    print(json.dumps({'jsonrpc': '2.0', 'id': r['id'], 'result': res}), flush=True)\n"
+        "time.sleep(3600)\n"
+    )
+    make_plugin(directory, name, python_script(body))
+    return pidfile
+
+
+def test_plugins_that_resist_shutdown_are_stopped_side_by_side(tmp_path: Path) -> None:
+    d = tmp_path / "stubborn"
+    n, timeout = 4, 0.4  # the probe's exit_wait and grace are min(1, T) and min(2, T)
+    pidfiles = [stubborn_plugin(d, f"s{i}") for i in range(n)]
+    t0 = time.monotonic()
+    found = probe_all(discover_plugins(d), timeout)
+    took = time.monotonic() - t0
+    assert [p["verdict"] for p in found] == ["ok"] * n, found
+    assert all(p["health"]["last_exit"]["stage"] == "sigkill" for p in found), [p["health"]["last_exit"] for p in found]
+    assert all(is_dead(pid) for pid in pids_of(pidfiles))
+    assert not set(zombie_children()) & set(pids_of(pidfiles))
+    # One after the other: n stops of exit_wait + grace (0.8 s each, 3.2 s); side by side, one.
+    assert took < n * 2 * timeout * 0.75, took
