@@ -50,6 +50,7 @@ from . import _cli_conformance, _cli_manifest
 from ._cli_common import (
     EXIT_FAILED, EXIT_OK, EXIT_USAGE, Out, config_object, positive_seconds, refused, report,
 )
+from ._plugins_dir import PLUGINS_DIR_ENV, default_plugins_dir
 from ._spawn_env import PYTHON_ENV
 from ._impl import IMPLEMENTATION, NO_EXTENSIONS, spawn_method
 from .client import PluginClient
@@ -59,8 +60,6 @@ from .policy import LifetimePolicy
 from .protocol import Capability, KeyMaterialResult, Result
 
 __all__ = ("main", "default_plugins_dir", "run_doctor", "PLUGINS_DIR_ENV", "PYTHON_ENV")
-
-PLUGINS_DIR_ENV = "PLUGIN_CLIENT_PLUGINS_DIR"
 
 MASK = "**********"
 _TAIL_SHOWN = 5
@@ -79,16 +78,6 @@ _METHODS: Dict[str, Tuple[str, int, int]] = {
 
 
 # --- configuration ----------------------------------------------------------------------
-
-
-def default_plugins_dir(environ: Mapping[str, str] = os.environ) -> Tuple[Path, str]:
-    """The plugins directory when none is given, and where it came from."""
-    env_dir = environ.get(PLUGINS_DIR_ENV, "")
-    if env_dir:
-        return Path(env_dir), f"${PLUGINS_DIR_ENV}"
-    config_home = environ.get("XDG_CONFIG_HOME", "")
-    base = Path(config_home) if config_home else Path(environ.get("HOME", "") or Path.home()) / ".config"
-    return base / "plugin-client" / "plugins", "default"
 
 
 def _plugins_dir(arg: Optional[str]) -> Tuple[Path, str]:
