@@ -14,6 +14,7 @@ which wait (the drivers, :mod:`plugin_client.host` with threads and
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Dict, Generic, Iterator, Mapping, Optional, Tuple, Type
@@ -52,7 +53,12 @@ class HostBase(Generic[C]):
         self._configs: Dict[str, Mapping[str, Any]] = dict(configs or {})
         # Passed to every client (client_kwargs), once the clients take it.
         self._on_event = on_event
-        self._table: HostTable[C] = HostTable(self._dirs, self._new_client, kind=type(self).__name__)
+        # A plain function, not a bound method: the table holds no reference back
+        # to the host, so a host dropped without shutdown() is freed at once and
+        # its clients' finalizers stop their processes.
+        self._table: HostTable[C] = HostTable(
+            self._dirs, functools.partial(_new_client, self._client_type, on_event), kind=type(self).__name__
+        )
         self._table.apply(self._scan())
         self._table.warn_unused("policies", self._policies)
         self._table.warn_unused("configs", self._configs)
@@ -60,10 +66,6 @@ class HostBase(Generic[C]):
     def _scan(self) -> Scan:
         """The directories scanned into entries: file I/O and hashing, no state change."""
         return scan_plugins_dirs(self._dirs, policy=self._policy, policies=self._policies, configs=self._configs)
-
-    def _new_client(self, entry: HostEntry) -> C:
-        client: C = self._client_type(entry.plugin, **client_kwargs(entry, self._on_event))
-        return client
 
     # --- lookups ----------------------------------------------------------------------
 
@@ -115,3 +117,7 @@ class HostBase(Generic[C]):
         dirs = ", ".join(repr(str(d)) for d in self._dirs)
         state = "closed" if self._table.closed else f"{len(self._table.members)} plugins"
         return f"<{type(self).__name__} [{dirs}] {state}, {len(self._table.broken)} broken>"
+
+
+def _new_client(client_type: Type[Any], on_event: Optional[Callable[..., None]], entry: HostEntry) -> Any:
+    return client_type(entry.plugin, **client_kwargs(entry, on_event))
