@@ -59,6 +59,12 @@ class ReloadReport:
     broken: Mapping[str, ManifestError] = field(default_factory=dict)
     dir_errors: Mapping[str, PluginsDirUnavailable] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return (
+            f"ReloadReport(added={self.added!r}, removed={dict(self.removed)!r}, replaced={dict(self.replaced)!r}, "
+            f"broken={dict(self.broken)!r}, dir_errors={dict(self.dir_errors)!r})"
+        )
+
     @property
     def changed(self) -> bool:
         """Whether any client was added, removed or replaced."""
