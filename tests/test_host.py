@@ -253,3 +253,37 @@ def test_secrets_stay_out_of_messages_and_reprs(tmp_path: Path, new_host: NewHos
     assert secret not in str(info.value) and secret not in repr(info.value)
     assert secret not in repr(host) and secret not in repr(host["alpha"])
     assert host.put("alpha", "ref", secret).replaced is False
+
+
+def test_async_host_natively_in_asyncio_run(tmp_path: Path) -> None:
+    """AsyncPluginHost in its own asyncio.run: concurrent requests to several plugins,
+    a removal mid-request (the task still gets its reply), and every process gone at
+    the end of the ``async with``."""
+    import asyncio
+
+    from plugin_client import AsyncPluginHost
+
+    make_plugin(tmp_path, "alpha")
+    make_plugin(tmp_path, "beta")
+
+    async def main() -> List[int]:
+        async with AsyncPluginHost(tmp_path, policy=POLICY) as host:
+            started = await host.start()
+            assert all(isinstance(r, InitResult) for r in started.values())
+            got = await asyncio.gather(*(host.get(n, f"value:{n}{i}") for i in range(5) for n in ("alpha", "beta")))
+            assert sorted(g.value.get_secret_value() for g in got) == sorted(
+                f"{n}{i}" for i in range(5) for n in ("alpha", "beta")
+            )
+            pids = _pids(host)
+            slow = asyncio.ensure_future(host.get("beta", "slow:300"))
+            await asyncio.sleep(0.1)
+            (tmp_path / "devboy-source-beta.toml").unlink()
+            report = await host.reload()
+            assert list(report.removed) == ["beta"]
+            with pytest.raises(UnknownPlugin):
+                await host.get("beta", "value:x")
+            assert (await slow).value.get_secret_value() == "slow"
+            return pids
+
+    pids = asyncio.run(main())
+    assert len(pids) == 2 and all(is_dead(pid) for pid in pids)

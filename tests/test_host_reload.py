@@ -6,6 +6,7 @@ no process of the host (retired ones included) is left running."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 import time
@@ -242,3 +243,60 @@ def test_a_broken_manifest_appearing_is_reported(tmp_path: Path, new_host: NewHo
     assert not report.changed and set(report.broken) == {"beta"}
     assert host.names() == ("alpha",)
     assert host.health()["alpha"].state is PluginState.IDLE
+
+
+def test_requests_from_threads_while_reloads_swap_clients(tmp_path: Path, new_host: NewHost) -> None:
+    """Four threads keep requesting while the main thread replaces and removes the plugin
+    again and again: every request either gets its value or UnknownPlugin (never a closed
+    client), and after shutdown no process of any generation is left."""
+    make_plugin(tmp_path, "alpha")
+    host = new_host(tmp_path, policy=POLICY)
+    stop = threading.Event()
+    outcomes: List[str] = []
+    pids = set()
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                got = host.get("alpha", f"value:{i}-{n}").value.get_secret_value()
+                kind = "ok" if got == f"{i}-{n}" else f"wrong {got!r}"
+            except UnknownPlugin:
+                kind = "unknown"
+            except Exception as exc:  # noqa: BLE001 - reported below
+                kind = f"{type(exc).__name__}: {exc}"
+            with lock:
+                outcomes.append(kind)
+                pid = host.health().get("alpha")
+                if pid is not None and pid.pid is not None:
+                    pids.add(pid.pid)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    manifest = tmp_path / "devboy-source-alpha.toml"
+    try:
+        for generation in range(1, 5):
+            time.sleep(0.05)
+            manifest.write_text(re.sub(r'version = "[^"]*"', f'version = "0.{generation}.1"', manifest.read_text()))
+            assert list(host.reload().replaced) == ["alpha"]
+            # Each generation serves at least this request, so it had a process.
+            assert host.get("alpha", "value:main").value.get_secret_value() == "main"
+            pids.add(_pid(host, "alpha"))
+            if generation == 2:
+                manifest.rename(tmp_path / "away.toml")
+                assert list(host.reload().removed) == ["alpha"]
+                time.sleep(0.02)
+                (tmp_path / "away.toml").rename(manifest)
+                assert host.reload().added == ("alpha",)
+        time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert set(outcomes) <= {"ok", "unknown"}, sorted(set(outcomes))
+    assert "ok" in outcomes
+    host.shutdown()
+    assert len(pids) >= 4 and all(is_dead(pid) for pid in pids)
