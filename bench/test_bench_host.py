@@ -38,7 +38,8 @@ PLACEMENT = "unpinned"
 
 
 @pytest.fixture(scope="module")
-def host_dirs(bench_bin: BenchBin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[Path, Path]]:
+def host_dirs(bench_bin: BenchBin, tmp_path_factory: pytest.TempPathFactory,
+              request: pytest.FixtureRequest) -> Iterator[Tuple[Path, Path]]:
     """Two directories of N plugins each: cooperative C echoes, and stubborn ones."""
     base = tmp_path_factory.mktemp("host-bench")
     echo, stubborn = base / "echo", base / "stubborn"
@@ -47,8 +48,10 @@ def host_dirs(bench_bin: BenchBin, tmp_path_factory: pytest.TempPathFactory) -> 
     for i in range(N):
         install(echo, f"h{i:02d}", bench_bin.echo)
         install(stubborn, f"stubborn{i:02d}", bench_bin.echo)  # the name selects the mode
-    # Past the racy window, so no spawn re-hashes its executable (manifest.py).
-    time.sleep(RACY_WINDOW_NS / 1e9 + 0.1)
+    # Past the racy window, so no spawn re-hashes its executable (manifest.py);
+    # not worth the wait for an untimed run (CI's --benchmark-disable).
+    if not request.config.getoption("benchmark_disable"):
+        time.sleep(RACY_WINDOW_NS / 1e9 + 0.1)
     yield echo, stubborn
 
 
