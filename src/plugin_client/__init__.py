@@ -20,8 +20,11 @@ if TYPE_CHECKING:
     from typing import Any, Dict, List, Tuple
 
     from ._impl import IMPLEMENTATION, NO_EXTENSIONS
+    from ._host_core import ReloadReport
     from .aio import AsyncPluginClient
+    from .aio_host import AsyncPluginHost
     from .client import PluginClient
+    from .host import PluginHost
     from .errors import (
         AmbiguousReply,
         BadJsonRpcVersion,
@@ -54,6 +57,11 @@ if TYPE_CHECKING:
         SpawnError,
         UnsafePermissions,
         UnsupportedCapability,
+    )
+    from .errors import (
+        DuplicatePlugin,
+        PluginsDirUnavailable,
+        UnknownPlugin,
     )
     from .errors import (
         BadReference,
@@ -115,6 +123,13 @@ __all__ = (
     "PluginState",
     "ExitInfo",
     "ExitStage",
+    # hosts of many plugins
+    "PluginHost",
+    "AsyncPluginHost",
+    "ReloadReport",
+    "UnknownPlugin",
+    "DuplicatePlugin",
+    "PluginsDirUnavailable",
     # manifests
     "PluginManifest",
     "LoadedPlugin",
@@ -199,14 +214,23 @@ _MODULES: Dict[str, Tuple[str, ...]] = {
     "_enums": (
         "AvailabilityStatus", "Capability", "ErrorKind", "Method",
     ),
+    "_host_core": (
+        "ReloadReport",
+    ),
     "_impl": (
         "IMPLEMENTATION", "NO_EXTENSIONS",
     ),
     "aio": (
         "AsyncPluginClient",
     ),
+    "aio_host": (
+        "AsyncPluginHost",
+    ),
     "client": (
         "PluginClient",
+    ),
+    "host": (
+        "PluginHost",
     ),
     "errors": (
         "AmbiguousReply", "BadJsonRpcVersion", "BadManifestName", "BadReplyId", "BlankReply",
@@ -217,7 +241,8 @@ _MODULES: Dict[str, Tuple[str, ...]] = {
         "PluginCrashed", "PluginDisabled", "PluginError", "ProtocolError", "ReplyIdMismatch",
         "ReplyShapeError", "RequestTimeout", "SpawnError", "UnsafePermissions",
         "UnsupportedCapability", "BadReference", "NeedsCredential", "SourceError",
-        "SourceUnavailable", "SourceUnsupportedCapability",
+        "SourceUnavailable", "SourceUnsupportedCapability", "DuplicatePlugin", "PluginsDirUnavailable",
+        "UnknownPlugin",
     ),
     "health": (
         "ExitInfo", "ExitStage", "PluginHealth", "PluginState",

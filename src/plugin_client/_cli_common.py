@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, TextIO
 
 from .errors import ManifestUnreadable, PluginClientError
+from ._plugins_dir import PLUGINS_DIR_ENV
 
 __all__ = (
     "Out", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_PLUGINS_DIR", "positive_seconds",
@@ -107,7 +108,7 @@ class PluginsDirProblem:
 def _problem(kind: str, path: Path, source: str, what: str, code: Optional[int], todo: str) -> PluginsDirProblem:
     message = (
         f"The plugins directory {str(path)!r} (from {source}) {what}; {todo}, or point --plugins-dir "
-        "or $PLUGIN_CLIENT_PLUGINS_DIR at the right directory."
+        f"or ${PLUGINS_DIR_ENV} at the right directory."
     )
     return PluginsDirProblem(kind, ManifestUnreadable(message, path=str(path), errno=code))
 

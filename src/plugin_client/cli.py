@@ -44,9 +44,8 @@ import contextlib
 import logging
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, Optional, Sequence, TextIO, Tuple
 
 from . import __version__
 from . import _cli_conformance, _cli_doctor, _cli_manifest
@@ -55,17 +54,16 @@ from ._cli_common import (
     positive_seconds,
 )
 from ._cli_doctor import UnknownPlugins, capability_names, run_doctor
+from ._plugins_dir import PLUGINS_DIR_ENV, default_plugins_dir
 from ._spawn_env import PYTHON_ENV
 from ._impl import IMPLEMENTATION
 from .client import PluginClient
 from .errors import PluginClientError, PluginError
 from .manifest import DEFAULT_PREFIX, load_plugin
 from .policy import LifetimePolicy
-from .protocol import Capability, KeyMaterialResult, Result
+from .protocol import KeyMaterialResult, Result
 
 __all__ = ("main", "default_plugins_dir", "run_doctor", "PLUGINS_DIR_ENV", "PYTHON_ENV")
-
-PLUGINS_DIR_ENV = "PLUGIN_CLIENT_PLUGINS_DIR"
 
 MASK = "**********"
 
@@ -83,16 +81,6 @@ _METHODS: Dict[str, Tuple[str, int, int]] = {
 
 
 # --- configuration ----------------------------------------------------------------------
-
-
-def default_plugins_dir(environ: Mapping[str, str] = os.environ) -> Tuple[Path, str]:
-    """The plugins directory when none is given, and where it came from."""
-    env_dir = environ.get(PLUGINS_DIR_ENV, "")
-    if env_dir:
-        return Path(env_dir), f"${PLUGINS_DIR_ENV}"
-    config_home = environ.get("XDG_CONFIG_HOME", "")
-    base = Path(config_home) if config_home else Path(environ.get("HOME", "") or Path.home()) / ".config"
-    return base / "plugin-client" / "plugins", "default"
 
 
 def _plugins_dir(arg: Optional[str]) -> Tuple[Path, str]:

@@ -64,6 +64,9 @@ __all__ = (
     "BadReference",
     "NeedsCredential",
     "ReplyError",
+    "UnknownPlugin",
+    "DuplicatePlugin",
+    "PluginsDirUnavailable",
 )
 
 
@@ -421,3 +424,34 @@ class NeedsCredential(SourceError, ReplyError):
 
     def fields(self) -> Dict[str, str]:
         return {"detail": str(self.detail)}
+
+
+# --- hosts of many plugins (plugin_client.host, plugin_client.aio_host) -----------
+
+
+class UnknownPlugin(PluginClientError, KeyError):
+    """A host has no loaded plugin of this name (never loaded, broken, or removed by
+    ``reload()``). Also a :class:`KeyError`, as ``host[name]`` is a lookup; the message
+    says which names the host has. ``name`` is the name asked for."""
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message, plugin=name)
+        self.name = name
+
+    def __str__(self) -> str:
+        # KeyError's own __str__ shows its argument's repr, quotes and all.
+        return self.message
+
+
+class DuplicatePlugin(ManifestError):
+    """Two plugins directories of one host hold a manifest of the same name: the first
+    directory's is used and this one (``path``) is not. ``kept`` is the manifest used."""
+
+    def __init__(self, message: str, *, path: str, kept: str, plugin: Optional[str] = None) -> None:
+        super().__init__(message, path=path, plugin=plugin)
+        self.kept = kept
+
+
+class PluginsDirUnavailable(ManifestUnreadable):
+    """A host's plugins directory is missing (``errno`` is ``ENOENT``), not a directory,
+    or cannot be listed: no plugin of it is loaded."""
