@@ -2,16 +2,19 @@
 
 :class:`SourceRouter` (blocking) and :class:`AsyncSourceRouter` (asyncio) resolve a
 path with :meth:`~plugin_client.sources.SourcesConfig.resolve`, then ask the chosen
-source. The fallback: when the
-default source's ``get`` raises :class:`~plugin_client.errors.SourceUnavailable`
-(its plugin answered ``unavailable``, or it could not be run: not installed, a
-failed spawn or init, a crash, disabled, a timeout), ``[default].fallback`` is
-asked. That is devboy-tools' "the default reports ``NotInstalled``" for a
-protocol whose availability answers are ``available`` / ``unavailable`` /
-``needs-credential``, decided from the ``get`` itself so a healthy default costs
-no extra round trip. A default that needs a credential, or has no such secret,
-does not fall back: the user should sign in, not silently get another source's
-value. Routes and ``[secret]`` entries have no fallback.
+source with the resolved reference.
+
+The fallback: when the default source's ``get`` raises
+:class:`~plugin_client.errors.SourceUnavailable` (its plugin answered
+``unavailable``, or it could not be run: not installed, a failed spawn or init, a
+crash, disabled, a timeout), ``[default].fallback`` is asked the same reference.
+That is devboy-tools' rule, "the default reports ``NotInstalled``" (ADR-021 §2
+step 3), for a protocol whose availability answers are ``available`` /
+``unavailable`` / ``needs-credential``; it is decided from the ``get`` itself,
+so a healthy default costs no extra ``is_available`` round trip. A default that
+needs a credential (devboy-tools' ``Locked``), or has no such secret, does not
+fall back: the user should sign in, not silently get another source's value.
+Routes and ``[secret]`` entries have no fallback; only ``get`` falls back.
 
 :func:`preflight_sources` is ``doctor --sources``: every source's plugin, its
 availability (probed side by side), and every rule's target, as a JSON-ready dict.
@@ -97,8 +100,8 @@ _PathArg = Union[str, "Path"]
 
 def _as_dirs(plugins_dir: Union[_PathArg, Sequence[_PathArg]]) -> List[Path]:
     if isinstance(plugins_dir, (str, Path)):
-        return [Path(plugins_dir)]
-    return [Path(p) for p in plugins_dir]
+        return [Path(plugins_dir).absolute()]
+    return [Path(p).absolute() for p in plugins_dir]
 
 
 def find_source_plugins(
@@ -139,10 +142,13 @@ def find_source_plugins(
 
 
 def _policy_for(
-    name: str, policy: Optional[LifetimePolicy], policies: Optional[Mapping[str, LifetimePolicy]]
+    src: SourceDef, policy: Optional[LifetimePolicy], policies: Optional[Mapping[str, LifetimePolicy]]
 ) -> Optional[LifetimePolicy]:
-    if policies is not None and name in policies:
-        return policies[name]
+    """The source's own policy, else its plugin's, else ``policy``."""
+    if policies is not None:
+        for key in (src.name, src.type):
+            if key in policies:
+                return policies[key]
     return policy
 
 
@@ -184,7 +190,9 @@ class _RouterBase:
     def _no_source(self, name: str) -> SourceUnavailable:
         src = self._config.source(name)  # UnknownSource for a name the file lacks
         why = self._missing.get(name)
-        detail = f": {why}" if why is not None else ""
+        if isinstance(why, SourcePluginMissing):
+            return SourceUnavailable(why.message, plugin=src.type)
+        detail = f": {why}" if why is not None else "; give the router a client for it"
         return SourceUnavailable(f"Source {name!r} has no client{detail}", plugin=src.type)
 
     def _fallback_to(self, r: Resolution, exc: SourceUnavailable) -> Optional[str]:
@@ -268,14 +276,15 @@ class SourceRouter(_RouterBase):
     ) -> SourceRouter:
         """A router that owns one new client per source: the plugin named by the
         source's ``type``, found in ``plugins_dir`` (a directory or a list),
-        inited with the source's name and settings. ``policies`` maps source
-        names to their own :class:`LifetimePolicy`. Nothing is spawned yet."""
+        inited with the source's name and settings. ``policies`` maps a source's
+        name (or, for every source of a type, the plugin's name) to its own
+        :class:`LifetimePolicy`; ``policy`` is the rest's. Nothing is spawned yet."""
         cfg = config if isinstance(config, SourcesConfig) else load_sources(config)
         found, missing = find_source_plugins(cfg, plugins_dir)
         clients = {
             src.name: PluginClient(
                 found[src.name],
-                policy=_policy_for(src.name, policy, policies),
+                policy=_policy_for(src, policy, policies),
                 source_name=src.name,
                 config=src.init_config(),
             )
@@ -519,7 +528,7 @@ class AsyncSourceRouter(_RouterBase):
         clients = {
             src.name: AsyncPluginClient(
                 found[src.name],
-                policy=_policy_for(src.name, policy, policies),
+                policy=_policy_for(src, policy, policies),
                 source_name=src.name,
                 config=src.init_config(),
             )
