@@ -508,6 +508,23 @@ def test_clients_the_host_made_and_names_it_does_not_define(plugins_dir: Path) -
         client.shutdown()
 
 
+def test_policies_by_source_or_by_plugin(plugins_dir: Path, tmp_path: Path) -> None:
+    own, per_type = LifetimePolicy(request_timeout=3.0), LifetimePolicy(request_timeout=4.0)
+    cfg = _with_default("team-a")
+    with SourceRouter.open(cfg, plugins_dir, policy=FAST, policies={"team-b": own, "kv": per_type}) as router:
+        timeouts = {n: router.source(n).client.policy.request_timeout for n in ("team-a", "team-b")}  # type: ignore[attr-defined]
+    assert timeouts == {"team-a": 4.0, "team-b": 3.0}
+    with SourceRouter.open(cfg, tmp_path / "nowhere", policy=FAST) as router:
+        with pytest.raises(errors.SourceUnavailable, match="which do not exist"):
+            router.get_secret("team/db/password")
+
+
+def test_settings_values_stay_out_of_reprs() -> None:
+    cfg = parse_sources('[[source]]\nname = "a"\ntype = "kv"\ntoken = "s3cr3t"\n[[route]]\nprefix = "t/"\nsource = "a"\nk = "s3cr3t"\n')
+    assert "s3cr3t" not in repr(cfg) and "'token'" in repr(cfg.sources[0])
+    assert cfg.source("a").init_config() == {"token": "s3cr3t"}
+
+
 def test_the_asyncio_router(plugins_dir: Path) -> None:
     async def main() -> None:
         cfg = _with_default("absent", "team-a")
@@ -592,6 +609,8 @@ def test_preflight_reports_every_source_and_rule(plugins_dir: Path, tmp_path: Pa
 def test_preflight_of_an_invalid_or_missing_file(tmp_path: Path, plugins_dir: Path) -> None:
     bad = tmp_path / "sources.toml"
     bad.write_text('[[route]]\nprefix = "t"\nsource = "x"\n')
+    with pytest.raises(ValueError, match="timeout"):
+        preflight_sources(bad, plugins_dir, timeout=0)
     report = preflight_sources(bad, plugins_dir)
     assert report["valid"] is False and report["healthy"] is False
     assert [p["type"] for p in report["problems"]] == ["BadRoutePrefix", "UndefinedSource"]

@@ -131,9 +131,10 @@ def find_source_plugins(
         elif src.type in broken:
             missing[src.name] = broken[src.type]
         else:
+            absent = "" if any(d.is_dir() for d in dirs) else " (which do not exist)"
             missing[src.name] = SourcePluginMissing(
                 f"Source {src.name!r} runs plugin {src.type!r}, but no {src.manifest_file} is in "
-                f"{[str(d) for d in dirs]!r}; install the plugin there or fix the source's type",
+                f"{[str(d) for d in dirs]!r}{absent}; install the plugin there or fix the source's type",
                 source=src.name,
                 plugin=src.type,
                 origin=config.origin,
@@ -640,6 +641,8 @@ def preflight_sources(
     * ``paths``: the decision for each of ``paths`` (or its ``error``);
     * ``healthy``: the file is valid and every rule is ``ok``.
     """
+    if not timeout > 0:
+        raise ValueError(f"timeout must be a number of seconds > 0, not {timeout!r}")
     dirs = _as_dirs(plugins_dir)
     report: Dict[str, Any] = {
         "schema_version": PREFLIGHT_SCHEMA_VERSION,

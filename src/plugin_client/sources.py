@@ -30,8 +30,9 @@ typed error naming its entry.
 
 :meth:`SourcesConfig.resolve` is the pure decision, as devboy-tools'
 ``router_resolve`` makes it: the exact ``[secret."<path>"]`` first, then the
-longest matching ``[[route]]`` prefix (ties to the earlier declaration), then
-``[default]``; else :class:`~plugin_client.errors.NoRoute`. The reference a
+longest matching ``[[route]]`` prefix (ties to the earlier declaration, though
+two different prefixes of one length cannot both match a path, and equal ones
+are refused), then ``[default]``; else :class:`~plugin_client.errors.NoRoute`. The reference a
 plugin gets: a ``[secret]`` entry's ``reference``; for a prefix route and the
 default, the path itself. devboy-tools leaves mapping a routed path to a
 reference to the source ("the keychain source uses the path directly", ADR-021
@@ -128,7 +129,11 @@ class SourceDef:
 
     name: str
     type: str
-    settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+
+    def __repr__(self) -> str:
+        # The keys only: a setting's value is the user's, and a repr ends up in logs.
+        return f"SourceDef(name={self.name!r}, type={self.type!r}, settings={sorted(self.settings)!r})"
 
     @property
     def plugin(self) -> str:
@@ -160,7 +165,7 @@ class RouteRule:
 
     prefix: str
     source: str
-    settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False)
 
 
 @dataclass(frozen=True)
@@ -187,7 +192,7 @@ class Resolution:
     rule: RouteKind
     prefix: Optional[str] = None
     fallback: Optional[str] = None
-    settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), repr=False)
 
     @property
     def tail(self) -> str:
