@@ -52,11 +52,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from ._enums import ValueEnum
 from .errors import (
     BadRoutePrefix,
     BadSecretPath,
@@ -113,7 +113,7 @@ def _short(value: object) -> str:
 # --- the model --------------------------------------------------------------------
 
 
-class RouteKind(str, Enum):
+class RouteKind(ValueEnum):
     """Which rule of the file decided a path."""
 
     SECRET = "secret"  # an exact [secret."<path>"] entry
