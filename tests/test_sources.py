@@ -242,6 +242,14 @@ def test_a_file_that_is_not_toml_or_cannot_be_read(tmp_path: Path) -> None:
     with pytest.raises(errors.SourcesFileError) as info:
         load_sources(tmp_path)
     assert "is a directory" in info.value.message
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(errors.SourcesFileError, match="not a regular file"):
+        load_sources(fifo)  # and does not hang waiting for a writer
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"# " + b"x" * (1 << 20) + b"\n")
+    with pytest.raises(errors.SourcesFileError, match="larger than"):
+        load_sources(big)
     good = tmp_path / "sources.toml"
     good.write_text(ADR_EXAMPLE)
     assert load_sources(good).origin == str(good)

@@ -49,7 +49,10 @@ This module reads and decides only: it starts no plugin and never prints.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
@@ -103,6 +106,7 @@ _TOP_KEYS = ("source", "default", "route", "secret")
 _DEFAULT_KEYS = ("source", "fallback")
 _SECRET_KEYS = ("source", "reference")
 _MAX_SHOWN = 60
+_MAX_FILE_BYTES = 1 << 20
 
 
 def _short(value: object) -> str:
@@ -236,7 +240,7 @@ class SourcesConfig:
             if s.name == name:
                 return s
         raise UnknownSource(
-            f"Sources file {self.origin!r} defines no source {name!r}; the sources are {self.names()!r}",
+            f"Sources file {self.origin!r} defines no source {name!r}; use one of {self.names()!r}",
             source=name,
             origin=self.origin,
         )
@@ -288,29 +292,56 @@ def secret_path_problem(path: object) -> Optional[str]:
 
 def load_sources(path: _PathArg) -> SourcesConfig:
     """Read and check the routing file at ``path``. Raises
-    :class:`~plugin_client.errors.SourcesFileError` (unreadable, not TOML) or
-    :class:`~plugin_client.errors.SourcesInvalid` (every rule it breaks)."""
+    :class:`~plugin_client.errors.SourcesFileError` (missing, unreadable, not a
+    regular file, over 1 MiB, not TOML) or :class:`~plugin_client.errors.SourcesInvalid`
+    (every rule it breaks)."""
     spath = str(Path(path).absolute())
     try:
-        with open(spath, "rb") as f:
-            data = f.read((1 << 20) + 1)
+        # O_NONBLOCK: a FIFO named by mistake must not hang the host (as for manifests).
+        fd = os.open(spath, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise SourcesFileError(
-            f"Sources file {spath!r} does not exist; check the path", origin=spath, errno=2
-        ) from None
-    except IsADirectoryError:
-        raise SourcesFileError(
-            f"Sources file {spath!r} is a directory; name the sources.toml inside it", origin=spath, errno=21
+            f"Sources file {spath!r} does not exist; check the path", origin=spath, errno=errno.ENOENT
         ) from None
     except OSError as exc:
         raise SourcesFileError(
-            f"Sources file {spath!r} cannot be read ({exc.strerror}); fix its permissions",
+            f"Sources file {spath!r} cannot be opened ({exc.strerror}); fix its permissions",
             origin=spath,
             errno=exc.errno,
         ) from None
-    if len(data) > 1 << 20:
-        raise SourcesFileError(f"Sources file {spath!r} is larger than 1 MiB; it is not a routing file", origin=spath)
-    return parse_sources(data, origin=spath)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise SourcesFileError(
+                f"Sources file {spath!r} is a directory; name the sources.toml inside it",
+                origin=spath,
+                errno=errno.EISDIR,
+            )
+        if not stat.S_ISREG(mode):
+            raise SourcesFileError(
+                f"Sources file {spath!r} is not a regular file; name a TOML file", origin=spath
+            )
+        chunks: List[bytes] = []
+        total = 0
+        while total <= _MAX_FILE_BYTES:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise SourcesFileError(
+            f"Sources file {spath!r} cannot be read ({exc.strerror}); fix the file", origin=spath, errno=exc.errno
+        ) from None
+    finally:
+        os.close(fd)
+    if total > _MAX_FILE_BYTES:
+        raise SourcesFileError(
+            f"Sources file {spath!r} is larger than {_MAX_FILE_BYTES} bytes; a routing file is far smaller: "
+            "check the path",
+            origin=spath,
+        )
+    return parse_sources(b"".join(chunks), origin=spath)
 
 
 def parse_sources(text: Union[str, bytes], *, origin: str = "<string>") -> SourcesConfig:
@@ -436,7 +467,7 @@ class _Checker:
                     subject,
                     f"has type = {_short(type_)}, which cannot name a plugin: the type is the <name> of "
                     f"{DEFAULT_PREFIX}<name>.toml (1 to 128 letters, digits, '-', '_' or '.', not starting "
-                    "with '-' or '.')",
+                    "with '-' or '.'): fix the type",
                 )
             settings = self._settings(entry, ("name", "type"), subject)
             if name is not None and type_ is not None and seen.get(name) == i:
