@@ -107,6 +107,34 @@ if TYPE_CHECKING:
         ValidateResult,
     )
     from .source import LeaseCache, PluginSecretSource, Secret, SecretRef, SecretSource, SourceStatus
+    from .errors import (
+        BadRoutePrefix,
+        BadSecretPath,
+        BadSourceName,
+        BadSourceType,
+        DuplicateRoutePrefix,
+        DuplicateSource,
+        NoRoute,
+        SourcePluginMissing,
+        SourcesError,
+        SourcesFieldError,
+        SourcesFileError,
+        SourcesInvalid,
+        UndefinedSource,
+        UnknownSource,
+    )
+    from .source_router import AsyncGetSource, AsyncSourceRouter, SourceRouter, find_source_plugins, preflight_sources
+    from .sources import (
+        DefaultRule,
+        Resolution,
+        RouteKind,
+        RouteRule,
+        SecretOverride,
+        SourceDef,
+        SourcesConfig,
+        load_sources,
+        parse_sources,
+    )
 
 __version__ = "0.1.0"
 
@@ -207,6 +235,35 @@ __all__ = (
     "SourceUnsupportedCapability",
     "BadReference",
     "NeedsCredential",
+    # sources.toml: routes to sources
+    "SourcesConfig",
+    "SourceDef",
+    "DefaultRule",
+    "RouteRule",
+    "SecretOverride",
+    "Resolution",
+    "RouteKind",
+    "load_sources",
+    "parse_sources",
+    "SourceRouter",
+    "AsyncSourceRouter",
+    "AsyncGetSource",
+    "find_source_plugins",
+    "preflight_sources",
+    "SourcesError",
+    "SourcesFileError",
+    "SourcesInvalid",
+    "SourcesFieldError",
+    "BadSourceName",
+    "DuplicateSource",
+    "BadSourceType",
+    "UndefinedSource",
+    "BadRoutePrefix",
+    "DuplicateRoutePrefix",
+    "BadSecretPath",
+    "NoRoute",
+    "UnknownSource",
+    "SourcePluginMissing",
 )
 
 # name -> the module that defines it, imported on first access
@@ -243,6 +300,9 @@ _MODULES: Dict[str, Tuple[str, ...]] = {
         "UnsupportedCapability", "BadReference", "NeedsCredential", "SourceError",
         "SourceUnavailable", "SourceUnsupportedCapability", "DuplicatePlugin", "PluginsDirUnavailable",
         "UnknownPlugin",
+        "SourcesError", "SourcesFileError", "SourcesInvalid", "SourcesFieldError", "BadSourceName",
+        "DuplicateSource", "BadSourceType", "UndefinedSource", "BadRoutePrefix", "DuplicateRoutePrefix",
+        "BadSecretPath", "NoRoute", "UnknownSource", "SourcePluginMissing",
     ),
     "health": (
         "ExitInfo", "ExitStage", "PluginHealth", "PluginState",
@@ -263,6 +323,13 @@ _MODULES: Dict[str, Tuple[str, ...]] = {
     ),
     "source": (
         "LeaseCache", "PluginSecretSource", "Secret", "SecretRef", "SecretSource", "SourceStatus",
+    ),
+    "source_router": (
+        "AsyncGetSource", "AsyncSourceRouter", "SourceRouter", "find_source_plugins", "preflight_sources",
+    ),
+    "sources": (
+        "DefaultRule", "Resolution", "RouteKind", "RouteRule", "SecretOverride", "SourceDef", "SourcesConfig",
+        "load_sources", "parse_sources",
     ),
 }
 _LAZY: Dict[str, str] = {name: module for module, names in _MODULES.items() for name in names}
