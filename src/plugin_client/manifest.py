@@ -46,9 +46,12 @@ so the file could be replaced in between. An ELF binary is run from the
 descriptor the verification holds (``spawn(exec_fd=...)``), so what runs is
 what was hashed whatever happens to the path. In addition, and for scripts,
 which run by path, the client calls
-:meth:`VerifiedExecutable.check_unchanged` right before the spawn and
-refuses to run the file if its device, inode, size, mtime or ctime differ from
-those recorded when it was hashed. A rename over the path gives a new inode;
+:meth:`VerifiedExecutable.current` right before the spawn: if the file's
+device, inode, size, mtime or ctime differ from those recorded when it was
+hashed (:meth:`VerifiedExecutable.check_unchanged` refuses it then), the path
+is verified again from scratch, and the spawn goes ahead (with the new
+verification) only if the bytes still match the checksum: a ``touch`` or a
+safe ``chmod`` is forgiven, other bytes are never run. A rename over the path gives a new inode;
 an in-place rewrite changes the ctime, which, unlike the mtime, no user can set
 back (``os.utime`` itself updates it), so a forged mtime does not hide it.
 Timestamps have a granularity (the kernel's coarse clock, a few milliseconds;
