@@ -391,3 +391,40 @@ def _wait(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.005)
     return False
+
+
+class _Alarm(Exception):
+    pass
+
+
+@pytest.mark.parametrize("client_kind", ["sync"])
+def test_a_probe_the_host_interrupts_is_due_again_at_once(
+    tmp_path: Path, new_client: Callable[..., Any], c_plugins: Dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGALRM handler's exception ends the probe mid-init: not the plugin's crash,
+    so the cooldown is not doubled and the next request may probe at once."""
+    import signal
+
+    monkeypatch.setenv("HOSTILE_START", "exit")
+    c = new_client(_plugin("elf", tmp_path, c_plugins), policy=_cooling())
+    _disable(c)
+    monkeypatch.setenv("HOSTILE_START", "sleep")
+    time.sleep(0.25)
+
+    def alarm(signum: int, frame: Any) -> None:
+        raise _Alarm()
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(_Alarm):
+            c.get("value:x")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    h = c.health()
+    assert h.state is PluginState.DISABLED and h.disabled_cooldown == 0.2 and h.spawn_count == 2
+    assert h.next_probe is not None and h.next_probe <= datetime.now(timezone.utc)
+    monkeypatch.delenv("HOSTILE_START")
+    assert c.get("value:ok").value.get_secret_value() == "ok"  # probes at once, and succeeds
+    assert c.health().state is PluginState.RUNNING
