@@ -6,12 +6,11 @@ Only data and validation live here; :mod:`plugin_client.client` applies it.
 from __future__ import annotations
 
 import math
-
 from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ("LifetimePolicy", "DEFAULT_DISABLED_COOLDOWN_MAX")
+__all__ = ("LifetimePolicy",)
 
 #: The default ceiling of a doubling cooldown: 15 minutes.
 DEFAULT_DISABLED_COOLDOWN_MAX = 900.0
@@ -70,7 +69,9 @@ class LifetimePolicy(BaseModel):
     @classmethod
     def _cooldown(cls, v: Optional[float]) -> Optional[float]:
         if v is not None and (math.isnan(v) or v <= 0 or math.isinf(v)):
-            raise ValueError("must be None (disabled until clear_disabled()) or a finite number of seconds greater than 0")
+            raise ValueError(
+                "must be None (disabled until clear_disabled()) or a finite number of seconds greater than 0"
+            )
         return v
 
     @field_validator("disabled_cooldown_max")
