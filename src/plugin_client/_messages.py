@@ -70,10 +70,10 @@ def crashed(cause: str, *, killed: bool, now_disabled: bool, policy: LifetimePol
     """
     ended = "It was killed" if killed else ""
     if now_disabled and policy.disabled_cooldown is not None:
+        # (Reached the cap, or a probe failed: health().disabled_reason says which.)
         outcome = (
-            f"the plugin is now disabled after {policy.restart_cap} crashes within "
-            f"{policy.restart_window:g} s; one probe spawn is allowed after its cooldown "
-            "(health().next_probe), or fix it, then call clear_disabled()."
+            "the plugin is now disabled (health().disabled_reason); one probe spawn is allowed "
+            "after its cooldown (health().next_probe), or fix it, then call clear_disabled()."
         )
     elif now_disabled:
         outcome = (
