@@ -119,15 +119,19 @@ def test_new_bytes_with_a_new_checksum_replace_and_with_the_old_one_break(tmp_pa
     assert wait_until(lambda: is_dead(pid), 5.0)
 
 
-def test_a_touched_executable_gets_a_fresh_client(tmp_path: Path, new_host: NewHost) -> None:
+def test_a_touched_executable_keeps_its_client(tmp_path: Path, new_host: NewHost) -> None:
     make_plugin(tmp_path, "alpha")
     host = new_host(tmp_path, policy=POLICY)
+    assert host.get("alpha", "value:ok").value.get_secret_value() == "ok"
+    client = host["alpha"]
     exe = tmp_path / "devboy-source-alpha"
     st = exe.stat()
     os.utime(exe, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     report = host.reload()
-    assert "same bytes" in report.replaced["alpha"]
+    # Same bytes: no new client; the old one verifies the file again by hash.
+    assert not report.changed and host["alpha"] is client
     assert host.get("alpha", "value:ok").value.get_secret_value() == "ok"
+    assert host.health()["alpha"].crashes_in_window == 0
 
 
 def test_removed_while_a_request_is_in_flight(tmp_path: Path, new_host: NewHost) -> None:

@@ -61,9 +61,8 @@ class HostEntry:
         """What differs in ``new`` (the same name, a later scan), for a reload's report;
         empty if a client of this entry may go on serving ``new``.
 
-        The executable's file identity counts too: a file touched or rewritten with
-        the same bytes fails the old client's check before its next spawn, and a new
-        client, verified again, does not."""
+        A file touched or rewritten with the same bytes is no change: the old
+        client verifies it again by hash before its next spawn and goes on."""
         old_m, new_m = self.plugin.manifest, new.plugin.manifest
         old_x, new_x = self.plugin.executable, new.plugin.executable
         out: List[str] = []
@@ -75,8 +74,6 @@ class HostEntry:
             out.append(f"executable {str(old_x.path)!r} -> {str(new_x.path)!r}")
         if old_x.sha256 != new_x.sha256 or old_m.checksum_sha256 != new_m.checksum_sha256:
             out.append("checksum changed")
-        elif old_x.identity.key() != new_x.identity.key():
-            out.append("executable file changed on disk with the same bytes")
         if old_m.allowed_env_vars != new_m.allowed_env_vars:
             out.append("allowed_env_vars changed")
         if self.source_name != new.source_name:
