@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import plugin_client
-from plugin_client import events, health, protocol
+from plugin_client import events, health, protocol, sources
 from plugin_client.client import PluginClient
 
 from plugin_factory import make_plugin
@@ -22,6 +22,7 @@ STR_ENUMS = [
     protocol.ErrorKind,
     protocol.AvailabilityStatus,
     events.EventKind,
+    sources.RouteKind,
 ]
 
 

@@ -161,8 +161,36 @@ def test_disable_then_clear(plugin: Any, new_client: Callable[..., Any], rec: Re
     c.clear_disabled()
     assert c.get("value:b").value.get_secret_value() == "b"
     cleared = rec.of(K.CLEARED)
-    assert len(cleared) == 1 and cleared[0].detail == "disabled"
+    assert len(cleared) == 1 and cleared[0].detail == "by clear_disabled() (it was disabled)"
     assert rec.kinds()[-3:] == [K.CLEARED, K.SPAWNED, K.READY]
+
+
+def test_a_probe_after_the_cooldown(plugin: Any, new_client: Callable[..., Any], rec: Recorder) -> None:
+    """Under ``disabled_cooldown`` a probe that answers init re-enables the plugin
+    (``cleared``, with the probe's pid); one that crashes disables it again."""
+    policy = FAST.model_copy(update={"restart_cap": 1, "disabled_cooldown": 0.2, "disabled_cooldown_max": 0.5})
+    c = new_client(plugin, policy=policy, on_event=rec)
+    with pytest.raises(errors.PluginCrashed):
+        c.get("crash")
+    assert rec.kinds() == [K.SPAWNED, K.READY, K.CRASHED, K.DISABLED]
+    time.sleep(0.25)
+    assert c.get("value:back").value.get_secret_value() == "back"
+    probe = c.health().pid
+    assert rec.kinds()[4:] == [K.SPAWNED, K.READY, K.CLEARED]
+    cleared = rec.events[-1]
+    assert cleared.pid == probe and cleared.detail == "by a probe after the cooldown"
+
+
+def test_a_failed_probe_disables_again(plugin: Any, new_client: Callable[..., Any], rec: Recorder) -> None:
+    policy = FAST.model_copy(update={"restart_cap": 1, "disabled_cooldown": 0.2, "disabled_cooldown_max": 0.5})
+    c = new_client(plugin, policy=policy, config={"init": "crash"}, on_event=rec)
+    with pytest.raises(errors.InitError):
+        c.get("value:a")
+    time.sleep(0.25)
+    with pytest.raises(errors.InitError):
+        c.get("value:a")  # the probe
+    assert rec.kinds() == [K.SPAWNED, K.CRASHED, K.DISABLED, K.SPAWNED, K.CRASHED, K.DISABLED]
+    assert "probe" in rec.events[-1].detail and rec.events[-2].detail.startswith("exited during init")
 
 
 def test_executable_changed(tmp_path: Path, new_client: Callable[..., Any], rec: Recorder) -> None:
@@ -174,7 +202,8 @@ def test_executable_changed(tmp_path: Path, new_client: Callable[..., Any], rec:
         c.get("value:a")
     changed = rec.of(K.EXECUTABLE_CHANGED)
     assert len(changed) == 1 and changed[0].pid is None and "not run" in changed[0].detail
-    assert K.SPAWNED not in rec.kinds()
+    assert rec.kinds() == [K.EXECUTABLE_CHANGED]  # not counted as a crash
+    assert c.health().errors == {"executable-changed": 1}
 
 
 @pytest.mark.parametrize("raised", [ValueError, SystemExit], ids=["ValueError", "SystemExit"])

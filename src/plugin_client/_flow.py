@@ -20,8 +20,8 @@ caller of a flow method holds the client's request lock (a ``threading.Lock``
 or an ``asyncio.Lock``): the flow assumes one request at a time per process.
 The bookkeeping behind ``health()`` is :class:`~plugin_client._lifecycle.Lifecycle`,
 which also emits the lifecycle events of its transitions; the flow adds those
-only it knows of (a timeout, an idle reap, an interruption, a changed
-executable) and, when a client asked for them, the ``request`` events.
+only it knows of (a timeout, an idle reap, an interruption) and, when a client
+asked for them, the ``request`` events.
 
 A flow generator must run to its end once started: its steps keep the process
 and the books in step only together. The asyncio client therefore finishes a
@@ -48,7 +48,6 @@ from ._process import EXCHANGE_ERRORS, IDLE_EXITED, IDLE_OK, Exchange, ExitRecor
 from ._stderr import StderrTail
 from .errors import (
     ClientClosed,
-    ExecutableChanged,
     FrameTooLarge,
     InitError,
     PluginClientError,
@@ -604,6 +603,7 @@ class Flow:
             yield from self._spawn_failed_steps(proc, exc)
             raise  # pragma: no cover - the steps always raise
         except GeneratorExit:  # the flow was closed, not failed: yield nothing more
+            self.life.probe_unresolved()
             raise
         except BaseException:
             self.interrupted(proc)
@@ -632,13 +632,15 @@ class Flow:
         ``SystemExit``, an exception raised by a signal handler such as a
         ``SIGALRM`` timeout): a request half done, an ``init``, a stop under way.
 
-        The plugin did nothing wrong, so nothing is counted. But its state is
+        The plugin did nothing wrong, so nothing is counted (and a probe after a
+        cooldown is due again). But its state is
         unknown (the request may be written in part, its reply may still come),
         so no other request may be written to it: it leaves the slot and is
         stopped gracefully without anybody waiting (:attr:`stop_in_background`; the
         next request starts a fresh process), booked as stopped; ``shutdown()``
         and the interpreter's exit wait for that stop. The caller re-raises.
         """
+        self.life.probe_unresolved()
         if self.slot.proc is proc:
             self.slot.proc = None
         if proc.child.returncode is not None:  # reaped and closed already: nothing left
@@ -654,8 +656,8 @@ class Flow:
         deadline = started + self.policy.start_timeout
         try:
             proc = self.spawner.start(self.life)
-        except ExecutableChanged as exc:
-            self.notify.emit(EventKind.EXECUTABLE_CHANGED, None, exc.message)
+        except BaseException:
+            self.life.probe_unresolved()  # (a crash booked already resolved a probe)
             raise
         self.slot.proc = proc
         self.life.on_spawned(proc.pid, started)

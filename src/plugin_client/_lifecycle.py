@@ -10,6 +10,17 @@ Every method takes the ``meta`` lock briefly, so ``snapshot()`` never waits
 behind a request in flight. Each transition is also an event
 (:class:`~plugin_client._notify.Notifier`: logged, and handed to the client's
 ``on_event``), emitted after the lock is released.
+
+The cooldown (``LifetimePolicy.disabled_cooldown``), a circuit breaker's
+half-open state: once the cooldown has passed, :meth:`check_enabled` lets
+exactly one caller through, the probe (the caller holds the request lock; a
+caller that finds the lock taken meanwhile is refused by :meth:`check_probing`
+instead of waiting). Its spawn and ``init`` succeeding (:meth:`on_ready`)
+enable the plugin again; its crash (:meth:`on_crash`) disables it again with
+the cooldown doubled, up to ``disabled_cooldown_max``; a probe that ends with
+neither (the host interrupted it, ran out of descriptors, the executable
+changed: :meth:`probe_unresolved`) leaves the next probe due at once. A claim
+nobody resolved expires after the longest a request may hold the client.
 """
 
 from __future__ import annotations
@@ -71,12 +82,76 @@ class Lifecycle:
         # bumped without the meta lock (under the request lock, on the warm path).
         self.served = 0
         self.errors: Dict[str, int] = {}
+        # Why the last spawn was refused because the executable changed (with
+        # what to do); None once a spawn goes ahead.
+        self.executable_changed: Optional[str] = None
+        # The cooldown while disabled under policy.disabled_cooldown: its current
+        # length, when (monotonic) the next probe is due, and the probe's claim.
+        self.cooldown: Optional[float] = None
+        self.probe_due: Optional[float] = None
+        self.probing = False
+        self._probe_claimed = 0.0
 
     # --- rules ---------------------------------------------------------------
 
     def check_enabled(self) -> None:
-        if self.state is PluginState.DISABLED:
-            raise PluginDisabled(messages.disabled(self.plugin_name, str(self.disabled_reason)), plugin=self.plugin_name)
+        """Raise :class:`PluginDisabled` if disabled, unless this caller may probe now."""
+        if self.state is PluginState.DISABLED and not self._claim_probe():
+            raise self._disabled_error()
+
+    def check_probing(self) -> None:
+        """Raise :class:`PluginDisabled` while a probe spawn is under way: for a caller
+        that found the request lock taken, rather than waiting behind the probe."""
+        if self.probing and self.state is PluginState.DISABLED:
+            raise self._disabled_error()
+
+    def _claim_probe(self) -> bool:
+        with self._meta:
+            due = self.probe_due
+            if due is None or self.state is not PluginState.DISABLED:
+                return False
+            now = monotonic()
+            if self.probing and now - self._probe_claimed < self._probe_claim_bound():
+                return False
+            if now < due:
+                return False
+            self.probing = True
+            self._probe_claimed = now
+            return True
+
+    def _probe_claim_bound(self) -> float:
+        p = self.policy
+        return p.start_timeout + p.request_timeout + p.exit_wait + p.shutdown_grace
+
+    def _disabled_error(self) -> PluginDisabled:
+        with self._meta:
+            probe = ""
+            if self.cooldown is not None and self.probe_due is not None:
+                if self.probing:
+                    probe = messages.next_probe(0.0, None, self.cooldown)
+                else:
+                    left = self.probe_due - monotonic()
+                    probe = messages.next_probe(left, self._wall(self.probe_due), self.cooldown)
+            msg = messages.disabled(self.plugin_name, str(self.disabled_reason), probe)
+        return PluginDisabled(msg, plugin=self.plugin_name)
+
+    @staticmethod
+    def _wall(mono: float) -> datetime:
+        """The UTC wall time of a monotonic stamp."""
+        return datetime.fromtimestamp(_now().timestamp() + (mono - monotonic()), timezone.utc)
+
+    def probe_unresolved(self) -> None:
+        """A probe's spawn or ``init`` ended with neither success nor a crash (the host
+        interrupted it, ran out of descriptors, the executable changed): the next
+        probe is due at once, the cooldown unchanged. No-op without a probe."""
+        if not self.probing:
+            return
+        with self._meta:
+            if self.probing:
+                self.probing = False
+                self.probe_due = monotonic()
+                if self.state is not PluginState.DISABLED:  # on_spawned of a probe leaves it so; be sure
+                    self.state = PluginState.DISABLED
 
     def idle_expired(self, now: float) -> bool:
         return now - self.last_used_mono > self.policy.idle_timeout
@@ -94,7 +169,9 @@ class Lifecycle:
         with self._meta:
             self.spawn_count += 1
             self.pid = pid
-            self.state = PluginState.RUNNING
+            self.executable_changed = None
+            if not self.probing:  # a probe stays disabled until its init answers
+                self.state = PluginState.RUNNING
             self.last_used_mono = now = monotonic()
             self.started_mono = started if started is not None else now
         self.notify.emit(_SPAWNED, pid)
@@ -104,7 +181,24 @@ class Lifecycle:
             self.capabilities_bits = init.capabilities_bits
             self.plugin_version = init.plugin_version
             pid = self.pid
+            probed = self.probing
+            if probed:  # the probe succeeded: enabled again, the breaker closed
+                self._window.clear()
+                self.disabled_reason = None
+                self.cooldown = self.probe_due = None
+                self.probing = False
+                self.state = PluginState.RUNNING
         self.notify.emit(_READY, pid, None, None, monotonic() - self.started_mono)
+        if probed:
+            self.notify.emit(EventKind.CLEARED, pid, "by a probe after the cooldown")
+
+    def on_refused(self, cause: str) -> None:
+        """A spawn was refused because the executable changed on disk: not the
+        plugin's crash, so nothing is counted; ``health()`` shows it."""
+        with self._meta:
+            self.executable_changed = messages.executable_changed(cause)
+        self.notify.emit(EventKind.EXECUTABLE_CHANGED, None, cause)
+        self.probe_unresolved()
 
     def on_used(self) -> None:
         # Only a float on the hot path; snapshot() derives the wall time.
@@ -134,14 +228,28 @@ class Lifecycle:
             self.last_crash = _now()
             self.last_error = error
             count = self._window.record()
-            if count >= self.policy.restart_cap:
+            reason: Optional[str] = None  # set if this crash disables the plugin
+            if self.probing:  # the probe failed: disabled again, for twice as long
+                self.probing = False
+                cooldown = self.cooldown if self.cooldown is not None else self.policy.disabled_cooldown
+                assert cooldown is not None
+                self.state = PluginState.DISABLED
+                self.disabled_reason = reason = messages.probe_failed_reason(cooldown, error)
+                self._start_cooldown(min(cooldown * 2, self.policy.disabled_cooldown_max))
+            elif count >= self.policy.restart_cap:
                 self.state = PluginState.DISABLED
                 self.disabled_reason = reason = messages.disabled_reason(count, self.policy, error)
-                disabled = True
+                if self.policy.disabled_cooldown is not None:
+                    self._start_cooldown(self.policy.disabled_cooldown)
             else:
                 self.state = PluginState.RECOVERING
-                disabled = False
-        # Killed: the host ended it after a fault; else it exited by itself (or never started).
+        self._crash_events(error, info, reason)
+        return reason is not None
+
+    def _crash_events(self, error: str, info: Optional[ExitRecord], disabled_reason: Optional[str]) -> None:
+        """The events of a crash (after the lock): ``killed`` if the host ended the
+        process after a fault, else ``crashed`` (it exited by itself, or never
+        started); then ``disabled`` if it disabled the plugin."""
         killed = info is not None and info.stage is ExitStage.KILLED_AFTER_ERROR
         notify = self.notify
         notify.emit(
@@ -150,18 +258,23 @@ class Lifecycle:
             messages.without_name(self.plugin_name, error),
             info,
         )
-        if disabled:
-            notify.emit(EventKind.DISABLED, None, reason)
-        return disabled
+        if disabled_reason is not None:
+            notify.emit(EventKind.DISABLED, None, disabled_reason)
+
+    def _start_cooldown(self, seconds: float) -> None:
+        self.cooldown = seconds
+        self.probe_due = monotonic() + seconds
 
     def clear_disabled(self) -> None:
         with self._meta:
             was = self.state
             self._window.clear()
             self.disabled_reason = None
+            self.cooldown = self.probe_due = None
+            self.probing = False
             if self.state in (PluginState.DISABLED, PluginState.RECOVERING):
                 self.state = PluginState.IDLE if self.pid is None else PluginState.RUNNING
-        self.notify.emit(EventKind.CLEARED, None, was.value)
+        self.notify.emit(EventKind.CLEARED, None, f"by clear_disabled() (it was {was.value})")
 
     def count_error(self, key: str) -> None:
         """Count a failure a client raised (``key``: :func:`~plugin_client._notify.error_key`)."""
@@ -171,6 +284,7 @@ class Lifecycle:
     def reset_after_fork(self) -> None:
         self._meta = threading.Lock()
         self.pid = None
+        self.probing = False  # the parent's probe, if any, is the parent's
         if self.state is not PluginState.DISABLED:
             self.state = PluginState.IDLE
 
@@ -210,4 +324,7 @@ class Lifecycle:
                 implementation=IMPLEMENTATION,
                 requests_served=self.served,
                 errors=dict(self.errors),
+                executable_changed=self.executable_changed,
+                disabled_cooldown=self.cooldown,
+                next_probe=self._wall(self.probe_due) if self.probe_due is not None else None,
             )

@@ -415,3 +415,25 @@ class PluginSecretSource:
                 return NeedsCredential(f"{who} needs a credential: {exc.message}", detail=exc.detail, plugin=plugin)
             return SourceError(f"{who} failed: {exc.message}", plugin=plugin)
         return SourceUnavailable(f"{who} is unavailable ({type(exc).__name__}): {exc.message}", plugin=plugin)
+
+
+def source_error(exc: PluginClientError, *, source: str) -> SourceError:
+    """The :class:`~plugin_client.errors.SourceError` that a
+    :class:`PluginSecretSource` named ``source`` raises for ``exc``: one mapping
+    for an adapter that calls its client itself (the asyncio router of
+    :mod:`plugin_client.sources`). The caller chains ``exc`` as the cause.
+    Not part of ``__all__``."""
+    # A client-less adapter: _map reads only the name.
+    return PluginSecretSource(None, name=source)._map(exc)  # type: ignore[arg-type]
+
+
+def secret_from_reply(value: SecretStr, lease_seconds: Optional[int]) -> Secret:
+    """A ``get`` reply's value and lease as the :class:`Secret` the adapter returns
+    (the lease clamped to ``timedelta.max``). Not part of ``__all__``."""
+    return Secret(value=value, lease=_lease_of(lease_seconds))
+
+
+def is_not_found(reason: Optional[str]) -> bool:
+    """Whether a ``bad-reference`` reason means "not found" (``get`` then returns
+    ``None``). Not part of ``__all__``."""
+    return _is_not_found(reason)
