@@ -516,3 +516,42 @@ def test_queued_events_are_delivered_at_exit(tmp_path: Path) -> None:
     lines = proc.stdout.split()
     assert [x for x in lines if x not in ("main", "done")] == ["spawned", "ready", "stopped"]
     assert lines.index("done") < lines.index("stopped")  # still queued when the main code ended
+
+
+# --- hosts and routers pass on_event to their clients ---------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "plugins"
+
+
+def test_a_source_router_gives_on_event_to_each_client(tmp_path: Path, rec: Recorder) -> None:
+    from plugin_client import SourceRouter
+
+    (tmp_path / "a.json").write_text(json.dumps({"secrets": {"a/x/y": "1"}}))
+    (tmp_path / "b.json").write_text(json.dumps({"secrets": {"b/x/y": "2"}}))
+    (tmp_path / "sources.toml").write_text(
+        f'[[source]]\nname = "a"\ntype = "jsonfile"\npath = "{tmp_path / "a.json"}"\n\n'
+        f'[[source]]\nname = "b"\ntype = "jsonfile"\npath = "{tmp_path / "b.json"}"\n\n'
+        '[default]\nsource = "a"\n\n[[route]]\nprefix = "b/"\nsource = "b"\n'
+    )
+    with SourceRouter.open(tmp_path / "sources.toml", EXAMPLES, policy=FAST, on_event=rec) as router:
+        secret = router.get_secret("b/x/y")
+        assert secret is not None and secret.value.get_secret_value() == "2"
+        secret = router.get_secret("a/x/y")
+        assert secret is not None and secret.value.get_secret_value() == "1"
+    assert rec.kinds() == [K.SPAWNED, K.READY, K.SPAWNED, K.READY, K.STOPPED, K.STOPPED]
+    assert {e.plugin for e in rec.events} == {"jsonfile"}
+    assert len({e.pid for e in rec.events}) == 2
+
+
+def test_a_plugin_host_gives_on_event_to_each_client(tmp_path: Path, rec: Recorder) -> None:
+    from plugin_client import PluginHost
+
+    make_plugin(tmp_path / "plugins", "one")
+    make_plugin(tmp_path / "plugins", "two")
+    with PluginHost(tmp_path / "plugins", policy=FAST, on_event=rec) as host:
+        assert host.get("one", "value:1").value.get_secret_value() == "1"
+        assert host.get("two", "value:2").value.get_secret_value() == "2"
+    assert sorted((e.plugin, e.kind.value) for e in rec.events) == [
+        ("one", "ready"), ("one", "spawned"), ("one", "stopped"),
+        ("two", "ready"), ("two", "spawned"), ("two", "stopped"),
+    ]

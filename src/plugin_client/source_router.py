@@ -53,6 +53,7 @@ from pydantic import SecretBytes, SecretStr
 
 from .aio import AsyncPluginClient
 from .client import PluginClient
+from .events import PluginEvent
 from .errors import (
     BadReference,
     ManifestError,
@@ -274,12 +275,14 @@ class SourceRouter(_RouterBase):
         policies: Optional[Mapping[str, LifetimePolicy]] = None,
         cache: bool = False,
         max_ttl: Optional[float] = None,
+        on_event: Optional[Callable[[PluginEvent], None]] = None,
     ) -> SourceRouter:
         """A router that owns one new client per source: the plugin named by the
         source's ``type``, found in ``plugins_dir`` (a directory or a list),
         inited with the source's name and settings. ``policies`` maps a source's
         name (or, for every source of a type, the plugin's name) to its own
-        :class:`LifetimePolicy`; ``policy`` is the rest's. Nothing is spawned yet."""
+        :class:`LifetimePolicy`; ``policy`` is the rest's. ``on_event`` is given to
+        every client (README "Events and logging"). Nothing is spawned yet."""
         cfg = config if isinstance(config, SourcesConfig) else load_sources(config)
         found, missing = find_source_plugins(cfg, plugins_dir)
         clients = {
@@ -288,6 +291,7 @@ class SourceRouter(_RouterBase):
                 policy=_policy_for(src, policy, policies),
                 source_name=src.name,
                 config=src.init_config(),
+                on_event=on_event,
             )
             for src in cfg.sources
             if src.name in found
@@ -522,6 +526,7 @@ class AsyncSourceRouter(_RouterBase):
         policies: Optional[Mapping[str, LifetimePolicy]] = None,
         cache: bool = False,
         max_ttl: Optional[float] = None,
+        on_event: Optional[Callable[[PluginEvent], None]] = None,
     ) -> AsyncSourceRouter:
         """As :meth:`SourceRouter.open`, with :class:`AsyncPluginClient`\\ s."""
         cfg = config if isinstance(config, SourcesConfig) else load_sources(config)
@@ -532,6 +537,7 @@ class AsyncSourceRouter(_RouterBase):
                 policy=_policy_for(src, policy, policies),
                 source_name=src.name,
                 config=src.init_config(),
+                on_event=on_event,
             )
             for src in cfg.sources
             if src.name in found
