@@ -551,6 +551,7 @@ def test_a_plugin_host_gives_on_event_to_each_client(tmp_path: Path, rec: Record
     with PluginHost(tmp_path / "plugins", policy=FAST, on_event=rec) as host:
         assert host.get("one", "value:1").value.get_secret_value() == "1"
         assert host.get("two", "value:2").value.get_secret_value() == "2"
+    assert flush_events(5.0)
     assert sorted((e.plugin, e.kind.value) for e in rec.events) == [
         ("one", "ready"), ("one", "spawned"), ("one", "stopped"),
         ("two", "ready"), ("two", "spawned"), ("two", "stopped"),
