@@ -56,6 +56,7 @@ TARGETS: List[Target] = [
     ("warm_get", "ours-c", "ours-py", "(info) compiled core vs the twin", lambda r: True),
     ("warm_get", "ours-c", "ours-c-nospin", "(info) adaptive spin on vs off", lambda r: True),
     ("warm_get", "ours-c", "c-host-spin", "(info) vs a C host that busy-waits", lambda r: True),
+    ("warm_get", "ours-c-events", "ours-c", "(info) request_events=True with a no-op callback vs none", lambda r: True),
     ("cold_start", "ours-c", "c-host", "<= 1.2x C-host posix_spawn path", lambda r: r <= 1.2),
     ("cold_start", "ours-c", "popen", "(info) vs subprocess.Popen", lambda r: True),
     ("cold_start_cpu", "ours-c", "c-host", "(info) the host thread's own CPU per cold start", lambda r: True),

@@ -12,7 +12,11 @@ in the same placement:
 * ``python-floor``: raw ``os.write``/``os.read`` + ``json.loads`` (``FloorHost``):
   what Python itself costs, so a ratio to it shows what the library costs, on
   any CPU;
-* ``ours-c-nospin``: ``ours-c`` with the core's adaptive spin turned off.
+* ``ours-c-nospin``: ``ours-c`` with the core's adaptive spin turned off;
+* ``ours-c-events`` / ``ours-py-events``: ``request_events=True`` with a no-op
+  ``on_event`` callback (a ``request`` event per get, delivered on the events
+  thread): what a subscriber to request events costs. Without it the warm path
+  pays one attribute check (``Flow.complete``).
 
 Placements: ``pinned``, ``unpinned`` and ``split`` (host on one CPU, plugin
 on another: where a reply wakes an idle CPU, and where the spin pays).
@@ -30,7 +34,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from _hosts import FloorHost, NaiveHost
 from _bench import BenchBin, Placement, c_host, tag
-from plugin_client import LifetimePolicy, PluginClient
+from plugin_client import LifetimePolicy, PluginClient, PluginEvent, flush_events
 
 REF = "db/password"
 POLICY = LifetimePolicy(idle_timeout=3600.0)
@@ -91,3 +95,22 @@ def test_warm_get_python_floor(benchmark: BenchmarkFixture, bench_bin: BenchBin,
         assert benchmark(host.get, REF) == REF
     finally:
         host.close()
+
+
+def _ignore(event: PluginEvent) -> None:
+    pass
+
+
+def test_warm_get_request_events(benchmark: BenchmarkFixture, bench_bin: BenchBin, client_impl: types.ModuleType,
+                                 rt_placement: Placement) -> None:
+    name = "ours-c" if client_impl.IMPLEMENTATION == "cython" else "ours-py"
+    tag(benchmark, "warm_get", f"{name}-events", rt_placement)
+    client = PluginClient(bench_bin.plugins, policy=POLICY, _core=client_impl, on_event=_ignore, request_events=True)
+    try:
+        with rt_placement.spawning():
+            client.get(REF)  # (the events thread starts here, placed as the host's threads are)
+        result = benchmark(client.get, REF)
+        assert result.value.get_secret_value() == REF
+    finally:
+        client.shutdown()
+        flush_events()

@@ -85,16 +85,10 @@ class PluginEvent:
     ``health().errors``; None for a success.
     """
 
-    __slots__ = ("plugin", "kind", "at", "pid", "detail", "exit", "duration", "error")
-
-    plugin: str
-    kind: EventKind
-    at: datetime
-    pid: Optional[int]
-    detail: str
-    exit: Optional[ExitInfo]
-    duration: Optional[float]
-    error: Optional[str]
+    # One slot holding every field: building an event (once per request with
+    # request_events=True) is then one attribute write, not eight.
+    __slots__ = ("_v",)
+    _v: Tuple[Any, ...]
 
     def __init__(
         self,
@@ -108,15 +102,39 @@ class PluginEvent:
         error: Optional[str] = None,
     ) -> None:
         # object.__setattr__: this class's own __setattr__ refuses every write.
-        setter = object.__setattr__
-        setter(self, "plugin", plugin)
-        setter(self, "kind", kind)
-        setter(self, "at", at)
-        setter(self, "pid", pid)
-        setter(self, "detail", detail)
-        setter(self, "exit", exit)
-        setter(self, "duration", duration)
-        setter(self, "error", error)
+        object.__setattr__(self, "_v", (plugin, kind, at, pid, detail, exit, duration, error))
+
+    @property
+    def plugin(self) -> str:
+        return self._v[0]  # type: ignore[no-any-return]
+
+    @property
+    def kind(self) -> EventKind:
+        return self._v[1]  # type: ignore[no-any-return]
+
+    @property
+    def at(self) -> datetime:
+        return self._v[2]  # type: ignore[no-any-return]
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._v[3]  # type: ignore[no-any-return]
+
+    @property
+    def detail(self) -> str:
+        return self._v[4]  # type: ignore[no-any-return]
+
+    @property
+    def exit(self) -> Optional[ExitInfo]:
+        return self._v[5]  # type: ignore[no-any-return]
+
+    @property
+    def duration(self) -> Optional[float]:
+        return self._v[6]  # type: ignore[no-any-return]
+
+    @property
+    def error(self) -> Optional[str]:
+        return self._v[7]  # type: ignore[no-any-return]
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"PluginEvent is frozen: cannot set {name!r}")
@@ -125,7 +143,7 @@ class PluginEvent:
         raise AttributeError(f"PluginEvent is frozen: cannot delete {name!r}")
 
     def _key(self) -> Tuple[Any, ...]:
-        return (self.plugin, self.kind, self.at, self.pid, self.detail, self.exit, self.duration, self.error)
+        return self._v
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PluginEvent):
