@@ -12,6 +12,8 @@ left after ``shutdown()``.
 from __future__ import annotations
 
 import inspect
+import logging
+import threading
 import textwrap
 from pathlib import Path
 from typing import Any, Callable, Dict, List
@@ -45,7 +47,7 @@ NewHost = Callable[..., Any]
 # "<source>:<pid>:<value>", so a test sees who answered.
 KV = textwrap.dedent(
     """
-    import os
+    import os, time
     from plugin_client.plugin import Capability, SecretSourcePlugin, Unavailable, serve
 
     class Kv(SecretSourcePlugin):
@@ -65,6 +67,7 @@ KV = textwrap.dedent(
 
         def get(self, reference):
             self._check()
+            time.sleep(self.config.get("slow", 0))
             value = self.config.get("values", {}).get(reference)
             if value is None:
                 return None
@@ -340,3 +343,60 @@ def test_a_missing_sources_file_is_a_typed_error_at_construction(tmp_path: Path,
     with pytest.raises(SourcesFileError) as info:
         new_host(_plugins(tmp_path), sources=tmp_path / "nope.toml", policy=POLICY)
     assert "does not exist" in info.value.message
+
+
+def test_a_source_removed_while_get_secret_is_in_flight_answers_then_stops(
+    tmp_path: Path, new_host: NewHost
+) -> None:
+    text = '[[source]]\nname = "slow"\ntype = "kv"\nslow = 0.6\nvalues = { "app/api/token" = "s" }\n'
+    path = _write(tmp_path, text + '[default]\nsource = "slow"\n')
+    host = new_host(_plugins(tmp_path), sources=path, policy=POLICY)
+    host.start()
+    pid = _pids(host)["slow"]
+    got: List[Any] = []
+    worker = threading.Thread(target=lambda: got.append(_run(host, host.get_secret("app/api/token"))))
+    worker.start()
+    # In flight through the host (its count is what a reload drains).
+    assert wait_until(lambda: host._table.members["slow"].inflight == 1, timeout=2.0)
+    path.write_text('[[source]]\nname = "other"\ntype = "kv"\n')
+    report = host.reload()
+    assert set(report.removed) == {"slow"} and report.added == ("other",)
+    with pytest.raises(NoRoute):
+        host.resolve("app/api/token")  # the new file routes nothing there
+    worker.join(5.0)
+    # The request in flight was answered by the removed source, then it stopped.
+    assert got and _value(got[0]) == f"slow:{pid}:s"
+    assert wait_until(lambda: is_dead(pid))
+
+
+def test_unknown_policy_and_config_names_are_warned_by_source_and_type(
+    tmp_path: Path, new_host: NewHost, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="plugin_client"):
+        host = new_host(
+            _plugins(tmp_path), sources=_write(tmp_path, FILE), policy=POLICY,
+            policies={"kv": POLICY, "team": POLICY, "typo-policy": POLICY},
+            configs={"local": {"x": 1}, "kv": {"x": 1}},
+        )
+    assert "'typo-policy'" in caplog.text and "not a source" in caplog.text
+    # configs are by source name only: a type there is a typo too.
+    assert "configs names 'kv'" in caplog.text
+    assert "policies names 'kv'" not in caplog.text and "'team'" not in caplog.text
+    assert host["local"].health().source_name == "local"
+
+
+def test_a_source_setting_stays_out_of_reprs_messages_and_reports(tmp_path: Path, new_host: NewHost) -> None:
+    secret = "hunter2-do-not-log"
+    text = FILE.replace('name = "local"\ntype = "kv"\n', f'name = "local"\ntype = "kv"\ntoken = "{secret}"\n')
+    text += f'\n[[source]]\nname = "gone"\ntype = "absent"\npassword = "{secret}"\n'
+    path = _write(tmp_path, text)
+    host = new_host(_plugins(tmp_path), sources=path, policy=POLICY, configs={"team": {"key": secret}})
+    path.write_text(text.replace(secret, secret + "-2"))
+    report = host.reload()
+    assert set(report.replaced) == {"local"}
+    shown = " ".join(
+        [repr(host), repr(host.secret_source()), repr(report), repr(host.sources), repr(host.resolve("team/a/b"))]
+        + [e.message for e in host.broken.values()]
+        + [repr(h) for h in host.health().values()]
+    )
+    assert "hunter2" not in shown

@@ -91,14 +91,14 @@ def scan_sources(
     loaded = load_plugins_dirs(dirs, prefix, everything)
     scan.dir_errors = everything.dir_errors
     used = {src.type for src in config.sources}
-    for key, err in everything.broken.items():
+    for key, problem in everything.broken.items():
         # A duplicate (keyed by its path) matters only for a plugin some source runs.
-        if "/" in key and getattr(err, "plugin", None) in used:
-            scan.broken[key] = err
+        if "/" in key and problem.plugin in used:
+            scan.broken[key] = problem
     for src in config.sources:
         plugin = loaded.get(src.type)
         if plugin is None:
-            err = everything.broken.get(src.type)
+            err: Optional[PluginClientError] = everything.broken.get(src.type)
             if err is None:
                 where = ", ".join(repr(str(d)) for d in dirs)
                 err = SourcePluginMissing(
