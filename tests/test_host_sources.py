@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List
 import pytest
 
 from plugin_client import (
+    ClientClosed,
     HostHasNoSources,
     LifetimePolicy,
     NoRoute,
@@ -400,3 +401,35 @@ def test_a_source_setting_stays_out_of_reprs_messages_and_reports(tmp_path: Path
         + [repr(h) for h in host.health().values()]
     )
     assert "hunter2" not in shown
+
+
+def test_an_installed_plugin_or_a_changed_type_is_seen_at_the_next_reload(tmp_path: Path, new_host: NewHost) -> None:
+    plugins = _plugins(tmp_path)
+    text = '[[source]]\nname = "vault"\ntype = "later"\n\n[[source]]\nname = "main"\ntype = "kv"\n'
+    path = _write(tmp_path, text)
+    host = new_host(plugins, sources=path, policy=POLICY)
+    assert host.names() == ("main",) and isinstance(host.broken["vault"], SourcePluginMissing)
+    with pytest.raises(UnknownPlugin) as info:
+        host["nope"]
+    assert "no source 'nope'" in info.value.message and "[[source]]" in info.value.message
+    make_plugin(plugins, "later", sdk_script(KV))
+    report = host.reload()
+    assert report.added == ("vault",) and host.broken == {} and host["vault"].name == "later"
+
+    path.write_text(text.replace('type = "kv"', 'type = "unused"'))
+    report = host.reload()
+    assert set(report.replaced) == {"main"} and "devboy-source-unused.toml" in report.replaced["main"]
+    assert host["main"].name == "unused"
+
+
+def test_after_shutdown_routing_a_path_is_client_closed(tmp_path: Path, new_host: NewHost) -> None:
+    host = new_host(_plugins(tmp_path), sources=_write(tmp_path, FILE), policy=POLICY)
+    source = host.secret_source()
+    assert _value(_run(host, host.get_secret("app/api/token"))).endswith(":l-token")
+    pids = list(_pids(host).values())
+    host.shutdown()
+    assert pids and all(is_dead(p) for p in pids)
+    with pytest.raises(ClientClosed):
+        _run(host, host.get_secret("app/api/token"))
+    with pytest.raises(ClientClosed):
+        _run(host, source.get("app/api/token"))

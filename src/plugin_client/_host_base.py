@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Dict, Generic, Iterator, Mapping, Optional, Tuple, Type, Union
@@ -45,7 +46,7 @@ class HostBase(Generic[C]):
         self,
         plugins_dir: PluginsDirArg = None,
         *,
-        sources: Any = None,
+        sources: Union[None, str, "os.PathLike[str]", SourcesConfig] = None,
         policy: Optional[LifetimePolicy] = None,
         policies: Optional[Mapping[str, LifetimePolicy]] = None,
         configs: Optional[Mapping[str, Mapping[str, Any]]] = None,

@@ -137,8 +137,16 @@ class HostTable(Generic[C]):
         """The error for a name with no client."""
         err = self.broken.get(name)
         if err is not None:
+            what = "Source" if self.sources is not None else "Plugin"
             return UnknownPlugin(
-                f"Plugin {name!r} did not load: {err.message} (host.broken[{name!r}]); fix it and call reload()",
+                f"{what} {name!r} did not load: {err.message} (host.broken[{name!r}]); fix it and call reload()",
+                name=name,
+            )
+        if self.sources is not None:
+            defined = ", ".join(repr(n) for n in sorted(self.members)) or "none"
+            return UnknownPlugin(
+                f"{self.kind} has no source {name!r} (loaded: {defined}); define it as a [[source]] in "
+                f"{self.sources.origin!r} and call reload(), or use one of the loaded names",
                 name=name,
             )
         loaded = ", ".join(repr(n) for n in sorted(self.members)) or "none"

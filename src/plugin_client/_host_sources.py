@@ -193,6 +193,8 @@ class _RouterCache:
 
     def current(self) -> Any:
         table = self._host._table
+        if table.closed:
+            raise table.closed_error()
         generation = table.generation
         if self._router is not None and generation == self._generation:
             return self._router
