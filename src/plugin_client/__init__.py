@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from ._impl import IMPLEMENTATION, NO_EXTENSIONS
     from ._host_core import ReloadReport
-    from ._host_sources import AsyncHostSecretSource, HostSecretSource
+    from ._host_paths import AsyncHostSecretSource, HostSecretSource
     from .aio import AsyncPluginClient
     from .aio_host import AsyncPluginHost
     from .client import PluginClient
@@ -279,7 +279,7 @@ _MODULES: Dict[str, Tuple[str, ...]] = {
     "_host_core": (
         "ReloadReport",
     ),
-    "_host_sources": (
+    "_host_paths": (
         "AsyncHostSecretSource", "HostSecretSource",
     ),
     "_impl": (

@@ -30,7 +30,8 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from ._host_base import HostBase
 from ._host_core import Member, ReloadReport
-from ._host_sources import AsyncHostSecretSource, no_sources
+from ._host_paths import AsyncHostSecretSource
+from ._host_sources import no_sources
 from .aio import AsyncPluginClient
 from .source import Secret
 from .protocol import (

@@ -32,7 +32,8 @@ from typing import Any, Dict, List, Optional, Set, Union
 
 from ._host_base import HostBase
 from ._host_core import Member, ReloadReport
-from ._host_sources import HostSecretSource, no_sources
+from ._host_paths import HostSecretSource
+from ._host_sources import no_sources
 from .client import PluginClient
 from .source import Secret
 from .protocol import (
