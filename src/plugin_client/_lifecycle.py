@@ -26,11 +26,11 @@ from __future__ import annotations
 import math
 import threading
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, List, Optional, Tuple, TypeVar
 
 from . import _messages as messages
 from ._impl import IMPLEMENTATION, RestartWindow, monotonic
-from .errors import PluginDisabled
+from .errors import PluginClientError, PluginDisabled
 from .health import PluginHealth, PluginState
 from .policy import LifetimePolicy
 from .protocol import Capability, InitResult
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from ._process import ExitRecord
 
 __all__ = ("Lifecycle",)
+
+_E = TypeVar("_E", bound=PluginClientError)
 
 
 def _now() -> datetime:
@@ -73,6 +75,10 @@ class Lifecycle:
         self.probe_due: Optional[float] = None
         self.probing = False
         self._probe_claimed = 0.0
+        # The last crash's diagnostics: its process's stderr tail and exit (none
+        # when no process ran), given to the errors that report it.
+        self.crash_tail: Tuple[str, ...] = ()
+        self.crash_exit: Optional[ExitRecord] = None
 
     # --- rules ---------------------------------------------------------------
 
@@ -115,7 +121,15 @@ class Lifecycle:
                     left = self.probe_due - monotonic()
                     probe = messages.next_probe(left, self._wall(self.probe_due), self.cooldown)
             msg = messages.disabled(self.plugin_name, str(self.disabled_reason), probe)
-        return PluginDisabled(msg, plugin=self.plugin_name)
+            msg = messages.with_last_stderr_line(msg, self.crash_tail)
+            return self.diagnosed(PluginDisabled(msg, plugin=self.plugin_name))
+
+    def diagnosed(self, error: _E) -> _E:
+        """``error``, given the last crash's diagnostics (``stderr_tail``, ``exit``)."""
+        error.stderr_tail = self.crash_tail
+        info = self.crash_exit
+        error.exit = info.info() if info is not None else None
+        return error
 
     @staticmethod
     def _wall(mono: float) -> datetime:
@@ -189,13 +203,16 @@ class Lifecycle:
             if self.state is not PluginState.DISABLED:
                 self.state = PluginState.IDLE
 
-    def on_crash(self, error: str, info: Optional[ExitRecord] = None) -> bool:
+    def on_crash(self, error: str, info: Optional[ExitRecord] = None, stderr_tail: Tuple[str, ...] = ()) -> bool:
         """Record a crash, ``error`` its cause (a sentence naming the plugin, with no
         outcome: the caller words that from the answer). ``info`` is None if no
-        process was started. True if now disabled."""
+        process was started; ``stderr_tail`` is its process's last stderr lines.
+        True if now disabled."""
         with self._meta:
             if info is not None:
                 self.last_exit = info
+            self.crash_tail = stderr_tail
+            self.crash_exit = info
             self.pid = None
             self.last_crash = _now()
             self.last_error = error
