@@ -142,10 +142,11 @@ _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 
 
 def last_stderr_line(lines: Sequence[str]) -> Optional[str]:
-    """The plugin's last non-blank stderr line, its escape sequences and control
-    characters taken out, if it is short enough to quote (``LAST_LINE_MAX``)."""
+    """The plugin's last non-blank stderr line, its escape sequences taken out and
+    its runs of control characters and spaces made one space, if it is short
+    enough to quote (``LAST_LINE_MAX``)."""
     for raw in reversed(lines):
-        line = _CONTROLS.sub(" ", _ESCAPES.sub("", raw)).strip()
+        line = " ".join(_CONTROLS.sub(" ", _ESCAPES.sub("", raw)).split())
         if line:
             return line if len(line) <= LAST_LINE_MAX else None
     return None
