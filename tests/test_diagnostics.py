@@ -75,7 +75,7 @@ for raw in sys.stdin:
         sys.stdout.flush()
         time.sleep(3600)
     if ref == "long-line":
-        say("y" * 300)
+        say("y" * 301)
         os._exit(3)
     if ref == "escapes":
         say("\\x1b[31mERROR\\x1b[0m bad\\tthing\\x07 happened")
@@ -178,7 +178,7 @@ def test_a_frame_too_large_carries_the_tail(new_client: Callable[..., Any], diag
 def test_a_long_last_line_is_left_to_the_tail(new_client: Callable[..., Any], diagnosed: Any) -> None:
     c = new_client(diagnosed, policy=POLICY)
     exc = _fail(lambda: c.get("long-line"), errors.PluginCrashed)
-    assert exc.stderr_tail == ("y" * 300,)
+    assert exc.stderr_tail == ("y" * 301,)
     assert "Its last stderr line" not in str(exc) and "yyyy" not in str(exc)
     assert str(exc).endswith("See the error's stderr_tail, health().stderr_tail or the log 'plugin_client.plugin.diag'.")
 

@@ -134,8 +134,10 @@ def stderr_hint(name: str) -> str:
 
 
 # The longest stderr line a message quotes: a longer one is left to the
-# error's stderr_tail, so a message stays a few readable sentences.
-LAST_LINE_MAX = 200
+# error's stderr_tail, so a message stays a few readable sentences. Long enough
+# for a script plugin's "cannot import ...; set ..." advice (the example
+# jsonfile plugin's runs to about 250 characters).
+LAST_LINE_MAX = 300
 # ANSI escape sequences (colours, cursor moves), then any other control character.
 _ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
