@@ -311,8 +311,28 @@ def test_an_sdk_plugins_error_and_its_traceback_arrive_at_error(
     c.shutdown()
     seen = plugin_records.seen
     start = next(i for i, (_, text) in enumerate(seen) if "The handler failed" in text)
-    end = next(i for i, (_, text) in enumerate(seen) if text == "RuntimeError: handler bug")
+    end = next(i for i, (_, text) in enumerate(seen) if text.strip() == "RuntimeError: handler bug")
     record = seen[start : end + 1]
     assert record[0][1].startswith("ERROR plugin_client.sdk: The handler failed on 'secret_source.get'")
-    assert record[1][1] == "Traceback (most recent call last):" and len(record) > 3
+    assert record[1][1].strip() == "Traceback (most recent call last):" and len(record) > 3
+    # The SDK indents a record's further lines, so each is read as a continuation.
+    assert all(text.startswith("    ") for _, text in record[1:])
     assert {level for level, _ in record} == {E}
+
+
+def test_an_sdk_plugins_multi_line_warning_stays_a_warning(tmp_path: Path, plugin_records: Records) -> None:
+    from plugin_client.client import PluginClient
+
+    body = (
+        "import logging\n"
+        "from plugin_client.plugin import SecretSourcePlugin, serve\n"
+        "class Logs(SecretSourcePlugin):\n"
+        "    def get(self, reference):\n"
+        "        logging.getLogger('jsonfile').warning('first line\\nError: the second line')\n"
+        "        return reference\n"
+        "serve(Logs)\n"
+    )
+    with PluginClient(make_sdk_plugin(tmp_path / "p", body=body), policy=POLICY) as c:
+        assert c.get("x").value.get_secret_value() == "x"
+    assert (W, "WARNING jsonfile: first line") in plugin_records.seen
+    assert (W, "    Error: the second line") in plugin_records.seen
