@@ -271,3 +271,12 @@ def test_a_put_value_is_never_in_a_diagnosed_message(new_client: Callable[..., A
     texts: Dict[str, str] = {"str": str(exc), "repr": repr(exc), "vars": repr(vars(exc))}
     for where, text in texts.items():
         assert secret not in text, where
+
+
+def test_disabled_under_a_cooldown_carries_the_last_crash(new_client: Callable[..., Any], diagnosed: Any) -> None:
+    c = new_client(diagnosed, policy=POLICY.model_copy(update={"restart_cap": 1, "disabled_cooldown": 60.0}))
+    crash = _fail(lambda: c.get("crash"), errors.PluginCrashed)
+    off = _fail(lambda: c.get("x"), errors.PluginDisabled)
+    assert off.stderr_tail == crash.stderr_tail and off.exit == crash.exit and off.exit is not None
+    assert "probe" in str(off)  # the cooldown's own sentence stays
+    assert str(off).endswith("Its last stderr line: 'fatal: lost the connection to the backend'.")
