@@ -518,4 +518,5 @@ def test_a_bad_init_reply_says_so_once(plugin: Any, script: Script) -> None:
         drive(flow.start_steps(), script)
     text = str(info.value)
     assert text.startswith("Plugin 'echo' sent a reply to request") and text.count("Plugin 'echo'") == 1
-    assert text.endswith("It was killed; the next request starts a fresh process.")
+    assert text.endswith("It was killed; the next request starts a fresh process. Its last stderr line: 'a line on stderr'.")
+    assert info.value.stderr_tail == ("a line on stderr",) and info.value.exit is not None

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from ._impl import IMPLEMENTATION, NO_EXTENSIONS
     from ._host_core import ReloadReport
+    from ._host_paths import AsyncHostSecretSource, HostSecretSource
     from .aio import AsyncPluginClient
     from .aio_host import AsyncPluginHost
     from .client import PluginClient
@@ -116,6 +117,7 @@ if TYPE_CHECKING:
         DuplicateRoutePrefix,
         DuplicateSource,
         NoRoute,
+        HostHasNoSources,
         SourcePluginMissing,
         SourcesError,
         SourcesFieldError,
@@ -269,6 +271,9 @@ __all__ = (
     "NoRoute",
     "UnknownSource",
     "SourcePluginMissing",
+    "HostHasNoSources",
+    "HostSecretSource",
+    "AsyncHostSecretSource",
 )
 
 # name -> the module that defines it, imported on first access
@@ -278,6 +283,9 @@ _MODULES: Dict[str, Tuple[str, ...]] = {
     ),
     "_host_core": (
         "ReloadReport",
+    ),
+    "_host_paths": (
+        "AsyncHostSecretSource", "HostSecretSource",
     ),
     "_impl": (
         "IMPLEMENTATION", "NO_EXTENSIONS",
@@ -307,7 +315,7 @@ _MODULES: Dict[str, Tuple[str, ...]] = {
         "UnknownPlugin",
         "SourcesError", "SourcesFileError", "SourcesInvalid", "SourcesFieldError", "BadSourceName",
         "DuplicateSource", "BadSourceType", "UndefinedSource", "BadRoutePrefix", "DuplicateRoutePrefix",
-        "BadSecretPath", "NoRoute", "UnknownSource", "SourcePluginMissing",
+        "BadSecretPath", "NoRoute", "UnknownSource", "SourcePluginMissing", "HostHasNoSources",
     ),
     "events": (
         "EventKind", "PluginEvent", "flush_events",

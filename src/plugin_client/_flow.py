@@ -442,7 +442,7 @@ class Flow:
         name, method = self.name, call_type.method.value
         if isinstance(exc, DeadlineExceeded):
             msg = yield from self._fail_steps(proc, messages.timed_out(name, method, self.policy))
-            raise RequestTimeout(msg, plugin=name) from exc
+            raise self.life.diagnosed(RequestTimeout(msg, plugin=name)) from exc
         if isinstance(exc, (StreamEOF, PipeClosed)):
             msg = yield from self._fail_steps(
                 proc,
@@ -450,12 +450,12 @@ class Flow:
                 dead=True,
                 advice=messages.stderr_hint(name),
             )
-            raise PluginCrashed(msg, plugin=name) from exc
+            raise self.life.diagnosed(PluginCrashed(msg, plugin=name)) from exc
         if isinstance(exc, FrameTooLargeError):
             msg = yield from self._fail_steps(
                 proc, messages.reply_too_long(name, exc.limit), advice=messages.REPLY_TOO_LONG_ADVICE
             )
-            raise FrameTooLarge(msg, plugin=name) from exc
+            raise self.life.diagnosed(FrameTooLarge(msg, plugin=name)) from exc
         raise exc
 
     def bad_reply_steps(self, proc: PluginProcess, exc: ProtocolError) -> FlowSteps:
@@ -464,6 +464,7 @@ class Flow:
         received ids, survive); its message gets the outcome."""
         msg = yield from self._fail_steps(proc, exc.message)
         exc.args = (msg,)
+        self.life.diagnosed(exc)
 
     def start_steps(self) -> FlowSteps:
         """Spawn and init now if there is no live process; returns the ``InitResult``."""
@@ -504,12 +505,14 @@ class Flow:
                     if status == IDLE_EXITED:
                         info = yield from proc.reap_dead_steps()
                         self._remember_tail(proc)  # (on_crash logs it: a crashed event)
-                        self.life.on_crash(messages.exited_while_idle(self.name, _how(info)), info)
+                        self.life.on_crash(
+                            messages.exited_while_idle(self.name, _how(info)), info, tuple(proc.tail.lines())
+                        )
                         self.life.check_enabled()
                         proc = None
                     else:
                         msg = yield from self._fail_steps(proc, messages.stray_output(self.name))
-                        raise ProtocolError(msg, plugin=self.name)
+                        raise self.life.diagnosed(ProtocolError(msg, plugin=self.name))
         if proc is None:
             proc = yield from self._spawn_steps()
         return proc
@@ -687,20 +690,25 @@ class Flow:
         msg = yield from self._fail_steps(
             proc, messages.init_failure(self.name, self.policy, exc), dead=dead, advice=messages.init_advice(self.name, exc)
         )
-        raise InitError(msg, plugin=self.name) from exc
+        raise self.life.diagnosed(InitError(msg, plugin=self.name)) from exc
 
     def _fail_steps(
         self, proc: PluginProcess, cause: Union[str, Callable[[str], str]], *, dead: bool = False, advice: str = ""
     ) -> FlowSteps:
         """End ``proc`` after an error (``dead``: it exited by itself; else it is
         killed), count the crash, and return the message to raise: ``cause`` (or,
-        a function, ``cause(how it ended)``) and the one outcome this crash has."""
+        a function, ``cause(how it ended)``), the one outcome this crash has, and
+        the plugin's last stderr line. The error raised with it gets the crash's
+        diagnostics from ``self.life.diagnosed``."""
         self.slot.proc = None
         info: ExitRecord = yield from (proc.reap_dead_steps() if dead else proc.kill_steps())
         self._remember_tail(proc)
+        # Complete: the stop drained the group's last stderr before the reap.
+        tail = tuple(proc.tail.lines())
         text = cause if isinstance(cause, str) else cause(_how(info))
-        now_disabled = self.life.on_crash(text, info)
-        return messages.crashed(text, killed=not dead, now_disabled=now_disabled, policy=self.policy, advice=advice)
+        now_disabled = self.life.on_crash(text, info, tail)
+        msg = messages.crashed(text, killed=not dead, now_disabled=now_disabled, policy=self.policy, advice=advice)
+        return messages.with_last_stderr_line(msg, tail)
 
     def abandon(self, proc: Optional[PluginProcess] = None) -> Optional[ExitRecord]:
         """Last resort when a flow cannot be finished (its driver is going away): kill

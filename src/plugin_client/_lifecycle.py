@@ -28,13 +28,13 @@ from __future__ import annotations
 import math
 import threading
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, TypeVar
 
 from . import _messages as messages
 from ._impl import IMPLEMENTATION, RestartWindow, monotonic
 from ._notify import Notifier
 from .events import EventKind
-from .errors import PluginDisabled
+from .errors import PluginClientError, PluginDisabled
 from .health import ExitStage, PluginHealth, PluginState
 from .policy import LifetimePolicy
 from .protocol import Capability, InitResult
@@ -47,6 +47,8 @@ __all__ = ("Lifecycle",)
 # As module globals: an enum member read through its class costs a descriptor
 # call, and these are read on every cold start and stop.
 _SPAWNED, _READY, _STOPPED = EventKind.SPAWNED, EventKind.READY, EventKind.STOPPED
+
+_E = TypeVar("_E", bound=PluginClientError)
 
 
 def _now() -> datetime:
@@ -91,6 +93,10 @@ class Lifecycle:
         self.probe_due: Optional[float] = None
         self.probing = False
         self._probe_claimed = 0.0
+        # The last crash's diagnostics: its process's stderr tail and exit (none
+        # when no process ran), given to the errors that report it.
+        self.crash_tail: Tuple[str, ...] = ()
+        self.crash_exit: Optional[ExitRecord] = None
 
     # --- rules ---------------------------------------------------------------
 
@@ -133,7 +139,15 @@ class Lifecycle:
                     left = self.probe_due - monotonic()
                     probe = messages.next_probe(left, self._wall(self.probe_due), self.cooldown)
             msg = messages.disabled(self.plugin_name, str(self.disabled_reason), probe)
-        return PluginDisabled(msg, plugin=self.plugin_name)
+            msg = messages.with_last_stderr_line(msg, self.crash_tail)
+            return self.diagnosed(PluginDisabled(msg, plugin=self.plugin_name))
+
+    def diagnosed(self, error: _E) -> _E:
+        """``error``, given the last crash's diagnostics (``stderr_tail``, ``exit``)."""
+        error.stderr_tail = self.crash_tail
+        info = self.crash_exit
+        error.exit = info.info() if info is not None else None
+        return error
 
     @staticmethod
     def _wall(mono: float) -> datetime:
@@ -217,13 +231,16 @@ class Lifecycle:
                     self.state = PluginState.IDLE
         self.notify.emit(kind, info.pid, detail, info)
 
-    def on_crash(self, error: str, info: Optional[ExitRecord] = None) -> bool:
+    def on_crash(self, error: str, info: Optional[ExitRecord] = None, stderr_tail: Tuple[str, ...] = ()) -> bool:
         """Record a crash, ``error`` its cause (a sentence naming the plugin, with no
         outcome: the caller words that from the answer). ``info`` is None if no
-        process was started. True if now disabled."""
+        process was started; ``stderr_tail`` is its process's last stderr lines.
+        True if now disabled."""
         with self._meta:
             if info is not None:
                 self.last_exit = info
+            self.crash_tail = stderr_tail
+            self.crash_exit = info
             self.pid = None
             self.last_crash = _now()
             self.last_error = error

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Union
 
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, StreamEOF
 from .errors import PluginClientError, PluginError
@@ -39,6 +40,8 @@ __all__ = (
     "next_probe",
     "executable_changed",
     "stderr_hint",
+    "last_stderr_line",
+    "with_last_stderr_line",
     "lock_timeout",
     "unsupported",
     "client_closed",
@@ -132,7 +135,35 @@ def executable_changed(cause: str) -> str:
 
 
 def stderr_hint(name: str) -> str:
-    return f"See health().stderr_tail or the log 'plugin_client.plugin.{name}'."
+    return f"See the error's stderr_tail, health().stderr_tail or the log 'plugin_client.plugin.{name}'."
+
+
+# The longest stderr line a message quotes: a longer one is left to the
+# error's stderr_tail, so a message stays a few readable sentences. Long enough
+# for a script plugin's "cannot import ...; set ..." advice (the example
+# jsonfile plugin's runs to about 250 characters).
+LAST_LINE_MAX = 300
+# ANSI escape sequences (colours, cursor moves), then any other control character.
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def last_stderr_line(lines: Sequence[str]) -> Optional[str]:
+    """The plugin's last non-blank stderr line, its escape sequences taken out and
+    its runs of control characters and spaces made one space, if it is short
+    enough to quote (``LAST_LINE_MAX``)."""
+    for raw in reversed(lines):
+        line = " ".join(_CONTROLS.sub(" ", _ESCAPES.sub("", raw)).split())
+        if line:
+            return line if len(line) <= LAST_LINE_MAX else None
+    return None
+
+
+def with_last_stderr_line(message: str, lines: Sequence[str]) -> str:
+    """``message``, ending with the plugin's last stderr line if one can be quoted:
+    that is where a plugin says why it failed."""
+    line = last_stderr_line(lines)
+    return f"{_sentence(message)} Its last stderr line: {line!r}." if line is not None else message
 
 
 # --- causes -------------------------------------------------------------------------------

@@ -52,9 +52,26 @@ def _log() -> logging.Logger:
     return logging.getLogger("plugin_client.sdk")
 
 
+# The shape the host reads a level from (a leading level word: README.md, "Diagnostics").
+_LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
 def _basic_config(logging: Any) -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    """Records to stderr, one line ``LEVEL name: message`` each, the record's further
+    lines (a multi-line message, a traceback) indented by four spaces: the host logs
+    an indented line at the level of the line it continues, so a ``log.exception``'s
+    traceback arrives at ERROR whatever its lines say."""
+    if logging.getLogger().handlers:
+        return
+
+    class Indented(logging.Formatter):  # type: ignore[misc]  # (logging is Any here)
+        def format(self, record: logging.LogRecord) -> str:
+            text: str = super().format(record)
+            return text.replace("\n", "\n    ") if "\n" in text else text
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Indented(_LOG_FORMAT))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 # --- the capabilities a handler claims ----------------------------------------------

@@ -4,7 +4,9 @@ One daemon thread serves every plugin process of the interpreter through one
 ``epoll`` set, so a plugin that logs megabytes never blocks on a full pipe and
 a spawn costs one ``epoll_ctl``, not a thread start. Each process gets a
 :class:`StderrTail`: the last N lines (each cut to 1,000 characters), kept for
-``health()`` and forwarded to the logger ``plugin_client.plugin.<name>``.
+``health()`` and forwarded to the logger ``plugin_client.plugin.<name>`` at
+the level the line carries (:mod:`plugin_client._log_levels`: a JSON log's
+``level``, a leading ``ERROR``, ``[WARN]``, ...; INFO for a plain line).
 
 Every drain is bounded, in bytes and in logger calls, whatever a plugin (or a
 descendant that shares its stderr) writes, at any rate and for any length of
@@ -31,6 +33,8 @@ import select
 import threading
 from typing import Deque, Dict, List, Optional
 
+from ._log_levels import DEFAULT_LEVEL, LevelReader
+
 __all__ = ("StderrTail", "StderrPump", "PUMP")
 
 _EVENTS = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
@@ -49,7 +53,9 @@ _LOG_LINES = 1000
 class StderrTail:
     """The bounded tail of one process's stderr, and where its lines are logged."""
 
-    __slots__ = ("fd", "_lines", "_partial", "_logger", "_lock", "closed", "bytes_seen", "_logged", "_unlogged")
+    __slots__ = (
+        "fd", "_lines", "_partial", "_logger", "_lock", "closed", "bytes_seen", "_logged", "_unlogged", "_levels",
+    )
 
     def __init__(self, fd: int, logger: logging.Logger, max_lines: int) -> None:
         self.fd = fd
@@ -62,6 +68,8 @@ class StderrTail:
         # Of the drain under way: the lines logged, and those not logged.
         self._logged = 0
         self._unlogged = 0
+        # The level of each line logged: its own, or that of the record it continues.
+        self._levels = LevelReader()
 
     def mark_closed(self) -> None:
         """The pipe is done with (its reader gave up on it): no more lines come."""
@@ -88,7 +96,7 @@ class StderrTail:
     def _log(self, line: str) -> None:
         if self._logged < _LOG_LINES:
             self._logged += 1
-            self._logger.info("%s", line)
+            self._logger.log(self._levels.level(line), "%s", line)
         else:
             self._unlogged += 1
 
@@ -122,7 +130,10 @@ class StderrTail:
                 return self._drain(limit)
             finally:
                 if self._unlogged:
-                    self._logger.info(
+                    # The lines left out may have begun or ended a record.
+                    self._levels.reset()
+                    self._logger.log(
+                        DEFAULT_LEVEL,
                         "The plugin wrote %d more lines than are logged at once; they are left out"
                         " (health().stderr_tail keeps the last of them)",
                         self._unlogged,

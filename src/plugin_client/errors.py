@@ -22,7 +22,9 @@ from ._enums import ErrorKind
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, ClassVar, Dict, Optional
+    from typing import Any, ClassVar, Dict, Optional, Tuple
+
+    from .health import ExitInfo
 
 __all__ = (
     "PluginClientError",
@@ -85,11 +87,25 @@ __all__ = (
 
 
 class PluginClientError(Exception):
-    """Base of every error plugin-client raises. ``plugin`` names the plugin, if known."""
+    """Base of every error plugin-client raises. ``plugin`` names the plugin, if known.
+
+    The diagnostics of a process failure (the errors below that end a process,
+    and :class:`PluginDisabled`, of the crash that disabled the plugin):
+    ``stderr_tail``, the plugin's last stderr lines before the failure, oldest
+    first, as ``health().stderr_tail`` kept them (``()`` when no process ran);
+    ``exit``, how that process ended (an :class:`~plugin_client.health.ExitInfo`,
+    or None). Every error has both, empty where they do not apply.
+    """
+
+    # Class-level defaults: every subclass has them, whichever initialiser it calls.
+    stderr_tail: Tuple[str, ...] = ()
+    exit: Optional[ExitInfo] = None
 
     def __init__(self, message: str, *, plugin: Optional[str] = None) -> None:
         super().__init__(message)
         self.plugin = plugin
+        self.stderr_tail = ()
+        self.exit = None
 
     @property
     def message(self) -> str:
@@ -594,3 +610,8 @@ class SourcePluginMissing(SourcesError):
     def __init__(self, message: str, *, source: str, plugin: str, origin: Optional[str] = None) -> None:
         super().__init__(message, origin=origin, plugin=plugin)
         self.source = source
+
+
+class HostHasNoSources(SourcesError):
+    """A host made without ``sources=`` was asked to resolve a secret path
+    (``resolve``, ``get_secret``, ``secret_source``): it has plugins, not routes."""

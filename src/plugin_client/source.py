@@ -414,7 +414,9 @@ class PluginSecretSource:
             if kind == "needs-credential":
                 return NeedsCredential(f"{who} needs a credential: {exc.message}", detail=exc.detail, plugin=plugin)
             return SourceError(f"{who} failed: {exc.message}", plugin=plugin)
-        return SourceUnavailable(f"{who} is unavailable ({type(exc).__name__}): {exc.message}", plugin=plugin)
+        failed = SourceUnavailable(f"{who} is unavailable ({type(exc).__name__}): {exc.message}", plugin=plugin)
+        failed.stderr_tail, failed.exit = exc.stderr_tail, exc.exit  # a process failure's diagnostics
+        return failed
 
 
 def source_error(exc: PluginClientError, *, source: str) -> SourceError:
