@@ -65,8 +65,8 @@ class PluginHost(HostBase[PluginClient]):
     ``policies`` has one for its name; ``configs`` maps names to ``init`` configs.
     A name in ``policies`` or ``configs`` that matches no plugin is logged as a
     warning, not an error: it applies if such a plugin appears at a ``reload()``.
-    ``on_event`` is kept for the clients' event hook. Nothing is spawned until a
-    request or ``start()``.
+    ``on_event`` is given to every client (:mod:`plugin_client.events`). Nothing
+    is spawned until a request or ``start()``.
 
     ``sources`` (the path of a ``sources.toml``, or a
     :class:`~plugin_client.SourcesConfig`): the host's clients are the file's
