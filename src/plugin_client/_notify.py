@@ -120,8 +120,10 @@ class Notifier:
             detail = ""
         event = PluginEvent(self.name, kind, _now(), pid, detail, exit.info() if exit is not None else None, duration)
         if log:
+            # The line itself as the record's msg, with no args (so no %-formatting):
+            # a handler that reads record.msg gets the sentence.
             _log.log(
-                level, "%s", messages.event_line(event),
+                level, messages.event_line(event),
                 extra={"plugin": self.name, "event": kind.value, "pid": pid},
             )
         if callback is not None:
