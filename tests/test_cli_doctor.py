@@ -323,3 +323,45 @@ def test_plugins_that_resist_shutdown_are_stopped_side_by_side(tmp_path: Path) -
     assert not set(zombie_children()) & set(pids_of(pidfiles))
     # One after the other: n stops of exit_wait + grace (0.8 s each, 3.2 s); side by side, one.
     assert took < n * 2 * timeout * 0.75, took
+
+
+def answering_plugin(directory: Path, name: str, is_available: str) -> None:
+    """A plugin that starts, then answers ``is_available`` with the JSON ``is_available``
+    (a result or an error object), or never answers it when that is ``"hang"``."""
+    body = (
+        "import json, sys, time\n"
+        "for line in sys.stdin:\n"
+        "    r = json.loads(line)\n"
+        "    if r['method'].endswith('init'):\n"
+        "        out = {'result': {'source_name': r['params']['source_name'], 'capabilities_bits': 1, 'plugin_version': '2'}}\n"
+        f"    elif {is_available!r} == 'hang':\n"
+        "        time.sleep(3600)\n"
+        "    else:\n"
+        f"        out = json.loads({is_available!r})\n"
+        "    print(json.dumps(dict(out, jsonrpc='2.0', id=r['id'])), flush=True)\n"
+    )
+    make_plugin(directory, name, python_script(body))
+
+
+def test_is_available_failures_after_a_good_start(tmp_path: Path) -> None:
+    """Each client's probe is init then is_available: a plugin that started but is not
+    available is "unavailable", one whose is_available times out is broken at that step,
+    and a hung is_available delays no other plugin's findings."""
+    d = tmp_path / "p"
+    answering_plugin(d, "down", '{"result": {"status": "unavailable", "detail": "backend offline"}}')
+    answering_plugin(d, "refuses", '{"error": {"code": -32000, "message": "no", "data": {"kind": "other", "detail": "bad"}}}')
+    answering_plugin(d, "hangs", "hang")
+    timeout = 0.5
+    found = {p["name"]: p for p in probe_all(DoctorHost(d, timeout))}
+    down = found["down"]
+    assert (down["verdict"], down["problem"], down["availability"]) == ("unavailable", "is_available", "unavailable")
+    assert down["availability_detail"] == "backend offline" and down["plugin_version"] == "2"
+    assert down["spawn_to_ready_ms"] is not None and down["is_available_ms"] is not None
+    refuses = found["refuses"]
+    assert (refuses["verdict"], refuses["problem"], refuses["error_type"]) == ("unavailable", "is_available", "PluginError")
+    hangs = found["hangs"]
+    assert (hangs["verdict"], hangs["problem"]) == ("broken", "is_available"), hangs
+    assert hangs["spawn_to_ready_ms"] is not None and hangs["is_available_ms"] >= timeout * 1000 * 0.9
+    assert "is_available" in hangs["hint"]
+    assert all(p["health"]["pid"] is None for p in found.values())
+    assert down["is_available_ms"] < timeout * 1000 / 2  # not waiting behind the hung one

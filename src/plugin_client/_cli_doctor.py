@@ -63,7 +63,7 @@ SCHEMA_VERSION = 2
 _TAIL_SHOWN = 5
 
 # The executable's problems, by error type (an executable that cannot be read is a
-# ManifestUnreadable whose path is not the manifest's: see _problem_of).
+# ManifestUnreadable whose path is not the manifest's: see _executable_kind).
 _EXECUTABLE_KINDS: Tuple[Tuple[type, str], ...] = (
     (ExecutableMissing, "missing"),
     (ExecutableNotExecutable, "not-executable"),
