@@ -28,6 +28,7 @@ from plugin_client import (
     PluginHost,
     PluginsDirUnavailable,
     PluginState,
+    SourcesFileError,
     UnknownPlugin,
 )
 from plugin_client.cli import PLUGINS_DIR_ENV as CLI_ENV
@@ -164,8 +165,9 @@ def test_policies_and_configs_by_name(tmp_path: Path, new_host: NewHost, caplog:
     assert "'typo'" in caplog.text and "policies" in caplog.text
 
 
-def test_sources_is_not_supported_yet(tmp_path: Path) -> None:
-    with pytest.raises(NotImplementedError, match="sources"):
+def test_a_missing_sources_file_is_a_typed_error(tmp_path: Path) -> None:
+    # The sources= host itself is tested in test_host_sources.py.
+    with pytest.raises(SourcesFileError, match="does not exist"):
         PluginHost(tmp_path, sources=tmp_path / "sources.toml")
 
 

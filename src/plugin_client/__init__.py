@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from ._impl import IMPLEMENTATION, NO_EXTENSIONS
     from ._host_core import ReloadReport
+    from ._host_paths import AsyncHostSecretSource, HostSecretSource
     from .aio import AsyncPluginClient
     from .aio_host import AsyncPluginHost
     from .client import PluginClient
@@ -115,6 +116,7 @@ if TYPE_CHECKING:
         DuplicateRoutePrefix,
         DuplicateSource,
         NoRoute,
+        HostHasNoSources,
         SourcePluginMissing,
         SourcesError,
         SourcesFieldError,
@@ -264,6 +266,9 @@ __all__ = (
     "NoRoute",
     "UnknownSource",
     "SourcePluginMissing",
+    "HostHasNoSources",
+    "HostSecretSource",
+    "AsyncHostSecretSource",
 )
 
 # name -> the module that defines it, imported on first access
@@ -273,6 +278,9 @@ _MODULES: Dict[str, Tuple[str, ...]] = {
     ),
     "_host_core": (
         "ReloadReport",
+    ),
+    "_host_paths": (
+        "AsyncHostSecretSource", "HostSecretSource",
     ),
     "_impl": (
         "IMPLEMENTATION", "NO_EXTENSIONS",
@@ -302,7 +310,7 @@ _MODULES: Dict[str, Tuple[str, ...]] = {
         "UnknownPlugin",
         "SourcesError", "SourcesFileError", "SourcesInvalid", "SourcesFieldError", "BadSourceName",
         "DuplicateSource", "BadSourceType", "UndefinedSource", "BadRoutePrefix", "DuplicateRoutePrefix",
-        "BadSecretPath", "NoRoute", "UnknownSource", "SourcePluginMissing",
+        "BadSecretPath", "NoRoute", "UnknownSource", "SourcePluginMissing", "HostHasNoSources",
     ),
     "health": (
         "ExitInfo", "ExitStage", "PluginHealth", "PluginState",

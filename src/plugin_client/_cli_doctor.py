@@ -32,7 +32,6 @@ from .errors import (
     ExecutableChanged,
     ExecutableMissing,
     ExecutableNotExecutable,
-    ManifestError,
     ManifestUnreadable,
     PluginClientError,
     PluginError,
@@ -220,8 +219,9 @@ def _blank(name: str, manifest_path: Path) -> Dict[str, Any]:
     }
 
 
-def _broken_finding(name: str, manifest_path: Path, err: ManifestError) -> Dict[str, Any]:
-    """A manifest or executable that did not load (the host's ``broken``)."""
+def _broken_finding(name: str, manifest_path: Path, err: PluginClientError) -> Dict[str, Any]:
+    """A manifest or executable that did not load (the host's ``broken``: a
+    :class:`~plugin_client.ManifestError` for a host of a plugins directory)."""
     found = _blank(name, manifest_path)
     kind = _executable_kind(err, manifest_path)
     found["error_type"] = type(err).__name__
@@ -233,7 +233,7 @@ def _broken_finding(name: str, manifest_path: Path, err: ManifestError) -> Dict[
         found["problem"] = "executable"
         found["executable_problem"] = kind
         found["executable_ok"] = False
-        found["executable"] = err.path
+        found["executable"] = getattr(err, "path", None)
         if isinstance(err, ChecksumMismatch):
             found["checksum"] = "mismatch"
     found["hint"] = _hint(found["problem"], kind, name, manifest_path)

@@ -32,8 +32,9 @@ from typing import Any, Callable, Dict, Generic, List, Mapping, Optional, Sequen
 
 from ._client_base import ClientBase
 from ._host_scan import HostEntry, Scan
-from .errors import ClientClosed, ManifestError, PluginsDirUnavailable, UnknownPlugin
+from .errors import ClientClosed, PluginClientError, PluginsDirUnavailable, UnknownPlugin
 from .health import PluginHealth
+from .sources import SourcesConfig
 
 __all__ = ("ReloadReport", "Member", "HostTable", "client_kwargs")
 
@@ -48,7 +49,8 @@ class ReloadReport:
 
     ``added``: names of new clients. ``removed``: name -> why it is gone (its
     manifest was removed, its directory is unavailable, or its manifest no longer
-    loads: then it is in ``broken`` too). ``replaced``: name -> what changed; a new
+    loads: then it is in ``broken`` too; for a ``sources.toml`` host, also: the file no
+    longer defines the source). ``replaced``: name -> what changed; a new
     client serves the name's new requests. A removed or replaced client stops once
     its requests in flight end. ``broken`` and ``dir_errors`` are the host's, after
     the reload (the same as ``host.broken`` and ``host.dir_errors``)."""
@@ -56,7 +58,7 @@ class ReloadReport:
     added: Tuple[str, ...] = ()
     removed: Mapping[str, str] = field(default_factory=dict)
     replaced: Mapping[str, str] = field(default_factory=dict)
-    broken: Mapping[str, ManifestError] = field(default_factory=dict)
+    broken: Mapping[str, PluginClientError] = field(default_factory=dict)
     dir_errors: Mapping[str, PluginsDirUnavailable] = field(default_factory=dict)
 
     def __repr__(self) -> str:
@@ -93,6 +95,8 @@ def client_kwargs(entry: HostEntry, on_event: Optional[Callable[..., None]]) -> 
 
 def _removed_reason(entry: HostEntry, scan: Scan) -> str:
     path = entry.plugin.manifest_path
+    if scan.sources is not None and entry.name not in scan.sources.names():
+        return f"the sources file {scan.sources.origin!r} no longer defines source {entry.name!r}"
     for directory, problem in scan.dir_errors.items():
         if Path(directory) == path.parent:
             return f"its plugins directory {directory!r} is unavailable: {problem.message}"
@@ -118,10 +122,14 @@ class HostTable(Generic[C]):
         self.kind = kind
         self._make_client = make_client
         self.members: Dict[str, Member[C]] = {}
-        self.broken: Dict[str, ManifestError] = {}
+        self.broken: Dict[str, PluginClientError] = {}
         self.dir_errors: Dict[str, PluginsDirUnavailable] = {}
         self.retired: List[Member[C]] = []
         self.closed = False
+        # The routing file of a sources.toml host (the last scan's), else None.
+        self.sources: Optional[SourcesConfig] = None
+        # Raised by every apply(): what is built from the table may be kept until it moves.
+        self.generation = 0
 
     # --- requests -----------------------------------------------------------------
 
@@ -129,8 +137,16 @@ class HostTable(Generic[C]):
         """The error for a name with no client."""
         err = self.broken.get(name)
         if err is not None:
+            what = "Source" if self.sources is not None else "Plugin"
             return UnknownPlugin(
-                f"Plugin {name!r} did not load: {err.message} (host.broken[{name!r}]); fix it and call reload()",
+                f"{what} {name!r} did not load: {err.message} (host.broken[{name!r}]); fix it and call reload()",
+                name=name,
+            )
+        if self.sources is not None:
+            defined = ", ".join(repr(n) for n in sorted(self.members)) or "none"
+            return UnknownPlugin(
+                f"{self.kind} has no source {name!r} (loaded: {defined}); define it as a [[source]] in "
+                f"{self.sources.origin!r} and call reload(), or use one of the loaded names",
                 name=name,
             )
         loaded = ", ".join(repr(n) for n in sorted(self.members)) or "none"
@@ -217,6 +233,8 @@ class HostTable(Generic[C]):
         self.members = dict(sorted(members.items()))
         self.broken = dict(scan.broken)
         self.dir_errors = dict(scan.dir_errors)
+        self.sources = scan.sources
+        self.generation += 1
         for directory, problem in scan.dir_errors.items():
             _log.warning("%s: %s", self.kind, problem.message)
         report = ReloadReport(

@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ._plugins_dir import default_plugins_dir
-from .errors import DuplicatePlugin, ManifestError, ManifestUnreadable, PluginsDirUnavailable
+from .errors import DuplicatePlugin, ManifestUnreadable, PluginClientError, PluginsDirUnavailable
 from .manifest import DEFAULT_PREFIX, LoadedPlugin, discover_plugins
 from .policy import LifetimePolicy
+from .sources import SourcesConfig
 
-__all__ = ("HostEntry", "Scan", "PluginsDirArg", "plugins_dirs", "scan_plugins_dirs")
+__all__ = ("HostEntry", "Scan", "PluginsDirArg", "plugins_dirs", "load_plugins_dirs", "scan_plugins_dirs")
 
 _PathLike = Union[str, "os.PathLike[str]"]
 #: A host's ``plugins_dir``: one path, several, or None for the default.
@@ -89,11 +90,15 @@ class HostEntry:
 class Scan:
     """One scan's outcome: ``entries`` by name, ``broken`` (see the module docstring
     for its keys), and ``dir_errors``: each directory that could not be read, by its
-    path as given."""
+    path as given. ``sources``: the routing file the entries were built from (a
+    ``sources.toml`` host's), else None. ``broken`` holds a
+    :class:`~plugin_client.ManifestError`, or for a source whose plugin is not
+    installed, a :class:`~plugin_client.SourcePluginMissing`."""
 
     entries: Dict[str, HostEntry] = field(default_factory=dict)
-    broken: Dict[str, ManifestError] = field(default_factory=dict)
+    broken: Dict[str, PluginClientError] = field(default_factory=dict)
     dir_errors: Dict[str, PluginsDirUnavailable] = field(default_factory=dict)
+    sources: Optional[SourcesConfig] = None
 
 
 def plugins_dirs(plugins_dir: PluginsDirArg) -> List[Path]:
@@ -129,7 +134,9 @@ def _dir_error(directory: Path) -> Optional[PluginsDirUnavailable]:
     return None
 
 
-def _scan_dirs(dirs: Sequence[Path], prefix: str, scan: Scan) -> Dict[str, LoadedPlugin]:
+def load_plugins_dirs(dirs: Sequence[Path], prefix: str, scan: Scan) -> Dict[str, LoadedPlugin]:
+    """Every plugin that loads from ``dirs`` by name (earlier directories win a name);
+    each broken manifest and unreadable directory goes into ``scan``."""
     loaded: Dict[str, LoadedPlugin] = {}
     first: Dict[str, str] = {}  # name -> the manifest that claimed it
     for directory in dirs:
@@ -180,7 +187,7 @@ def scan_plugins_dirs(
     default = policy if policy is not None else LifetimePolicy()
     policies = policies or {}
     configs = configs or {}
-    for name, plugin in _scan_dirs(dirs, prefix, scan).items():
+    for name, plugin in load_plugins_dirs(dirs, prefix, scan).items():
         scan.entries[name] = HostEntry(
             name=name, plugin=plugin, policy=policies.get(name, default), config=configs.get(name)
         )

@@ -1,7 +1,7 @@
 """``AsyncPluginHost``: the :class:`~plugin_client.PluginHost` contract for asyncio hosts.
 
-The same constructor, lookups, ``health()`` (plain calls: they never wait)
-and reload semantics as ``PluginHost``, over one
+The same constructor (``sources=`` included), lookups, ``health()`` and
+``resolve()`` (plain calls: they never wait) and reload semantics as ``PluginHost``, over one
 :class:`~plugin_client.AsyncPluginClient` per plugin; the request methods,
 ``start()``, ``reload()`` and ``shutdown()`` are coroutines. The asyncio
 driver of the shared table (:mod:`plugin_client._host_core`): the loop is the
@@ -30,7 +30,10 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from ._host_base import HostBase
 from ._host_core import Member, ReloadReport
+from ._host_paths import AsyncHostSecretSource
+from ._host_sources import no_sources
 from .aio import AsyncPluginClient
+from .source import Secret
 from .protocol import (
     Call,
     DeleteResult,
@@ -62,6 +65,7 @@ class AsyncPluginHost(HostBase[AsyncPluginClient]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._stoppers: Set["asyncio.Task[None]"] = set()
         self._reload_lock: Optional[asyncio.Lock] = None  # made in the loop, at the first reload
+        self._paths: Optional[AsyncHostSecretSource] = None  # get_secret()'s, made at its first call
         super().__init__(*args, **kwargs)
 
     async def __aenter__(self) -> AsyncPluginHost:
@@ -138,6 +142,22 @@ class AsyncPluginHost(HostBase[AsyncPluginClient]):
         finally:
             self._leave(member)
 
+    # --- secret paths (sources=) -------------------------------------------------------
+
+    async def get_secret(self, path: str) -> Optional[Secret]:
+        """``PluginHost.get_secret``, awaited."""
+        source = self._paths
+        if source is None:
+            source = self._paths = AsyncHostSecretSource(self)
+        return await source.get(path)
+
+    def secret_source(self, *, cache: bool = False, max_ttl: Optional[float] = None) -> AsyncHostSecretSource:
+        """``PluginHost.secret_source``, whose ``get`` and the other request methods
+        are coroutines."""
+        if self._table.sources is None:
+            raise no_sources(type(self).__name__)
+        return AsyncHostSecretSource(self, cache=cache, max_ttl=max_ttl)
+
     # --- every plugin at once ---------------------------------------------------------
 
     async def start(self, names: Optional[Iterable[str]] = None) -> Dict[str, Union[InitResult, Exception]]:
@@ -165,7 +185,8 @@ class AsyncPluginHost(HostBase[AsyncPluginClient]):
         return {name: result for (name, _member), result in zip(members, results)}
 
     async def reload(self) -> ReloadReport:
-        """``PluginHost.reload()``, with the scan in the loop's default executor."""
+        """``PluginHost.reload()``, with the scan (and the sources file's reading) in the
+        loop's default executor."""
         if self._reload_lock is None:
             self._reload_lock = asyncio.Lock()
         async with self._reload_lock:

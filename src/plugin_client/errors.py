@@ -594,3 +594,8 @@ class SourcePluginMissing(SourcesError):
     def __init__(self, message: str, *, source: str, plugin: str, origin: Optional[str] = None) -> None:
         super().__init__(message, origin=origin, plugin=plugin)
         self.source = source
+
+
+class HostHasNoSources(SourcesError):
+    """A host made without ``sources=`` was asked to resolve a secret path
+    (``resolve``, ``get_secret``, ``secret_source``): it has plugins, not routes."""

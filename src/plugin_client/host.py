@@ -32,7 +32,10 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Union
 
 from ._host_base import HostBase
 from ._host_core import Member, ReloadReport
+from ._host_paths import HostSecretSource
+from ._host_sources import no_sources
 from .client import PluginClient
+from .source import Secret
 from .protocol import (
     Call,
     DeleteResult,
@@ -62,8 +65,18 @@ class PluginHost(HostBase[PluginClient]):
     ``policies`` has one for its name; ``configs`` maps names to ``init`` configs.
     A name in ``policies`` or ``configs`` that matches no plugin is logged as a
     warning, not an error: it applies if such a plugin appears at a ``reload()``.
-    ``sources`` (a ``sources.toml``) is not supported yet. ``on_event`` is kept for
-    the clients' event hook. Nothing is spawned until a request or ``start()``.
+    ``on_event`` is kept for the clients' event hook. Nothing is spawned until a
+    request or ``start()``.
+
+    ``sources`` (the path of a ``sources.toml``, or a
+    :class:`~plugin_client.SourcesConfig`): the host's clients are the file's
+    sources instead, each named by the source and running the plugin named by its
+    ``type`` with the source's settings as ``init`` config, merged with
+    ``configs[source name]`` (the host's keys win); a source's policy is
+    ``policies[source name]``, else ``policies[type]``, else ``policy``. Plugins no
+    source uses get no client. ``resolve(path)``, ``get_secret(path)`` and
+    ``secret_source()`` route secret paths as :class:`~plugin_client.SourceRouter`
+    does; ``reload()`` reads the file again.
     """
 
     _client_type = PluginClient
@@ -72,6 +85,7 @@ class PluginHost(HostBase[PluginClient]):
         self._lock = threading.Lock()  # the table's; never held across a wait
         self._reload_lock = threading.Lock()  # one reload at a time
         self._stoppers: Set[threading.Thread] = set()
+        self._paths: Optional[HostSecretSource] = None  # get_secret()'s, made at its first call
         super().__init__(*args, **kwargs)
 
     def __enter__(self) -> PluginHost:
@@ -152,6 +166,30 @@ class PluginHost(HostBase[PluginClient]):
         finally:
             self._leave(member)
 
+    # --- secret paths (sources=) -------------------------------------------------------
+
+    def get_secret(self, path: str) -> Optional[Secret]:
+        """Resolve the secret ``path`` by the sources file (``resolve()``) and get it from
+        the source chosen, through this host's request path; when the ``[default]``
+        source is unavailable (not installed, failed, or answering ``unavailable``),
+        from its ``fallback``. ``None`` if the source has no such secret. Raises as
+        :meth:`~plugin_client.SourceRouter.get_secret` does, and
+        :class:`~plugin_client.HostHasNoSources` for a host made without ``sources=``."""
+        source = self._paths
+        if source is None:
+            source = self._paths = HostSecretSource(self)
+        return source.get(path)
+
+    def secret_source(self, *, cache: bool = False, max_ttl: Optional[float] = None) -> HostSecretSource:
+        """The whole host as one :class:`~plugin_client.SecretSource` whose references are
+        secret paths (``get`` is :meth:`get_secret`); ``cache=True`` gives each source
+        its own :class:`~plugin_client.LeaseCache` (at most ``max_ttl`` seconds), which a
+        ``reload()`` that replaces or removes the source drops. It follows the host's
+        reloads; it is not owned: shutting the host down ends it."""
+        if self._table.sources is None:
+            raise no_sources(type(self).__name__)
+        return HostSecretSource(self, cache=cache, max_ttl=max_ttl)
+
     # --- every plugin at once ---------------------------------------------------------
 
     def start(self, names: Optional[Iterable[str]] = None) -> Dict[str, Union[InitResult, Exception]]:
@@ -186,7 +224,13 @@ class PluginHost(HostBase[PluginClient]):
         checksum, executable, allowed variables, or the executable's file) gets a new
         client for new requests; a removed or now broken one is removed. A removed or
         replaced client stops once its requests in flight end, in the background
-        (``shutdown()`` waits for it). Returns what changed."""
+        (``shutdown()`` waits for it). Returns what changed.
+
+        With ``sources=`` (a path), the file is read again first: an added source adds
+        a client, a removed one is removed, one whose type or settings changed is
+        replaced. A file that no longer loads raises its
+        :class:`~plugin_client.SourcesFileError` / :class:`~plugin_client.SourcesInvalid`
+        and leaves the host exactly as it was."""
         with self._reload_lock:
             scan = self._scan()  # file I/O and hashing, outside the table's lock
             with self._lock:
