@@ -33,6 +33,7 @@ from ._live import unwatch, watch
 from ._process import EXCHANGE_ERRORS, PluginProcess
 from ._scrub import scrub
 from ._sweeper import SWEEPER, watch_idle
+from ._wire_trace import DEBUG, traced_request, wire_on
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
 from .protocol import (
@@ -230,7 +231,10 @@ class PluginClient(ClientBase):
             proc = pending.proc
             try:
                 # None: output or an exit while idle; nothing was written.
-                outcome: Any = proc.reader.request(proc.child, pending.line, pending.deadline)
+                if wire_on(DEBUG):  # the wire trace (bench/test_bench_wire_trace.py: the check's cost)
+                    outcome: Any = traced_request(proc, pending.line, pending.deadline)
+                else:
+                    outcome = proc.reader.request(proc.child, pending.line, pending.deadline)
             except EXCHANGE_ERRORS as exc:
                 outcome = exc
             except BaseException:  # the host's interruption, mid-request: not the plugin's doing
