@@ -149,11 +149,11 @@ def test_replies_of_odd_shapes_leak_nothing(
     assert replies[4].endswith('"error":{"kind":"other","detail":"<redacted>"}}')
     assert '"entries":[{"reference":"a","display":null,"value":"<redacted>"}]' in replies[5]
     # A broken reply kills the process: each of those is a fresh start, an init and a get.
-    broken = [m for m in replies.values() if m.startswith("<- odd") and "init" not in m]
-    assert any('"result":"<redacted>"' in m for m in broken)
-    assert any('"id":"<redacted>"' in m for m in broken)
-    assert any(m.endswith(f"(not a JSON object, {len('Odd-Secret-raw is not json')} bytes)") for m in broken)
-    assert any(m.endswith("(not a JSON object, 200000 bytes)") for m in broken)
+    odd_replies = [m for m in replies.values() if m.startswith("<- odd") and "init" not in m]
+    assert any('"result":"<redacted>"' in m for m in odd_replies)
+    assert any('"id":"<redacted>"' in m for m in odd_replies)
+    assert any(m.endswith(f"(not a JSON object, {len('Odd-Secret-raw is not json')} bytes)") for m in odd_replies)
+    assert any(m.endswith("(not a JSON object, 200000 bytes)") for m in odd_replies)
 
 
 def test_a_failed_exchange_is_traced_as_no_reply(
