@@ -213,3 +213,34 @@ def test_a_long_line_is_cut_after_redaction(
     assert len(c.list().entries) == 500
     reply = wire_records()[-1].getMessage()
     assert reply.endswith(" characters)") and len(reply) < MAX_SHOWN + 100
+
+
+def test_a_level_changed_anywhere_is_seen_at_the_next_request(
+    new_client: Callable[..., Any], echo: LoadedPlugin, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)  # the root at INFO
+    caplog.handler.setLevel(logging.DEBUG)
+    parent = logging.getLogger("plugin_client")
+    c = new_client(echo, policy=FAST)
+    c.get("warm")
+
+    def traced(ref: str) -> bool:
+        caplog.clear()
+        c.get(ref)
+        return [r.name for r in caplog.records if r.name == WIRE] == [WIRE, WIRE]
+
+    try:
+        assert not traced("off")
+        parent.setLevel(logging.DEBUG)  # an ancestor's level
+        assert traced("parent")
+        logging.disable(logging.DEBUG)
+        assert not traced("disabled")
+        logging.disable(logging.NOTSET)
+        assert traced("enabled")
+        parent.setLevel(logging.NOTSET)
+        assert not traced("off-again")
+        logging.getLogger().setLevel(logging.DEBUG)  # the root's
+        assert traced("root")
+    finally:
+        logging.disable(logging.NOTSET)
+        parent.setLevel(logging.NOTSET)

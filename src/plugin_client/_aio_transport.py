@@ -17,7 +17,7 @@ from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, Proc
 from ._impl import Child, FrameReader, monotonic
 from ._process import PluginProcess
 from ._sigpipe import write_sigpipe_blocked
-from ._wire_trace import DEBUG, TracedCall, trace_failure, trace_reply, trace_request, wire_on
+from ._wire_trace import TRACE, TracedCall, trace_failure, trace_reply, trace_request, tracing
 
 __all__ = (
     "Channel", "DeliveredOutcome", "ExitWait", "QUICK_MAX", "acquire_within", "acquire_within_task", "loop_idle",
@@ -111,7 +111,7 @@ class Channel:
         self.busy = True
         self.settled = False
         self.deadline = deadline
-        if wire_on(DEBUG):  # the wire trace: its reply is logged by _settle
+        if TRACE.maybe and tracing():  # wire trace (its reply is logged by _settle)
             self.traced = trace_request(self.name, line)
         try:
             n = write_nonblocking(self.fd_in, line)
@@ -167,7 +167,7 @@ class Channel:
 
     def _settle(self, frame: Optional[bytes], error: Optional[BaseException]) -> None:
         self.early = None
-        if self.traced is not None:
+        if self.traced is not None:  # wire trace
             self._settle_trace(frame, error)
         if self.writing:  # only on an error: the process is ended next
             self.writing = False

@@ -25,7 +25,7 @@ from typing import Any, Callable, Generator, Mapping, Optional, Sequence, Tuple,
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, StreamEOF
 from ._impl import Child, FrameReader, spawn
 from ._stderr import PUMP, StderrTail
-from ._wire_trace import DEBUG, traced_exchange, wire_on
+from ._wire_trace import TRACE, traced_exchange, tracing
 from .health import ExitInfo, ExitStage
 
 __all__ = (
@@ -228,7 +228,7 @@ class PluginProcess:
 
     def exchange(self, line: bytes, deadline: float) -> bytes:
         """Write one request line and read one reply frame, both before ``deadline``."""
-        if wire_on(DEBUG):
+        if TRACE.maybe and tracing():
             return traced_exchange(self, line, deadline)
         # One core call: write, then read first and poll only if the reply is not there yet.
         return self.reader.exchange(self.child.stdin_fd, line, deadline)

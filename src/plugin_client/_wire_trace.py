@@ -24,9 +24,10 @@ What is shown is a redacted copy of the parsed line, never the line itself:
   it holds;
 - a line that does not parse as a JSON object is logged as its length only.
 
-The drivers check :func:`wire_on` (``Logger.isEnabledFor``, which ``logging``
-caches) once per exchange and call in here only when it is true, so with DEBUG
-off a request pays that one call (``bench/test_bench_wire_trace.py``). Not
+The drivers read ``TRACE.maybe`` once per exchange and call in here only when
+it is true; it turns false once the logger is found off, and true again when
+``logging`` clears its level cache (:class:`TraceSwitch`), so with DEBUG off a
+request pays one attribute read (``bench/test_bench_wire_trace.py``). Not
 here: deciding anything about an exchange (the trace only watches; its
 failures are the flow's), and logging anything but the wire (``plugin_client``
 logs the lifecycle).
@@ -44,13 +45,63 @@ from ._enums import AvailabilityStatus, ErrorKind
 if TYPE_CHECKING:  # (_process calls in here)
     from ._process import PluginProcess
 
-__all__ = ("WIRE", "DEBUG", "wire_on", "TracedCall", "trace_request", "trace_reply", "trace_failure",
+__all__ = ("WIRE", "DEBUG", "TRACE", "TraceSwitch", "tracing", "wire_on", "TracedCall", "trace_request", "trace_reply", "trace_failure",
            "traced_request", "traced_exchange", "redacted")
 
 WIRE = logging.getLogger("plugin_client.wire")
 DEBUG = logging.DEBUG
-# Bound once: the warm path's check is this one call (the logger object lives for ever).
-wire_on = WIRE.isEnabledFor
+wire_on = WIRE.isEnabledFor  # (the logger object lives for ever)
+
+
+class TraceSwitch:
+    """``maybe``: whether the wire logger may be on. The drivers read it before
+    every exchange and call :func:`tracing` only when it is true, so with the
+    trace off an exchange pays one attribute read, not ``isEnabledFor``'s call.
+
+    ``logging`` clears every logger's level cache (``Manager._clear_cache``) on
+    each ``setLevel`` anywhere and each ``logging.disable``; the wire logger's
+    cache is a dict whose ``clear()`` sets ``maybe`` again, so a level changed
+    at run time is seen at the next exchange. Not seen: ``disabled`` set back
+    to False by hand on the wire logger (set a level after it)."""
+
+    __slots__ = ("maybe", "watched")
+
+    def __init__(self) -> None:
+        self.maybe = True
+        self.watched = False
+
+
+TRACE = TraceSwitch()
+
+
+class _LevelCache(dict):  # type: ignore[type-arg]
+    """The wire logger's level cache: clearing it (a level changed) makes the drivers look again."""
+
+    __slots__ = ()
+
+    def clear(self) -> None:
+        super().clear()
+        TRACE.maybe = True
+
+
+def _watch_levels() -> None:
+    cache = getattr(WIRE, "_cache", None)
+    if type(cache) is dict:  # CPython's logging since 3.7; elsewhere maybe stays True: isEnabledFor every time
+        setattr(WIRE, "_cache", _LevelCache(cache))
+        TRACE.watched = True
+
+
+_watch_levels()
+
+
+def tracing() -> bool:
+    """Whether to trace the exchange about to start (called while ``TRACE.maybe``)."""
+    if TRACE.watched:
+        TRACE.maybe = False  # first: a level change from now on sets it again
+    if wire_on(DEBUG):
+        TRACE.maybe = True
+        return True
+    return False
 
 REDACTED = "<redacted>"
 # Past this many characters a record's JSON is cut (after redaction: nothing secret is left to cut).
