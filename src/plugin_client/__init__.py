@@ -98,7 +98,15 @@ if TYPE_CHECKING:
         ValidateCall,
         ValidateResult,
     )
-    from .source import LeaseCache, PluginSecretSource, Secret, SecretRef, SecretSource, SourceStatus
+    from .source import (
+        AsyncPluginSecretSource,
+        LeaseCache,
+        PluginSecretSource,
+        Secret,
+        SecretRef,
+        SecretSource,
+        SourceStatus,
+    )
 
 __version__ = "0.1.0"
 
@@ -183,6 +191,7 @@ __all__ = (
     # the SecretSource adapter
     "SecretSource",
     "PluginSecretSource",
+    "AsyncPluginSecretSource",
     "SourceStatus",
     "Secret",
     "SecretRef",
@@ -237,7 +246,8 @@ _MODULES: Dict[str, Tuple[str, ...]] = {
         "Result", "ValidateCall", "ValidateResult",
     ),
     "source": (
-        "LeaseCache", "PluginSecretSource", "Secret", "SecretRef", "SecretSource", "SourceStatus",
+        "AsyncPluginSecretSource", "LeaseCache", "PluginSecretSource", "Secret", "SecretRef", "SecretSource",
+        "SourceStatus",
     ),
 }
 _LAZY: Dict[str, str] = {name: module for module, names in _MODULES.items() for name in names}
