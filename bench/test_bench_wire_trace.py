@@ -13,8 +13,8 @@ contenders, the same warm client on the same C plugin, in alternating blocks of
 * ``debug-on``: the trace on, into a ``NullHandler`` (what a host that turns
   DEBUG on pays: parsing, redacting and formatting two records per request).
 
-Each sample is one block's mean per ``get``, the order of the three rotated
-each round; ``test_*_checked`` times all three side by side and the other two tests report the samples it took for them (run
+Each sample is one block's mean per ``get``, the first two swapping places
+every other round; ``test_*_checked`` times all three side by side and the other two tests report the samples it took for them (run
 alone, they time themselves), with ``extra_info["paired_ratio_to_checked"]``:
 the median of each round's ratio to the ``checked`` block next to it (and
 ``paired_ratio_quartiles``), which the machine's drift (other processes on the
@@ -133,10 +133,12 @@ def _interleaved(benchmark: BenchmarkFixture, case: str, methods: List[Tuple[typ
     for v in variants:  # one untimed block each: warm caches, and the trace's first records
         with states[v]:
             block(size)
+    swapped = variants[1::-1] + variants[2:]
     for i in range(rounds):
-        # Rotated each round: a block right after debug-on's (which fills the caches
-        # with json and logging) starts colder, and no variant may always be that one.
-        for v in variants[i % len(variants):] + variants[:i % len(variants)]:
+        # The first two swap places every other round: a block right after
+        # debug-on's (which fills the caches with json and logging) starts colder,
+        # and each of the two compared must be that one as often as the other.
+        for v in variants if i % 2 == 0 else swapped:
             with states[v]:
                 samples[v].append(block(size) / size)
     first = samples[variants[0]]
