@@ -17,7 +17,9 @@
  *
  * On stdin EOF it exits 0. In SIGTERM mode (argv[1] == "--sigterm-2ms", or a
  * program name containing "sigterm", since PluginClient passes no arguments)
- * it ignores stdin EOF and exits 2 ms after SIGTERM instead.
+ * it ignores stdin EOF and exits 2 ms after SIGTERM instead. In stubborn mode (a
+ * program name containing "stubborn") it ignores both: only SIGKILL ends it, so a
+ * host's stop takes its whole exit_wait + shutdown_grace.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -200,6 +202,7 @@ int main(int argc, char **argv) {
     char *buf = malloc(cap);
     int sigterm_mode = (argc > 1 && strcmp(argv[1], "--sigterm-2ms") == 0)
                        || (argc > 0 && strstr(argv[0], "sigterm") != NULL);
+    int stubborn_mode = argc > 0 && strstr(argv[0], "stubborn") != NULL;
     if (!buf)
         return 70;
     if (sigterm_mode) {
@@ -208,6 +211,8 @@ int main(int argc, char **argv) {
         sa.sa_handler = on_sigterm;
         sigaction(SIGTERM, &sa, NULL);
     }
+    if (stubborn_mode)
+        signal(SIGTERM, SIG_IGN);
     for (;;) {
         ssize_t n;
         char *nl;
@@ -239,7 +244,7 @@ int main(int argc, char **argv) {
         if (start == end)
             start = end = 0;
     }
-    if (sigterm_mode)
+    if (sigterm_mode || stubborn_mode)
         for (;;)
             pause();
     return 0;

@@ -78,6 +78,9 @@ TARGETS: List[Target] = [
     ("sdk_start", "sdk", "stdlib", "<= 1.3x the same handlers on stdlib json, spawn to init reply", lambda r: r <= 1.3),
     ("import", "sdk", "json", "(info) import plugin_client.plugin vs import json", lambda r: True),
     ("import", "sync-host", "json", "(info) from plugin_client import PluginClient, load_plugin", lambda r: True),
+    ("host_start", "side-by-side", "one-by-one", "(info) PluginHost.start() of 20 C plugins vs one after the other", lambda r: True),
+    ("host_start", "async-side-by-side", "one-by-one", "(info) AsyncPluginHost.start() vs one after the other", lambda r: True),
+    ("host_shutdown", "side-by-side", "one-by-one", "(info) shutdown() of 20 SIGTERM-ignoring plugins vs one after the other", lambda r: True),
 ]
 
 # (case, ours, baseline, extra_info key, target text, check(ratio)): memory, not time.

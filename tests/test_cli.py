@@ -101,6 +101,8 @@ def test_doctor_with_broken_plugins(cli: Any, mixed_dir: Path) -> None:
     assert r.code == 1
     assert "1 healthy, 0 unavailable, 3 broken" in r.out
     assert "ChecksumMismatch" in r.out and "ManifestParseError" in r.out
+    assert "tampered: broken (executable problem)" in r.out and "unparsable: broken (manifest error)" in r.out
+    assert "dying: broken (did not start)" in r.out
     assert "fatal: no config here" in r.out  # the stderr tail of the plugin that died
 
     doc = cli("doctor", "--plugins-dir", str(mixed_dir), "--json").json()
@@ -108,11 +110,13 @@ def test_doctor_with_broken_plugins(cli: Any, mixed_dir: Path) -> None:
     assert doc["healthy"] is False
     assert by_name["good"]["verdict"] == "ok"
     assert by_name["tampered"]["checksum"] == "mismatch" and by_name["tampered"]["error_type"] == "ChecksumMismatch"
+    assert by_name["tampered"]["manifest_ok"] is True and by_name["tampered"]["executable_ok"] is False
     assert by_name["unparsable"]["manifest_ok"] is False and by_name["unparsable"]["checksum"] == "unknown"
     dying = by_name["dying"]
     assert dying["checksum"] == "ok" and dying["error_type"] == "InitError"
     assert "fatal: no config here" in dying["stderr_tail"]
     assert dying["health"]["last_exit"]["returncode"] == 4
+    assert dying["problem"] == "start" and f"call dying init --plugins-dir {mixed_dir} -v" in dying["hint"]
 
 
 def test_doctor_unavailable_plugin_fails(cli: Any, tmp_path: Path) -> None:
@@ -131,11 +135,14 @@ def test_doctor_empty_missing_and_unlistable_dirs(cli: Any, tmp_path: Path) -> N
     (tmp_path / "empty").mkdir()
     r = cli("doctor", "--plugins-dir", str(tmp_path / "empty"))
     assert r.code == 0 and "No plugins found" in r.out
+    # A mistyped path must fail a health check: exit 3, not "no plugins, healthy".
     r = cli("doctor", "--plugins-dir", str(tmp_path / "absent"), "--json")
-    assert r.code == 0 and r.json()["plugins"] == [] and r.json()["plugins_dir_exists"] is False
+    doc = r.json()
+    assert r.code == 3 and doc["plugins"] == [] and doc["plugins_dir_exists"] is False
+    assert doc["healthy"] is False and doc["plugins_dir_problem"] == "missing"
     (tmp_path / "file").write_text("")
     r = cli("doctor", "--plugins-dir", str(tmp_path / "file"))
-    assert r.code == 1 and "cannot be listed" in r.err
+    assert r.code == 3 and "is not a directory" in r.err
 
 
 def test_plugins_dir_from_env_then_default(cli: Any, tmp_path: Path) -> None:
@@ -144,6 +151,7 @@ def test_plugins_dir_from_env_then_default(cli: Any, tmp_path: Path) -> None:
     assert r.code == 0 and doc["plugins_dir"] == str(EXAMPLES) and doc["plugins_dir_source"] == "$PLUGIN_CLIENT_PLUGINS_DIR"
     r = cli("doctor", "--json", env={"XDG_CONFIG_HOME": str(tmp_path / "xdg")})
     doc = r.json()
+    assert r.code == 3 and doc["plugins_dir_problem"] == "missing"  # the default, never created
     assert doc["plugins_dir"] == str(tmp_path / "xdg" / "plugin-client" / "plugins")
     assert doc["plugins_dir_source"] == "default"
     r = cli("doctor", "--json", env={"HOME": str(tmp_path / "home")}, drop=("XDG_CONFIG_HOME",))
@@ -231,10 +239,11 @@ def test_main_in_process_returns_codes(
 
     monkeypatch.delenv("PLUGIN_CLIENT_PYTHON", raising=False)
 
-    assert main(["doctor", "--plugins-dir", str(tmp_path / "none")]) == 0
-    assert "No plugins found" in capsys.readouterr().out
+    assert main(["doctor", "--plugins-dir", str(tmp_path / "none")]) == 3
+    assert "does not exist" in capsys.readouterr().err
     assert main(["call"]) == 2
     write_manifest(tmp_path, "x", "missing-exe", "0" * 64)
     assert main(["doctor", "--plugins-dir", str(tmp_path), "--json"]) == 1
-    assert json.loads(capsys.readouterr().out)["plugins"][0]["error_type"] == "ExecutableMissing"
+    found = json.loads(capsys.readouterr().out)["plugins"][0]
+    assert found["error_type"] == "ExecutableMissing" and found["problem"] == "executable"
     assert "PLUGIN_CLIENT_PYTHON" not in os.environ  # set for the probes only, then restored

@@ -532,9 +532,11 @@ def test_missing_executable(tmp_path: Path, new_client: Callable[..., PluginClie
     plugin = make_plugin(tmp_path / "p")
     os.unlink(plugin.executable.path)
     c = new_client(plugin, policy=FAST)
-    with pytest.raises(errors.SpawnError):
+    with pytest.raises(errors.ExecutableChanged, match="was removed"):
         c.get("x")
-    assert c.health().crashes_in_window == 1
+    # Removed after verification: refused, not run, and not the plugin's crash.
+    h = c.health()
+    assert h.crashes_in_window == 0 and h.executable_changed is not None and "was removed" in h.executable_changed
     c.shutdown()
 
 
@@ -547,11 +549,12 @@ def test_unverified_missing_executable_path(tmp_path: Path, new_client: Callable
 
 
 def test_spawn_failures_count_toward_the_cap(tmp_path: Path, new_client: Callable[..., PluginClient]) -> None:
+    # A client given a path verifies it lazily: a missing file is a failed start.
+    # (One removed after it was verified is not counted: test_missing_executable.)
     plugin = make_plugin(tmp_path / "p")
-    os.unlink(plugin.executable.path)
-    c = new_client(plugin, policy=LifetimePolicy(restart_cap=2))
+    c = new_client(plugin.manifest, executable=tmp_path / "nope", policy=LifetimePolicy(restart_cap=2))
     for _ in range(2):
-        with pytest.raises(errors.SpawnError):
+        with pytest.raises(errors.ExecutableMissing):
             c.get("x")
     with pytest.raises(errors.PluginDisabled):
         c.get("x")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import plugin_client
-from plugin_client import health, protocol
+from plugin_client import health, protocol, sources
 from plugin_client.client import PluginClient
 
 from plugin_factory import make_plugin
@@ -21,6 +21,7 @@ STR_ENUMS = [
     protocol.Method,
     protocol.ErrorKind,
     protocol.AvailabilityStatus,
+    sources.RouteKind,
 ]
 
 

@@ -27,6 +27,7 @@ import pytest
 from plugin_client import errors
 from plugin_client._impl import IMPLEMENTATION, spawn_method
 from plugin_client.client import PluginClient
+from plugin_client.health import PluginState
 from plugin_client.manifest import load_manifest, load_plugin
 from plugin_client.policy import LifetimePolicy
 
@@ -337,16 +338,17 @@ def _loaded_good(probe: Probe) -> Tuple[Any, Path]:
 
 
 def _swap_refused(probe: Probe, plugin: Any) -> None:
+    """Refused at every spawn, never run; not the plugin's crash, so more refusals than
+    the restart cap disable nothing, and health() says what happened and what to do."""
     c = PluginClient(plugin, policy=FAST.model_copy(update={"restart_cap": 3}))
     try:
-        for _ in range(2):
+        for _ in range(4):
             with pytest.raises(errors.ExecutableChanged, match="it was not run"):
                 c.get("value:x")
-        with pytest.raises(errors.ExecutableChanged, match="it was not run"):
-            c.get("value:x")
-        with pytest.raises(errors.PluginDisabled):  # refused spawns count as crashes
-            c.get("value:x")
-        assert c.health().spawn_count == 0
+        h = c.health()
+        assert h.spawn_count == 0 and h.crashes_in_window == 0 and h.state is PluginState.IDLE
+        assert h.executable_changed is not None and "not counted as a crash" in h.executable_changed
+        assert "reload()" in h.executable_changed
     finally:
         c.shutdown()
     assert not probe.ran()

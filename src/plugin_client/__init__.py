@@ -20,8 +20,11 @@ if TYPE_CHECKING:
     from typing import Any, Dict, List, Tuple
 
     from ._impl import IMPLEMENTATION, NO_EXTENSIONS
+    from ._host_core import ReloadReport
     from .aio import AsyncPluginClient
+    from .aio_host import AsyncPluginHost
     from .client import PluginClient
+    from .host import PluginHost
     from .errors import (
         AmbiguousReply,
         BadJsonRpcVersion,
@@ -54,6 +57,11 @@ if TYPE_CHECKING:
         SpawnError,
         UnsafePermissions,
         UnsupportedCapability,
+    )
+    from .errors import (
+        DuplicatePlugin,
+        PluginsDirUnavailable,
+        UnknownPlugin,
     )
     from .errors import (
         BadReference,
@@ -107,6 +115,34 @@ if TYPE_CHECKING:
         SecretSource,
         SourceStatus,
     )
+    from .errors import (
+        BadRoutePrefix,
+        BadSecretPath,
+        BadSourceName,
+        BadSourceType,
+        DuplicateRoutePrefix,
+        DuplicateSource,
+        NoRoute,
+        SourcePluginMissing,
+        SourcesError,
+        SourcesFieldError,
+        SourcesFileError,
+        SourcesInvalid,
+        UndefinedSource,
+        UnknownSource,
+    )
+    from .source_router import AsyncGetSource, AsyncSourceRouter, SourceRouter, find_source_plugins, preflight_sources
+    from .sources import (
+        DefaultRule,
+        Resolution,
+        RouteKind,
+        RouteRule,
+        SecretOverride,
+        SourceDef,
+        SourcesConfig,
+        load_sources,
+        parse_sources,
+    )
 
 __version__ = "0.1.0"
 
@@ -123,6 +159,13 @@ __all__ = (
     "PluginState",
     "ExitInfo",
     "ExitStage",
+    # hosts of many plugins
+    "PluginHost",
+    "AsyncPluginHost",
+    "ReloadReport",
+    "UnknownPlugin",
+    "DuplicatePlugin",
+    "PluginsDirUnavailable",
     # manifests
     "PluginManifest",
     "LoadedPlugin",
@@ -201,6 +244,35 @@ __all__ = (
     "SourceUnsupportedCapability",
     "BadReference",
     "NeedsCredential",
+    # sources.toml: routes to sources
+    "SourcesConfig",
+    "SourceDef",
+    "DefaultRule",
+    "RouteRule",
+    "SecretOverride",
+    "Resolution",
+    "RouteKind",
+    "load_sources",
+    "parse_sources",
+    "SourceRouter",
+    "AsyncSourceRouter",
+    "AsyncGetSource",
+    "find_source_plugins",
+    "preflight_sources",
+    "SourcesError",
+    "SourcesFileError",
+    "SourcesInvalid",
+    "SourcesFieldError",
+    "BadSourceName",
+    "DuplicateSource",
+    "BadSourceType",
+    "UndefinedSource",
+    "BadRoutePrefix",
+    "DuplicateRoutePrefix",
+    "BadSecretPath",
+    "NoRoute",
+    "UnknownSource",
+    "SourcePluginMissing",
 )
 
 # name -> the module that defines it, imported on first access
@@ -208,14 +280,23 @@ _MODULES: Dict[str, Tuple[str, ...]] = {
     "_enums": (
         "AvailabilityStatus", "Capability", "ErrorKind", "Method",
     ),
+    "_host_core": (
+        "ReloadReport",
+    ),
     "_impl": (
         "IMPLEMENTATION", "NO_EXTENSIONS",
     ),
     "aio": (
         "AsyncPluginClient",
     ),
+    "aio_host": (
+        "AsyncPluginHost",
+    ),
     "client": (
         "PluginClient",
+    ),
+    "host": (
+        "PluginHost",
     ),
     "errors": (
         "AmbiguousReply", "BadJsonRpcVersion", "BadManifestName", "BadReplyId", "BlankReply",
@@ -226,7 +307,11 @@ _MODULES: Dict[str, Tuple[str, ...]] = {
         "PluginCrashed", "PluginDisabled", "PluginError", "ProtocolError", "ReplyIdMismatch",
         "ReplyShapeError", "RequestTimeout", "SpawnError", "UnsafePermissions",
         "UnsupportedCapability", "BadReference", "NeedsCredential", "SourceError",
-        "SourceUnavailable", "SourceUnsupportedCapability",
+        "SourceUnavailable", "SourceUnsupportedCapability", "DuplicatePlugin", "PluginsDirUnavailable",
+        "UnknownPlugin",
+        "SourcesError", "SourcesFileError", "SourcesInvalid", "SourcesFieldError", "BadSourceName",
+        "DuplicateSource", "BadSourceType", "UndefinedSource", "BadRoutePrefix", "DuplicateRoutePrefix",
+        "BadSecretPath", "NoRoute", "UnknownSource", "SourcePluginMissing",
     ),
     "health": (
         "ExitInfo", "ExitStage", "PluginHealth", "PluginState",
@@ -248,6 +333,13 @@ _MODULES: Dict[str, Tuple[str, ...]] = {
     "source": (
         "AsyncPluginSecretSource", "LeaseCache", "PluginSecretSource", "Secret", "SecretRef", "SecretSource",
         "SourceStatus",
+    ),
+    "source_router": (
+        "AsyncGetSource", "AsyncSourceRouter", "SourceRouter", "find_source_plugins", "preflight_sources",
+    ),
+    "sources": (
+        "DefaultRule", "Resolution", "RouteKind", "RouteRule", "SecretOverride", "SourceDef", "SourcesConfig",
+        "load_sources", "parse_sources",
     ),
 }
 _LAZY: Dict[str, str] = {name: module for module, names in _MODULES.items() for name in names}

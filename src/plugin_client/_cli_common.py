@@ -1,27 +1,41 @@
-"""What every ``plugin-client`` command shares: its output, exit codes and argument types.
+"""What every ``plugin-client`` command shares: its output, exit codes, argument types,
+and the one check of a plugins directory (:func:`plugins_dir_problem`) that ``doctor``
+and ``call`` report in the same words.
 
 Only the command-line modules (``cli`` and ``_cli_*``) import this; it is the
-one place that writes to stdout and stderr. It holds no command of its own.
+one place that writes to stdout and stderr. It holds no command of its own, and
+does not choose the plugins directory (``cli.default_plugins_dir`` does).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
+import stat
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Dict, Optional, TextIO
 
-from .errors import PluginClientError
+from .errors import ManifestUnreadable, PluginClientError
+from ._plugins_dir import PLUGINS_DIR_ENV
 
 __all__ = (
-    "Out", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "positive_seconds",
-    "config_object", "refused", "report",
+    "Out", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_PLUGINS_DIR", "positive_seconds",
+    "config_object", "refused", "report", "PluginsDirProblem", "plugins_dir_problem",
 )
 
 
+# The one list of these is README.md's "Command-line reference" table; cli.py's docstring
+# repeats it.
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: The plugins directory is missing, not a directory, or cannot be read: a mistyped
+#: path must fail a health check, not pass it as "no plugins".
+EXIT_PLUGINS_DIR = 3
 
 
 class Out:
@@ -80,3 +94,54 @@ def report(out: Out, doc: Dict[str, Any], *, as_json: bool, text: Callable[[], N
     else:
         text()
     return EXIT_OK if ok else EXIT_FAILED
+
+
+@dataclass(frozen=True)
+class PluginsDirProblem:
+    """Why a plugins directory cannot be used. ``kind`` is ``"missing"``,
+    ``"not-a-directory"`` or ``"unreadable"``; ``error`` carries the message."""
+
+    kind: str
+    error: ManifestUnreadable
+
+
+def _problem(kind: str, path: Path, source: str, what: str, code: Optional[int], todo: str) -> PluginsDirProblem:
+    message = (
+        f"The plugins directory {str(path)!r} (from {source}) {what}; {todo}, or point --plugins-dir "
+        f"or ${PLUGINS_DIR_ENV} at the right directory."
+    )
+    return PluginsDirProblem(kind, ManifestUnreadable(message, path=str(path), errno=code))
+
+
+def plugins_dir_problem(path: Path, source: str) -> Optional[PluginsDirProblem]:
+    """What is wrong with the plugins directory ``path`` (named by ``source``), or
+    ``None`` when it is a directory this user can list. ``doctor`` and ``call`` both
+    report it through this function, in the same words."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return _problem("missing", path, source, "does not exist", errno.ENOENT, "create it")
+    except NotADirectoryError:
+        return _problem(
+            "not-a-directory", path, source, "is not a directory (a component of the path is a file)",
+            errno.ENOTDIR, "fix the path",
+        )
+    except OSError as exc:
+        return _problem(
+            "unreadable", path, source, f"cannot be read ({exc.strerror})", exc.errno,
+            "fix the path or its permissions",
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        return _problem(
+            "not-a-directory", path, source, "is not a directory", errno.ENOTDIR,
+            "fix the path",
+        )
+    try:
+        with os.scandir(path):
+            pass
+    except OSError as exc:
+        return _problem(
+            "unreadable", path, source, f"cannot be listed ({exc.strerror})", exc.errno,
+            "make it readable and searchable by this user (chmod u+rx)",
+        )
+    return None

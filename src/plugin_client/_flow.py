@@ -543,6 +543,7 @@ class Flow:
             yield from self._spawn_failed_steps(proc, exc)
             raise  # pragma: no cover - the steps always raise
         except GeneratorExit:  # the flow was closed, not failed: yield nothing more
+            self.life.probe_unresolved()
             raise
         except BaseException:
             self.interrupted(proc)
@@ -571,13 +572,15 @@ class Flow:
         ``SystemExit``, an exception raised by a signal handler such as a
         ``SIGALRM`` timeout): a request half done, an ``init``, a stop under way.
 
-        The plugin did nothing wrong, so nothing is counted. But its state is
+        The plugin did nothing wrong, so nothing is counted (and a probe after a
+        cooldown is due again). But its state is
         unknown (the request may be written in part, its reply may still come),
         so no other request may be written to it: it leaves the slot and is
         stopped gracefully without anybody waiting (:attr:`stop_in_background`; the
         next request starts a fresh process), booked as stopped; ``shutdown()``
         and the interpreter's exit wait for that stop. The caller re-raises.
         """
+        self.life.probe_unresolved()
         if self.slot.proc is proc:
             self.slot.proc = None
         if proc.child.returncode is not None:  # reaped and closed already: nothing left
@@ -593,7 +596,11 @@ class Flow:
         """A cold start up to its ``init`` line: check the executable, spawn, book
         the process. Returns it, the ``init``'s id and its deadline."""
         deadline = monotonic() + self.policy.start_timeout
-        proc = self.spawner.start(self.life)
+        try:
+            proc = self.spawner.start(self.life)
+        except BaseException:
+            self.life.probe_unresolved()  # (a crash booked already resolved a probe)
+            raise
         self.slot.proc = proc
         self.life.on_spawned(proc.pid)
         return proc, self._take_id(), deadline

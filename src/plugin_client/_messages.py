@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Callable, Union
+from datetime import datetime
+from typing import Callable, Optional, Union
 
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, StreamEOF
 from .errors import PluginClientError, PluginError
@@ -29,6 +30,9 @@ __all__ = (
     "crashed",
     "disabled",
     "disabled_reason",
+    "probe_failed_reason",
+    "next_probe",
+    "executable_changed",
     "stderr_hint",
     "lock_timeout",
     "unsupported",
@@ -65,7 +69,13 @@ def crashed(cause: str, *, killed: bool, now_disabled: bool, policy: LifetimePol
     started). ``now_disabled``: this crash reached the restart cap.
     """
     ended = "It was killed" if killed else ""
-    if now_disabled:
+    if now_disabled and policy.disabled_cooldown is not None:
+        # (Reached the cap, or a probe failed: health().disabled_reason says which.)
+        outcome = (
+            "the plugin is now disabled (health().disabled_reason); one probe spawn is allowed "
+            "after its cooldown (health().next_probe), or fix it, then call clear_disabled()."
+        )
+    elif now_disabled:
         outcome = (
             f"the plugin is now disabled after {policy.restart_cap} crashes within "
             f"{policy.restart_window:g} s; fix it, then call clear_disabled()."
@@ -85,8 +95,35 @@ def disabled_reason(count: int, policy: LifetimePolicy, last_cause: str) -> str:
     )
 
 
-def disabled(name: str, reason: str) -> str:
+def probe_failed_reason(cooldown: float, last_cause: str) -> str:
+    """``health().disabled_reason`` after a failed probe spawn (its cause, not its outcome)."""
+    return f"its probe spawn after a cooldown of {cooldown:g} s failed: {_sentence(last_cause)}"
+
+
+def disabled(name: str, reason: str, probe: str = "") -> str:
+    """``PluginDisabled``'s message; ``probe`` is :func:`next_probe`'s sentence under a cooldown."""
+    if probe:
+        return f"Plugin {name!r} is disabled: {reason} {probe} Or fix the plugin, then call clear_disabled()."
     return f"Plugin {name!r} is disabled: {reason} Fix the plugin, then call clear_disabled()."
+
+
+def next_probe(in_seconds: float, at: Optional[datetime], cooldown: float) -> str:
+    """When a disabled plugin's next probe spawn is allowed (``at`` None: one is under way)."""
+    if at is None:
+        return f"A probe spawn, after a cooldown of {cooldown:g} s, is under way."
+    return (
+        f"The next probe spawn is allowed in {max(in_seconds, 0.0):.3g} s, at "
+        f"{at.isoformat(timespec='milliseconds')} (a cooldown of {cooldown:g} s)."
+    )
+
+
+def executable_changed(cause: str) -> str:
+    """``health().executable_changed``: a spawn refused because the executable changed, and what to do."""
+    return (
+        f"{_sentence(cause)} This is not counted as a crash, and every spawn checks the file again: "
+        "restore the verified file, or load the new one (PluginHost.reload(), or a new client for "
+        "a bare client) after updating checksum_sha256."
+    )
 
 
 def stderr_hint(name: str) -> str:

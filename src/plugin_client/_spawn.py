@@ -1,7 +1,13 @@
 """Starting one client's plugin processes: the executable, verified once and
-checked unchanged before each start, the environment, and the spawn. A start
-that fails is booked as a crash (the host's own state, such as running out of
-file descriptors, is not); the flow books a process that started."""
+checked before each start, the environment, and the spawn. A start that fails
+is booked as a crash; the host's own state (running out of file descriptors)
+and an executable whose bytes changed on disk after it was verified are not the
+plugin's crash, so nothing is counted for them (the latter shows in
+``health().executable_changed``). A change of metadata only (``touch``, a safe
+``chmod``, a rename over it of identical bytes) is verified again by hash and
+the spawn goes ahead (``VerifiedExecutable.current``); the flow books a
+process that started. It does not decide what a refusal means for a probe
+after a cooldown: ``Lifecycle`` does."""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from ._exec_image import FD_EXHAUSTED
 from ._lifecycle import Lifecycle
 from ._process import PluginProcess
 from ._spawn_env import plugin_env
-from .errors import PluginClientError, SpawnError
+from .errors import ExecutableChanged, PluginClientError, SpawnError
 from .manifest import PluginManifest, VerifiedExecutable, verify_executable
 from .policy import LifetimePolicy
 
@@ -60,8 +66,13 @@ class Spawner:
         blame for is booked in ``life`` as a crash and raised."""
         p = self.policy
         try:
-            exe = self.executable()
-            exe.check_unchanged(plugin=self.name)
+            verified = self.executable()
+            exe = verified.current(plugin=self.name)
+        except ExecutableChanged as exc:
+            # Not the plugin's crash: it never ran. Every spawn looks again, so a
+            # restored file passes; health() says what else to do.
+            life.on_refused(str(exc))
+            raise
         except (PluginClientError, OSError) as exc:
             # Out of fds is the host's state, not the plugin's: no crash is booked.
             if getattr(exc, "errno", None) in FD_EXHAUSTED:
@@ -70,6 +81,8 @@ class Spawner:
                 raise
             life.on_crash(str(exc))
             raise
+        if exe is not verified:  # only its metadata changed: the next check is one lstat again
+            self.verified = exe
         try:
             return self.start_process(
                 [exe.path_bytes],

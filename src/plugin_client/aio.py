@@ -316,6 +316,7 @@ class AsyncPluginClient(ClientBase):
         flow.gate(call_type)  # a refused call waits for no other request
         lock = self._bind()
         if lock.locked():
+            flow.life.check_probing()  # a probe after a cooldown holds it: refused, not queued
             try:
                 await acquire_within(lock, self._lock_timeout)
             except asyncio.TimeoutError:

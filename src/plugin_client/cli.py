@@ -1,11 +1,12 @@
 """``plugin-client``: the operator's command line (also ``python -m plugin_client``).
 
-``plugin-client doctor [--plugins-dir DIR] [--json] [--timeout S]``
-    Discovers every ``devboy-source-*.toml`` in the plugins directory, verifies
-    each manifest and executable, then probes each plugin: spawn, ``init``,
-    ``is_available``, shutdown, with timings. Prints a table (or, with
-    ``--json``, one JSON document with the same data and each plugin's
-    :class:`~plugin_client.health.PluginHealth`) and the core in use.
+``plugin-client doctor [NAME ...] [--plugins-dir DIR] [--json] [--timeout S]``
+    Discovers every ``devboy-source-*.toml`` in the plugins directory (or only
+    the NAMEs), verifies each manifest and executable, then probes the plugins
+    side by side: spawn, ``init``, ``is_available``, shutdown, with timings.
+    Prints a table (or, with ``--json``, one JSON document with the same data
+    and each plugin's :class:`~plugin_client.health.PluginHealth`) and the core
+    in use. :mod:`plugin_client._cli_doctor` does the work.
 
 ``plugin-client call NAME METHOD [ARG ...] [--plugins-dir DIR] [--json] [--reveal]``
     Runs one request against one plugin. METHOD is ``init``, ``is_available``,
@@ -23,11 +24,13 @@ The plugins directory is ``--plugins-dir``, else ``$PLUGIN_CLIENT_PLUGINS_DIR``,
 else ``$XDG_CONFIG_HOME/plugin-client/plugins`` (``~/.config/plugin-client/plugins``
 when ``XDG_CONFIG_HOME`` is unset or empty).
 
-Exit codes: ``0`` success (for ``doctor``: every plugin is healthy, i.e. its
-manifest and checksum are good and it started, answered ``init`` and reported
-itself ``available``; an empty or missing directory is healthy); ``1`` a plugin
-is broken or not available, or the request failed; ``2`` usage errors
-(unknown options or methods, a wrong number of arguments, an unknown plugin).
+Exit codes (README.md's "Command-line reference" table is the one list, per command):
+``0`` success (for ``doctor``: every plugin probed is healthy, i.e. its manifest and
+executable are good, it started, answered ``init`` and reported itself ``available``;
+an empty directory is healthy); ``1`` a plugin is broken or not available, a request
+failed, a manifest was refused; ``2`` usage errors (unknown options, methods or plugin
+names, a wrong number of arguments); ``3`` the plugins directory is missing, not a
+directory, or cannot be read (``doctor`` and ``call``).
 
 Only this module and the ``_cli_*`` modules print; the library only logs. ``-v`` shows the library's log
 on stderr.
@@ -41,29 +44,28 @@ import contextlib
 import logging
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, Optional, Sequence, TextIO, Tuple
 
 from . import __version__
-from . import _cli_conformance, _cli_manifest
+from . import _cli_conformance, _cli_doctor, _cli_manifest
 from ._cli_common import (
-    EXIT_FAILED, EXIT_OK, EXIT_USAGE, Out, config_object, positive_seconds, refused, report,
+    EXIT_FAILED, EXIT_OK, EXIT_PLUGINS_DIR, EXIT_USAGE, Out, config_object, plugins_dir_problem,
+    positive_seconds,
 )
+from ._cli_doctor import UnknownPlugins, capability_names, run_doctor
+from ._plugins_dir import PLUGINS_DIR_ENV, default_plugins_dir
 from ._spawn_env import PYTHON_ENV
-from ._impl import IMPLEMENTATION, NO_EXTENSIONS, spawn_method
+from ._impl import IMPLEMENTATION
 from .client import PluginClient
-from .errors import ChecksumMismatch, PluginClientError, PluginError
-from .manifest import DEFAULT_PREFIX, DiscoveryOutcome, discover_plugins, load_plugin
+from .errors import PluginClientError, PluginError
+from .manifest import DEFAULT_PREFIX, load_plugin
 from .policy import LifetimePolicy
-from .protocol import Capability, KeyMaterialResult, Result
+from .protocol import KeyMaterialResult, Result
 
 __all__ = ("main", "default_plugins_dir", "run_doctor", "PLUGINS_DIR_ENV", "PYTHON_ENV")
 
-PLUGINS_DIR_ENV = "PLUGIN_CLIENT_PLUGINS_DIR"
-
 MASK = "**********"
-_TAIL_SHOWN = 5
 
 # method name -> (protocol method, number of arguments (min, max))
 _METHODS: Dict[str, Tuple[str, int, int]] = {
@@ -81,193 +83,24 @@ _METHODS: Dict[str, Tuple[str, int, int]] = {
 # --- configuration ----------------------------------------------------------------------
 
 
-def default_plugins_dir(environ: Mapping[str, str] = os.environ) -> Tuple[Path, str]:
-    """The plugins directory when none is given, and where it came from."""
-    env_dir = environ.get(PLUGINS_DIR_ENV, "")
-    if env_dir:
-        return Path(env_dir), f"${PLUGINS_DIR_ENV}"
-    config_home = environ.get("XDG_CONFIG_HOME", "")
-    base = Path(config_home) if config_home else Path(environ.get("HOME", "") or Path.home()) / ".config"
-    return base / "plugin-client" / "plugins", "default"
-
-
 def _plugins_dir(arg: Optional[str]) -> Tuple[Path, str]:
     if arg:
         return Path(arg), "--plugins-dir"
     return default_plugins_dir()
 
 
-def _capability_names(bits: Optional[int]) -> List[str]:
-    if bits is None:
-        return []
-    names = [c.name for c in Capability if c.name and bits & c.value]
-    unknown = bits & ~sum(c.value for c in Capability)
-    if unknown:
-        names.append(hex(unknown))
-    return names
-
-
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000.0, 1)
-
-
 # --- doctor -----------------------------------------------------------------------------
-
-
-def _probe(outcome: DiscoveryOutcome, timeout: float) -> Dict[str, Any]:
-    """Everything doctor knows about one manifest: its checks, then a live probe."""
-    name = outcome.manifest_path.name[len(DEFAULT_PREFIX) : -len(".toml")]
-    report: Dict[str, Any] = {
-        "name": name,
-        "manifest_path": str(outcome.manifest_path),
-        "version": None,
-        "executable": None,
-        "manifest_ok": outcome.error is None,
-        "checksum": "unknown",
-        "plugin_version": None,
-        "capabilities": [],
-        "capabilities_bits": None,
-        "availability": None,
-        "availability_detail": None,
-        "spawn_to_ready_ms": None,
-        "is_available_ms": None,
-        "error_type": None,
-        "error": None,
-        "stderr_tail": [],
-        "verdict": "broken",
-        "health": None,
-    }
-    if outcome.error is not None:
-        err = outcome.error
-        report["error_type"] = type(err).__name__
-        report["error"] = err.message
-        if isinstance(err, ChecksumMismatch):
-            report["checksum"] = "mismatch"
-        return report
-    plugin = outcome.plugin
-    assert plugin is not None
-    report["name"] = plugin.manifest.name
-    report["version"] = plugin.manifest.version
-    report["executable"] = str(plugin.executable.path)
-    report["checksum"] = "ok"
-    policy = LifetimePolicy(
-        start_timeout=timeout, request_timeout=timeout, exit_wait=min(1.0, timeout), shutdown_grace=min(2.0, timeout)
-    )
-    client = PluginClient(plugin, policy=policy)
-    try:
-        t0 = time.perf_counter()
-        init = client.start()
-        report["spawn_to_ready_ms"] = _ms(time.perf_counter() - t0)
-        report["plugin_version"] = init.plugin_version
-        report["capabilities_bits"] = init.capabilities_bits
-        report["capabilities"] = _capability_names(init.capabilities_bits)
-        t1 = time.perf_counter()
-        avail = client.is_available()
-        report["is_available_ms"] = _ms(time.perf_counter() - t1)
-        report["availability"] = avail.status.value
-        report["availability_detail"] = avail.detail
-        report["verdict"] = "ok" if avail.status.value == "available" else "unavailable"
-    except PluginClientError as exc:
-        report["error_type"] = type(exc).__name__
-        report["error"] = exc.message
-        if isinstance(exc, PluginError) and report["spawn_to_ready_ms"] is not None:
-            report["verdict"] = "unavailable"  # it runs, but its is_available failed
-    finally:
-        client.shutdown()
-    health = client.health()
-    report["health"] = health.model_dump(mode="json")
-    if report["verdict"] != "ok":
-        report["stderr_tail"] = list(health.stderr_tail)
-    return report
-
-
-def run_doctor(plugins_dir: Path, *, timeout: float = 10.0, source: str = "--plugins-dir") -> Dict[str, Any]:
-    """The doctor's findings as a JSON-ready dict (what ``doctor --json`` prints).
-
-    Raises :class:`~plugin_client.errors.ManifestUnreadable` if the directory
-    exists but cannot be listed.
-    """
-    outcomes = discover_plugins(plugins_dir)
-    plugins = [_probe(outcome, timeout) for outcome in outcomes]
-    return {
-        "plugin_client_version": __version__,
-        "implementation": IMPLEMENTATION,
-        "no_extensions": NO_EXTENSIONS,
-        "spawn_method": spawn_method(),
-        "python": sys.executable,
-        "plugins_dir": str(plugins_dir),
-        "plugins_dir_source": source,
-        "plugins_dir_exists": plugins_dir.is_dir(),
-        "healthy": all(p["verdict"] == "ok" for p in plugins),
-        "counts": {
-            verdict: sum(1 for p in plugins if p["verdict"] == verdict) for verdict in ("ok", "unavailable", "broken")
-        },
-        "plugins": plugins,
-    }
-
-
-def _table(rows: Sequence[Sequence[str]]) -> List[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-
-
-def _print_doctor(out: Out, doc: Dict[str, Any]) -> None:
-    core = doc["implementation"] + (" (extensions off)" if doc["no_extensions"] else "")
-    out.line(f"plugin-client {doc['plugin_client_version']}  core: {core}  spawn: {doc['spawn_method']}")
-    out.line(f"python: {doc['python']}")
-    missing = "" if doc["plugins_dir_exists"] else "  (does not exist)"
-    out.line(f"plugins dir: {doc['plugins_dir']}  (from {doc['plugins_dir_source']}){missing}")
-    out.line()
-    plugins = doc["plugins"]
-    if not plugins:
-        out.line(f"No plugins found (no {DEFAULT_PREFIX}*.toml in the directory).")
-        return
-    rows: List[List[str]] = [["NAME", "VERSION", "MANIFEST", "CHECKSUM", "CAPABILITIES", "AVAILABILITY", "READY", "STATUS"]]
-    for p in plugins:
-        ready = f"{p['spawn_to_ready_ms']:.1f} ms" if p["spawn_to_ready_ms"] is not None else "-"
-        rows.append(
-            [
-                p["name"],
-                p["version"] or "-",
-                "ok" if p["manifest_ok"] else "error",
-                p["checksum"],
-                ",".join(p["capabilities"]) or "-",
-                p["availability"] or "-",
-                ready,
-                p["verdict"].upper() if p["verdict"] != "ok" else "ok",
-            ]
-        )
-    for line in _table(rows):
-        out.line(line)
-    for p in plugins:
-        if p["verdict"] == "ok":
-            continue
-        out.line()
-        out.line(f"{p['name']}: {p['verdict']}")
-        if p["error"]:
-            out.line(f"  {p['error_type']}: {p['error']}")
-        elif p["availability_detail"]:
-            out.line(f"  {p['availability']}: {p['availability_detail']}")
-        tail = p["stderr_tail"][-_TAIL_SHOWN:]
-        if tail:
-            out.line(f"  stderr (last {len(tail)} lines):")
-            for line in tail:
-                out.line(f"    | {line}")
-    counts = doc["counts"]
-    out.line()
-    out.line(
-        f"{len(plugins)} plugin(s): {counts['ok']} healthy, {counts['unavailable']} unavailable, "
-        f"{counts['broken']} broken."
-    )
+# The checks, probes and report are _cli_doctor's; run_doctor is re-exported above.
 
 
 def _cmd_doctor(args: argparse.Namespace, out: Out) -> int:
     plugins_dir, source = _plugins_dir(args.plugins_dir)
     try:
-        doc = run_doctor(plugins_dir, timeout=args.timeout, source=source)
-    except PluginClientError as exc:
-        return refused(out, exc, command="doctor", as_json=args.json, empty={"healthy": False, "plugins": []})
-    return report(out, doc, as_json=args.json, text=lambda: _print_doctor(out, doc), ok=doc["healthy"])
+        doc = run_doctor(plugins_dir, timeout=args.timeout, source=source, names=args.names)
+    except UnknownPlugins as exc:
+        out.err(f"plugin-client doctor: {exc}")
+        return EXIT_USAGE
+    return _cli_doctor.run(out, doc, as_json=args.json)
 
 
 # --- call ---------------------------------------------------------------------------------
@@ -281,7 +114,7 @@ def _result_doc(result: Result, reveal: bool) -> Dict[str, Any]:
     if "value" in doc:
         doc["value"] = result.value.get_secret_value() if reveal else MASK  # type: ignore[attr-defined]
     if "capabilities_bits" in doc:
-        doc["capabilities"] = _capability_names(doc["capabilities_bits"])
+        doc["capabilities"] = capability_names(doc["capabilities_bits"])
     return doc
 
 
@@ -314,7 +147,17 @@ def _cmd_call(args: argparse.Namespace, out: Out, stdin: TextIO) -> int:
         out.err(f"plugin-client call: {method} takes {want} argument(s), got {len(args.args)}")
         return EXIT_USAGE
     name = args.name
-    plugins_dir, _ = _plugins_dir(args.plugins_dir)
+    plugins_dir, source = _plugins_dir(args.plugins_dir)
+    problem = plugins_dir_problem(plugins_dir, source)
+    if problem is not None:  # in doctor's words: one function, one message
+        if args.json:
+            out.json({"ok": False, "error": {
+                "type": type(problem.error).__name__, "message": problem.error.message,
+                "plugins_dir_problem": problem.kind,
+            }})
+        else:
+            out.err(f"plugin-client call: {type(problem.error).__name__}: {problem.error.message}")
+        return EXIT_PLUGINS_DIR
     manifest_path = plugins_dir / f"{DEFAULT_PREFIX}{name}.toml"
     if "/" in name or name in (".", "..") or not manifest_path.is_file():
         known = sorted(p.name[len(DEFAULT_PREFIX) : -len(".toml")] for p in plugins_dir.glob(f"{DEFAULT_PREFIX}*.toml"))
@@ -383,18 +226,21 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plugin-client",
         description="Check and call secret-source plugins.",
-        epilog="Exit codes: 0 ok, 1 a plugin is broken or a request failed, 2 usage error.",
+        epilog="Exit codes: 0 ok, 1 a plugin is broken or a request failed, 2 usage error, "
+        "3 the plugins directory is missing, not a directory, or unreadable.",
     )
     parser.add_argument("--version", action="version", version=f"plugin-client {__version__} ({IMPLEMENTATION} core)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    sub.add_parser(
+    doctor = sub.add_parser(
         "doctor",
         parents=[common],
         help="verify and probe every plugin",
         description="Verify every manifest in the plugins directory and probe each plugin "
-        "(spawn, init, is_available). Exit 0 when all are healthy, 1 otherwise.",
+        "(spawn, init, is_available), all side by side. Exit 0 when all are healthy, 1 otherwise, "
+        "3 when the plugins directory is missing, not a directory, or unreadable.",
     )
+    doctor.add_argument("names", metavar="NAME", nargs="*", help="probe only these plugins (default: all)")
     call = sub.add_parser(
         "call",
         parents=[common],

@@ -224,8 +224,10 @@ class PluginClient(ClientBase):
         flow.gate(call_type)  # a refused call waits for no other request
         lock = self._lock
         # acquire(False) by position: the warm path (bench/test_bench_roundtrip.py).
-        if not lock.acquire(False) and not lock.acquire(timeout=self._lock_timeout):
-            raise flow.lock_timeout_error()
+        if not lock.acquire(False):
+            flow.life.check_probing()  # a probe after a cooldown holds it: refused, not queued
+            if not lock.acquire(timeout=self._lock_timeout):
+                raise flow.lock_timeout_error()
         try:
             pending = flow.begin(call_type, call, reference) or begin_blocking(flow, call_type, call, reference)
             proc = pending.proc

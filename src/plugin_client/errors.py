@@ -64,6 +64,23 @@ __all__ = (
     "BadReference",
     "NeedsCredential",
     "ReplyError",
+    "UnknownPlugin",
+    "DuplicatePlugin",
+    "PluginsDirUnavailable",
+    "SourcesError",
+    "SourcesFileError",
+    "SourcesInvalid",
+    "SourcesFieldError",
+    "BadSourceName",
+    "DuplicateSource",
+    "BadSourceType",
+    "UndefinedSource",
+    "BadRoutePrefix",
+    "DuplicateRoutePrefix",
+    "BadSecretPath",
+    "NoRoute",
+    "UnknownSource",
+    "SourcePluginMissing",
 )
 
 
@@ -421,3 +438,159 @@ class NeedsCredential(SourceError, ReplyError):
 
     def fields(self) -> Dict[str, str]:
         return {"detail": str(self.detail)}
+
+
+# --- hosts of many plugins (plugin_client.host, plugin_client.aio_host) -----------
+
+
+class UnknownPlugin(PluginClientError, KeyError):
+    """A host has no loaded plugin of this name (never loaded, broken, or removed by
+    ``reload()``). Also a :class:`KeyError`, as ``host[name]`` is a lookup; the message
+    says which names the host has. ``name`` is the name asked for."""
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message, plugin=name)
+        self.name = name
+
+    def __str__(self) -> str:
+        # KeyError's own __str__ shows its argument's repr, quotes and all.
+        return self.message
+
+
+class DuplicatePlugin(ManifestError):
+    """Two plugins directories of one host hold a manifest of the same name: the first
+    directory's is used and this one (``path``) is not. ``kept`` is the manifest used."""
+
+    def __init__(self, message: str, *, path: str, kept: str, plugin: Optional[str] = None) -> None:
+        super().__init__(message, path=path, plugin=plugin)
+        self.kept = kept
+
+
+class PluginsDirUnavailable(ManifestUnreadable):
+    """A host's plugins directory is missing (``errno`` is ``ENOENT``), not a directory,
+    or cannot be listed: no plugin of it is loaded."""
+# --- sources.toml: the routing file (plugin_client.sources) -----------------------
+
+
+class SourcesError(PluginClientError):
+    """Base of the errors of a ``sources.toml`` routing file and of routing a path
+    through one. ``origin`` is the file (or ``"<string>"``), ``subject`` the entry at
+    fault as a message names it (e.g. ``"route 2 (prefix 'team/')"``), if any."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        origin: Optional[str] = None,
+        subject: Optional[str] = None,
+        plugin: Optional[str] = None,
+    ) -> None:
+        super().__init__(message, plugin=plugin)
+        self.origin = origin
+        self.subject = subject
+
+
+class SourcesFileError(SourcesError):
+    """The routing file cannot be read, or is not valid TOML. ``line`` is where the
+    parser stopped and ``errno`` the operating system's error, if known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        origin: Optional[str] = None,
+        line: Optional[int] = None,
+        errno: Optional[int] = None,
+    ) -> None:
+        super().__init__(message, origin=origin)
+        self.line = line
+        self.errno = errno
+
+
+class SourcesInvalid(SourcesError):
+    """The routing file parsed but breaks the router's rules. ``problems`` holds every
+    problem found, each one of the typed errors below, in file order: one run of
+    the check shows them all."""
+
+    def __init__(self, message: str, *, origin: Optional[str] = None, problems: Any = ()) -> None:
+        super().__init__(message, origin=origin)
+        self.problems = tuple(problems)
+
+
+class SourcesFieldError(SourcesError):
+    """An entry has a missing, unknown or mistyped key (e.g. ``[[source]]`` without
+    ``type``, or a ``[[routes]]`` table)."""
+
+
+class BadSourceName(SourcesError):
+    """A source's ``name`` does not match ``^[a-z0-9][a-z0-9_-]*$``."""
+
+
+class DuplicateSource(SourcesError):
+    """Two ``[[source]]`` entries have the same ``name``."""
+
+
+class BadSourceType(SourcesError):
+    """A source's ``type`` cannot name a plugin (a manifest ``devboy-source-<type>.toml``)."""
+
+
+class UndefinedSource(SourcesError):
+    """A ``[[route]]``, ``[default]`` or ``[secret."<path>"]`` names a source that no
+    ``[[source]]`` defines. ``source`` is that name."""
+
+    def __init__(
+        self, message: str, *, source: str, origin: Optional[str] = None, subject: Optional[str] = None
+    ) -> None:
+        super().__init__(message, origin=origin, subject=subject)
+        self.source = source
+
+
+class BadRoutePrefix(SourcesError):
+    """A ``[[route]]`` prefix does not end in ``/``."""
+
+
+class DuplicateRoutePrefix(SourcesError):
+    """Two ``[[route]]`` entries have the same ``prefix``."""
+
+
+class BadSecretPath(SourcesError, ValueError):
+    """A secret path (a ``[secret."<path>"]`` key, or a path given to ``resolve``) is
+    not ``<scope>/<provider>/<purpose>``: three or more ``/``-separated segments of
+    ``[a-z][a-z0-9-]*``, the first not a reserved ``__*`` or ``_test`` scope. Also a
+    ``ValueError``. ``path`` is the offending path."""
+
+    def __init__(
+        self, message: str, *, path: str, origin: Optional[str] = None, subject: Optional[str] = None
+    ) -> None:
+        super().__init__(message, origin=origin, subject=subject)
+        self.path = path
+
+
+class NoRoute(SourcesError, LookupError):
+    """No ``[secret]`` entry, no ``[[route]]`` prefix and no ``[default]`` covers the
+    path. Also a ``LookupError``. ``path`` is the path."""
+
+    def __init__(self, message: str, *, path: str, origin: Optional[str] = None) -> None:
+        super().__init__(message, origin=origin)
+        self.path = path
+
+
+class UnknownSource(SourcesError, KeyError):
+    """A source name that the routing file does not define was asked for. Also a
+    ``KeyError``. ``source`` is the name."""
+
+    def __init__(self, message: str, *, source: str, origin: Optional[str] = None) -> None:
+        super().__init__(message, origin=origin)
+        self.source = source
+
+    def __str__(self) -> str:  # KeyError's would quote the whole message
+        return self.message
+
+
+class SourcePluginMissing(SourcesError):
+    """A source's plugin (``devboy-source-<type>.toml``) is not in the plugins
+    directories. ``source`` is the source's name; its plugin is ``plugin``."""
+
+    def __init__(self, message: str, *, source: str, plugin: str, origin: Optional[str] = None) -> None:
+        super().__init__(message, origin=origin, plugin=plugin)
+        self.source = source

@@ -21,7 +21,9 @@ __all__ = ("PluginState", "ExitStage", "ExitInfo", "PluginHealth")
 class PluginState(ValueEnum):
     """``IDLE``: no process (never started, reaped or shut down). ``RUNNING``: a process is up.
     ``RECOVERING``: the last process crashed; the next request starts a fresh one.
-    ``DISABLED``: the restart cap was hit; requests fail until ``clear_disabled()``."""
+    ``DISABLED``: the restart cap was hit; requests fail until ``clear_disabled()``, or,
+    with ``LifetimePolicy.disabled_cooldown``, until a probe spawn after the cooldown
+    succeeds (``PluginHealth.next_probe``)."""
 
     IDLE = "idle"
     RUNNING = "running"
@@ -54,7 +56,14 @@ class ExitInfo(BaseModel):
 class PluginHealth(BaseModel):
     """A snapshot of one client's plugin. ``to_dict()`` is it as JSON-ready data (to embed
     in a larger document, e.g. a web response); ``to_json()`` is that dict as JSON text,
-    what ``doctor --json`` prints."""
+    what ``doctor --json`` prints.
+
+    ``executable_changed``: why the last spawn was refused because the executable's
+    bytes changed on disk after it was verified (not counted as a crash), with what
+    to do; None once a spawn goes ahead. ``disabled_cooldown`` and ``next_probe``:
+    while disabled under a ``LifetimePolicy.disabled_cooldown``, the current
+    cooldown (seconds, doubled by each failed probe) and when (UTC) the next probe
+    spawn is allowed (in the past while one is due or under way); None otherwise."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -76,6 +85,9 @@ class PluginHealth(BaseModel):
     last_exit: Optional[ExitInfo] = None
     stderr_tail: List[str] = []
     implementation: str
+    executable_changed: Optional[str] = None
+    disabled_cooldown: Optional[float] = None
+    next_probe: Optional[datetime] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return self.model_dump(mode="json")

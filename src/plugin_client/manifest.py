@@ -46,9 +46,12 @@ so the file could be replaced in between. An ELF binary is run from the
 descriptor the verification holds (``spawn(exec_fd=...)``), so what runs is
 what was hashed whatever happens to the path. In addition, and for scripts,
 which run by path, the client calls
-:meth:`VerifiedExecutable.check_unchanged` right before the spawn and
-refuses to run the file if its device, inode, size, mtime or ctime differ from
-those recorded when it was hashed. A rename over the path gives a new inode;
+:meth:`VerifiedExecutable.current` right before the spawn: if the file's
+device, inode, size, mtime or ctime differ from those recorded when it was
+hashed (:meth:`VerifiedExecutable.check_unchanged` refuses it then), the path
+is verified again from scratch, and the spawn goes ahead (with the new
+verification) only if the bytes still match the checksum: a ``touch`` or a
+safe ``chmod`` is forgiven, other bytes are never run. A rename over the path gives a new inode;
 an in-place rewrite changes the ctime, which, unlike the mtime, no user can set
 back (``os.utime`` itself updates it), so a forged mtime does not hide it.
 Timestamps have a granularity (the kernel's coarse clock, a few milliseconds;
@@ -393,32 +396,74 @@ class VerifiedExecutable:
 
     def check_unchanged(self, *, plugin: Optional[str] = None) -> None:
         """Raise :class:`~plugin_client.errors.ExecutableChanged` unless the file at
-        ``path`` is still the one that was verified. Call it right before spawning.
+        ``path`` is still the one that was verified, metadata included (a ``touch``
+        is a change here; :meth:`current` forgives one whose bytes still match).
 
         One ``lstat`` (a symlink placed at the path is a change); for a racy
         verification, also a re-hash through a fresh ``O_NOFOLLOW`` descriptor.
         """
+        st = self._lstat(plugin)
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) != self._key:
+            changes = self.identity.differences(st)
+            if changes:
+                raise ExecutableChanged(_changed_message(self._spath, plugin, changes), plugin=plugin)
+        if self.racy:
+            self._recheck_contents(plugin)
+
+    def current(self, *, plugin: Optional[str] = None) -> VerifiedExecutable:
+        """What a spawn is to run now; call it right before spawning.
+
+        ``self`` if the file at ``path`` is unchanged (:meth:`check_unchanged`'s
+        one ``lstat``, and its re-hash while racy). If only its metadata
+        changed (a ``touch``, a ``chmod`` that keeps the mode safe, a rename
+        over it of a file with the same bytes), the path is verified again from
+        scratch, exactly as :func:`verify_executable` does (the trusted
+        directories, one ``O_NOFOLLOW`` descriptor, the modes, the hash, and for
+        an ELF binary a new sealed copy of the bytes hashed), and the new
+        :class:`VerifiedExecutable` is returned: the caller keeps it, so the
+        next spawn is one ``lstat`` again. Bytes that no longer match the
+        checksum, or a file the checks now refuse (a symbolic link, a mode
+        writable by others, a removed file), raise
+        :class:`~plugin_client.errors.ExecutableChanged`; nothing is run. Each
+        call looks again, so a file restored to the verified bytes passes.
+        """
+        st = self._lstat(plugin)
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == self._key:
+            if self.racy:
+                self._recheck_contents(plugin)
+            return self
+        return self._reverified(plugin)
+
+    def _reverified(self, plugin: Optional[str]) -> VerifiedExecutable:
         spath = self._spath
         try:
-            st = os.stat(spath, follow_symlinks=False)
-        except FileNotFoundError:
+            return verify_executable(self.path, self.sha256, plugin=plugin)
+        except ChecksumMismatch as exc:
+            changes = [f"its contents changed: SHA-256 {exc.actual}"]
+            raise ExecutableChanged(_changed_message(spath, plugin, changes), plugin=plugin) from None
+        except ExecutableMissing:
+            raise _removed(spath, plugin) from None
+        except ManifestError as exc:
+            if getattr(exc, "errno", None) in FD_EXHAUSTED:
+                raise  # the host's trouble, not the file's: the client says so
             raise ExecutableChanged(
-                f"Executable {spath!r}{_of(plugin)} was removed after it was verified; it was not run: "
-                "reinstall it and load the plugin again",
+                f"Executable {spath!r}{_of(plugin)} changed on disk after it was verified and fails "
+                f"verification now, so it was not run: {exc.message}",
                 plugin=plugin,
             ) from None
+
+    def _lstat(self, plugin: Optional[str]) -> os.stat_result:
+        spath = self._spath
+        try:
+            return os.stat(spath, follow_symlinks=False)
+        except FileNotFoundError:
+            raise _removed(spath, plugin) from None
         except OSError as exc:
             raise ExecutableChanged(
                 f"Executable {spath!r}{_of(plugin)} can no longer be checked ({exc.strerror}); it was not "
                 "run: fix the path's permissions and load the plugin again",
                 plugin=plugin,
             ) from None
-        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) != self._key:
-            changes = self.identity.differences(st)
-            if changes:
-                raise ExecutableChanged(_changed_message(spath, plugin, changes), plugin=plugin)
-        if self.racy:
-            self._recheck_contents(plugin)
 
     def _recheck_contents(self, plugin: Optional[str]) -> None:
         spath = str(self.path)
@@ -448,6 +493,14 @@ class VerifiedExecutable:
             # Verified again, and now old enough that any later write moves the
             # ctime: from here on the single lstat is sound.
             object.__setattr__(self, "racy", False)
+
+
+def _removed(spath: str, plugin: Optional[str]) -> ExecutableChanged:
+    return ExecutableChanged(
+        f"Executable {spath!r}{_of(plugin)} was removed after it was verified; it was not run: "
+        "reinstall it and load the plugin again",
+        plugin=plugin,
+    )
 
 
 def _changed_message(spath: str, plugin: Optional[str], changes: List[str]) -> str:

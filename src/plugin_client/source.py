@@ -295,6 +295,49 @@ def _is_async_client(client: Any) -> bool:
     return inspect.iscoroutinefunction(getattr(type(client), "get", None))
 
 
+def source_error(exc: PluginClientError, *, source: str) -> SourceError:
+    """The :class:`~plugin_client.errors.SourceError` that an adapter for the source
+    named ``source`` raises for ``exc`` (one mapping, also for an adapter that calls
+    its client itself, such as the asyncio router of :mod:`plugin_client.source_router`).
+    The caller chains ``exc`` as the cause. Not part of ``__all__``."""
+    plugin = exc.plugin
+    who = f"Source {source!r}"
+    if isinstance(exc, UnsupportedCapability):
+        # The host's gate and the plugin's own answer (PluginUnsupportedCapability).
+        return SourceUnsupportedCapability(
+            f"{who} does not support {exc.capability!r}: {exc.message}",
+            capability=exc.capability,
+            plugin=plugin,
+        )
+    if isinstance(exc, PluginError):
+        kind: Any = exc.kind
+        if kind == "unavailable":
+            return SourceUnavailable(f"{who} is unavailable: {exc.message}", plugin=plugin)
+        if kind == "bad-reference":
+            return BadReference(
+                f"{who} rejected a reference: {exc.message}",
+                reference=exc.reference,
+                reason=exc.reason,
+                plugin=plugin,
+            )
+        if kind == "needs-credential":
+            return NeedsCredential(f"{who} needs a credential: {exc.message}", detail=exc.detail, plugin=plugin)
+        return SourceError(f"{who} failed: {exc.message}", plugin=plugin)
+    return SourceUnavailable(f"{who} is unavailable ({type(exc).__name__}): {exc.message}", plugin=plugin)
+
+
+def secret_from_reply(value: SecretStr, lease_seconds: Optional[int]) -> Secret:
+    """A ``get`` reply's value and lease as the :class:`Secret` the adapters return
+    (the lease clamped to ``timedelta.max``). Not part of ``__all__``."""
+    return Secret(value=value, lease=_lease_of(lease_seconds))
+
+
+def is_not_found(reason: Optional[str]) -> bool:
+    """Whether a ``bad-reference`` reason means "not found" (``get`` then returns
+    ``None``). Not part of ``__all__``."""
+    return _is_not_found(reason)
+
+
 class _Adapter(Generic[C]):
     """What both adapters share: the client check, the name, the cache, the typed
     values, the error mapping. The two differ only in calling (or awaiting) the
@@ -359,7 +402,7 @@ class _Adapter(Generic[C]):
 
     def _secret(self, ref: str, res: GetResult, since: Optional[Tuple[int, int]]) -> Secret:
         """The fetched value as a :class:`Secret`, cached if it has a lease."""
-        secret = Secret(value=res.value, lease=_lease_of(res.lease_seconds))
+        secret = secret_from_reply(res.value, res.lease_seconds)
         if self._cache is not None:
             self._cache.store(ref, secret, since=since)
         return secret
@@ -383,30 +426,7 @@ class _Adapter(Generic[C]):
         raise self._map(exc) from exc
 
     def _map(self, exc: PluginClientError) -> SourceError:
-        src, plugin = self._name, exc.plugin
-        who = f"Source {src!r}"
-        if isinstance(exc, UnsupportedCapability):
-            # The host's gate and the plugin's own answer (PluginUnsupportedCapability).
-            return SourceUnsupportedCapability(
-                f"{who} does not support {exc.capability!r}: {exc.message}",
-                capability=exc.capability,
-                plugin=plugin,
-            )
-        if isinstance(exc, PluginError):
-            kind: Any = exc.kind
-            if kind == "unavailable":
-                return SourceUnavailable(f"{who} is unavailable: {exc.message}", plugin=plugin)
-            if kind == "bad-reference":
-                return BadReference(
-                    f"{who} rejected a reference: {exc.message}",
-                    reference=exc.reference,
-                    reason=exc.reason,
-                    plugin=plugin,
-                )
-            if kind == "needs-credential":
-                return NeedsCredential(f"{who} needs a credential: {exc.message}", detail=exc.detail, plugin=plugin)
-            return SourceError(f"{who} failed: {exc.message}", plugin=plugin)
-        return SourceUnavailable(f"{who} is unavailable ({type(exc).__name__}): {exc.message}", plugin=plugin)
+        return source_error(exc, source=self._name)
 
 
 class PluginSecretSource(_Adapter[PluginClient]):
