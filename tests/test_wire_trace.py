@@ -244,3 +244,24 @@ def test_a_level_changed_anywhere_is_seen_at_the_next_request(
     finally:
         logging.disable(logging.NOTSET)
         parent.setLevel(logging.NOTSET)
+
+
+def test_with_the_trace_on_no_request_of_another_thread_goes_untraced(
+    echo: LoadedPlugin, wire_records: Callable[[], List[logging.LogRecord]],
+) -> None:
+    import threading
+
+    from plugin_client.client import PluginClient
+
+    clients = [PluginClient(echo, policy=FAST) for _ in range(4)]
+    try:
+        threads = [threading.Thread(target=lambda c=c: [c.get(f"r{i}") for i in range(50)]) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        # Each client: init and 50 gets, a request and a reply each.
+        assert len(wire_records()) == 4 * 51 * 2
+    finally:
+        for c in clients:
+            c.shutdown()

@@ -95,12 +95,19 @@ _watch_levels()
 
 
 def tracing() -> bool:
-    """Whether to trace the exchange about to start (called while ``TRACE.maybe``)."""
-    if TRACE.watched:
-        TRACE.maybe = False  # first: a level change from now on sets it again
+    """Whether to trace the exchange about to start (called while ``TRACE.maybe``).
+
+    ``maybe`` is cleared only when the logger is found off, never while it is on
+    (another thread's exchange would then go untraced); and the logger is looked at
+    again after clearing it, so a level change between the two is not lost (its
+    cache clear sets ``maybe`` again, or the second look sees it)."""
     if wire_on(DEBUG):
-        TRACE.maybe = True
         return True
+    if TRACE.watched:
+        TRACE.maybe = False
+        if wire_on(DEBUG):
+            TRACE.maybe = True
+            return True
     return False
 
 REDACTED = "<redacted>"
