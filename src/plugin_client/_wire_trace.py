@@ -1,7 +1,7 @@
 """The wire trace: every request and reply line, redacted, on the ``plugin_client.wire`` logger at DEBUG.
 
 A record reads ``-> jsonfile #12 {...}`` (a request) or ``<- jsonfile #12 {...}``
-(its reply, or ``no reply (DeadlineExceeded)`` when the exchange failed), where
+(its reply, or ``no reply: ... (DeadlineExceeded)`` when the exchange failed), where
 ``#12`` is the id of the request the exchange carries; its ``extra`` fields are
 ``plugin``, ``direction`` (``"request"`` or ``"reply"``), ``id`` and ``method``.
 
@@ -22,7 +22,8 @@ What is shown is a redacted copy of the parsed line, never the line itself:
   redacted whole, and the number of members hidden goes under a
   ``"<redacted>"`` key: the host ignores or rejects it, and cannot tell what
   it holds;
-- a line that does not parse as a JSON object is logged as its length only.
+- a line that does not parse as a JSON object is logged as its length only;
+- what is shown is cut at ``MAX_SHOWN`` characters, after redaction.
 
 The drivers read ``TRACE.maybe`` once per exchange and call in here only when
 it is true; it turns false once the logger is found off, and true again when
@@ -45,8 +46,10 @@ from ._enums import AvailabilityStatus, ErrorKind
 if TYPE_CHECKING:  # (_process calls in here)
     from ._process import PluginProcess
 
-__all__ = ("WIRE", "DEBUG", "TRACE", "TraceSwitch", "tracing", "wire_on", "TracedCall", "trace_request", "trace_reply", "trace_failure",
-           "traced_request", "traced_exchange", "redacted")
+__all__ = (
+    "WIRE", "DEBUG", "TRACE", "TraceSwitch", "tracing", "wire_on", "TracedCall", "trace_request", "trace_reply",
+    "trace_failure", "traced_request", "traced_exchange", "redacted", "REDACTED", "MAX_SHOWN",
+)
 
 WIRE = logging.getLogger("plugin_client.wire")
 DEBUG = logging.DEBUG
