@@ -22,8 +22,7 @@ import pytest
 
 import plugin_client
 from plugin_client import cli as cli_module
-from plugin_client._cli_doctor import SCHEMA_VERSION, probe_all, run_doctor
-from plugin_client.manifest import discover_plugins
+from plugin_client._cli_doctor import SCHEMA_VERSION, DoctorHost, probe_all, run_doctor
 
 from _helpers import is_dead, zombie_children
 from plugin_factory import make_plugin, python_script, write_manifest
@@ -102,11 +101,10 @@ def test_probe_all_in_process_leaves_no_process_or_zombie(tmp_path: Path) -> Non
     d = tmp_path / "hung"
     pidfiles = [hung_plugin(d, f"hung{i}") for i in range(4)]
     make_plugin(d, "good")
-    outcomes = discover_plugins(d)
     t0 = time.monotonic()
-    found = probe_all(outcomes, 0.4)
+    found = probe_all(DoctorHost(d, 0.4))
     took = time.monotonic() - t0
-    assert [p["name"] for p in found] == [o.manifest_path.name[len("devboy-source-"):-5] for o in outcomes]
+    assert [p["name"] for p in found] == ["good", "hung0", "hung1", "hung2", "hung3"]  # file-name order
     assert [p["verdict"] for p in found] == ["ok", "broken", "broken", "broken", "broken"]
     pids = pids_of(pidfiles)
     assert all(is_dead(pid) for pid in pids)
@@ -234,10 +232,10 @@ def test_executable_problems_are_reported_as_such(tmp_path: Path) -> None:
 def test_executable_changed_after_loading_is_an_executable_problem(tmp_path: Path) -> None:
     d = tmp_path / "p"
     plugin = make_plugin(d, "swapped")
-    outcomes = discover_plugins(d)
+    host = DoctorHost(d, 2.0)  # verified here
     data = plugin.executable.path.read_bytes() + b"# swapped after verification\n"
     plugin.executable.path.write_bytes(data)
-    (found,) = probe_all(outcomes, 2.0)
+    (found,) = probe_all(host)
     assert found["error_type"] == "ExecutableChanged" and found["problem"] == "executable"
     assert found["executable_problem"] == "changed" and found["executable_ok"] is False
     assert found["spawn_to_ready_ms"] is None and "run doctor again" in found["hint"]
@@ -317,7 +315,7 @@ def test_plugins_that_resist_shutdown_are_stopped_side_by_side(tmp_path: Path) -
     n, timeout = 4, 0.4  # the probe's exit_wait and grace are min(1, T) and min(2, T)
     pidfiles = [stubborn_plugin(d, f"s{i}") for i in range(n)]
     t0 = time.monotonic()
-    found = probe_all(discover_plugins(d), timeout)
+    found = probe_all(DoctorHost(d, timeout))
     took = time.monotonic() - t0
     assert [p["verdict"] for p in found] == ["ok"] * n, found
     assert all(p["health"]["last_exit"]["stage"] == "sigkill" for p in found), [p["health"]["last_exit"] for p in found]
@@ -325,3 +323,45 @@ def test_plugins_that_resist_shutdown_are_stopped_side_by_side(tmp_path: Path) -
     assert not set(zombie_children()) & set(pids_of(pidfiles))
     # One after the other: n stops of exit_wait + grace (0.8 s each, 3.2 s); side by side, one.
     assert took < n * 2 * timeout * 0.75, took
+
+
+def answering_plugin(directory: Path, name: str, is_available: str) -> None:
+    """A plugin that starts, then answers ``is_available`` with the JSON ``is_available``
+    (a result or an error object), or never answers it when that is ``"hang"``."""
+    body = (
+        "import json, sys, time\n"
+        "for line in sys.stdin:\n"
+        "    r = json.loads(line)\n"
+        "    if r['method'].endswith('init'):\n"
+        "        out = {'result': {'source_name': r['params']['source_name'], 'capabilities_bits': 1, 'plugin_version': '2'}}\n"
+        f"    elif {is_available!r} == 'hang':\n"
+        "        time.sleep(3600)\n"
+        "    else:\n"
+        f"        out = json.loads({is_available!r})\n"
+        "    print(json.dumps(dict(out, jsonrpc='2.0', id=r['id'])), flush=True)\n"
+    )
+    make_plugin(directory, name, python_script(body))
+
+
+def test_is_available_failures_after_a_good_start(tmp_path: Path) -> None:
+    """Each client's probe is init then is_available: a plugin that started but is not
+    available is "unavailable", one whose is_available times out is broken at that step,
+    and a hung is_available delays no other plugin's findings."""
+    d = tmp_path / "p"
+    answering_plugin(d, "down", '{"result": {"status": "unavailable", "detail": "backend offline"}}')
+    answering_plugin(d, "refuses", '{"error": {"code": -32000, "message": "no", "data": {"kind": "other", "detail": "bad"}}}')
+    answering_plugin(d, "hangs", "hang")
+    timeout = 0.5
+    found = {p["name"]: p for p in probe_all(DoctorHost(d, timeout))}
+    down = found["down"]
+    assert (down["verdict"], down["problem"], down["availability"]) == ("unavailable", "is_available", "unavailable")
+    assert down["availability_detail"] == "backend offline" and down["plugin_version"] == "2"
+    assert down["spawn_to_ready_ms"] is not None and down["is_available_ms"] is not None
+    refuses = found["refuses"]
+    assert (refuses["verdict"], refuses["problem"], refuses["error_type"]) == ("unavailable", "is_available", "PluginError")
+    hangs = found["hangs"]
+    assert (hangs["verdict"], hangs["problem"]) == ("broken", "is_available"), hangs
+    assert hangs["spawn_to_ready_ms"] is not None and hangs["is_available_ms"] >= timeout * 1000 * 0.9
+    assert "is_available" in hangs["hint"]
+    assert all(p["health"]["pid"] is None for p in found.values())
+    assert down["is_available_ms"] < timeout * 1000 / 2  # not waiting behind the hung one

@@ -185,6 +185,20 @@ def test_start_inits_every_plugin_and_one_failure_stops_no_other(tmp_path: Path,
     assert health["broken-init"].state is not PluginState.RUNNING
 
 
+def test_start_of_some_names_starts_only_those(tmp_path: Path, new_host: NewHost) -> None:
+    for name in ("alpha", "beta", "gamma"):
+        make_plugin(tmp_path, name)
+    host = new_host(tmp_path, policy=POLICY)
+    with pytest.raises(UnknownPlugin, match="'nope'"):
+        host.start(["beta", "nope"])  # checked before anything starts
+    assert all(h.pid is None for h in host.health().values())
+    results = host.start(["gamma", "beta", "beta"])
+    assert list(results) == ["beta", "gamma"] and all(isinstance(r, InitResult) for r in results.values())
+    health = host.health()
+    assert health["alpha"].pid is None and health["alpha"].spawn_count == 0
+    assert health["beta"].state is PluginState.RUNNING and health["gamma"].state is PluginState.RUNNING
+
+
 def test_health_never_waits_on_a_plugin(tmp_path: Path, new_host: NewHost) -> None:
     make_plugin(tmp_path, "alpha")
     make_plugin(tmp_path, "beta")

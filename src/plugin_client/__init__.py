@@ -108,7 +108,15 @@ if TYPE_CHECKING:
         ValidateCall,
         ValidateResult,
     )
-    from .source import LeaseCache, PluginSecretSource, Secret, SecretRef, SecretSource, SourceStatus
+    from .source import (
+        AsyncPluginSecretSource,
+        LeaseCache,
+        PluginSecretSource,
+        Secret,
+        SecretRef,
+        SecretSource,
+        SourceStatus,
+    )
     from .errors import (
         BadRoutePrefix,
         BadSecretPath,
@@ -233,6 +241,7 @@ __all__ = (
     # the SecretSource adapter
     "SecretSource",
     "PluginSecretSource",
+    "AsyncPluginSecretSource",
     "SourceStatus",
     "Secret",
     "SecretRef",
@@ -338,7 +347,8 @@ _MODULES: Dict[str, Tuple[str, ...]] = {
         "Result", "ValidateCall", "ValidateResult",
     ),
     "source": (
-        "LeaseCache", "PluginSecretSource", "Secret", "SecretRef", "SecretSource", "SourceStatus",
+        "AsyncPluginSecretSource", "LeaseCache", "PluginSecretSource", "Secret", "SecretRef", "SecretSource",
+        "SourceStatus",
     ),
     "source_router": (
         "AsyncGetSource", "AsyncSourceRouter", "SourceRouter", "find_source_plugins", "preflight_sources",

@@ -17,6 +17,7 @@ from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, Proc
 from ._impl import Child, FrameReader, monotonic
 from ._process import PluginProcess
 from ._sigpipe import write_sigpipe_blocked
+from ._wire_trace import TRACE, TracedCall, trace_failure, trace_reply, trace_request, tracing
 
 __all__ = (
     "Channel", "DeliveredOutcome", "ExitWait", "QUICK_MAX", "acquire_within", "acquire_within_task", "loop_idle",
@@ -72,7 +73,7 @@ class Channel:
 
     __slots__ = (
         "loop", "reader", "fd_in", "fd_out", "fd_exit", "reading", "eof", "busy", "settled", "frame", "error",
-        "waiter", "out", "writing", "early", "deadline", "timer", "armed_for", "released", "quick",
+        "waiter", "out", "writing", "early", "deadline", "timer", "armed_for", "released", "quick", "name", "traced",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, proc: PluginProcess) -> None:
@@ -94,6 +95,8 @@ class Channel:
         self.armed_for = 0.0  # the deadline (monotonic) the timer was set for
         self.released = False
         self.quick = 0  # exchanges in a row that ended without a loop iteration (see wait)
+        self.name = proc.name
+        self.traced: Optional[TracedCall] = None  # the exchange in flight, if the wire trace logged its request
         loop.add_reader(self.fd_out, self._on_readable)
         self.reading = True
         # The pidfd, watched until it turns readable (the exit); -1: not watched.
@@ -108,13 +111,18 @@ class Channel:
         self.busy = True
         self.settled = False
         self.deadline = deadline
+        if TRACE.maybe and tracing():  # wire trace (its reply is logged by _settle)
+            self.traced = trace_request(self.name, line)
         try:
             n = write_nonblocking(self.fd_in, line)
         except (BlockingIOError, InterruptedError):
             n = 0
         except BrokenPipeError:
             self.busy = False
-            raise PipeClosed(self.fd_in) from None
+            exc = PipeClosed(self.fd_in)
+            if self.traced is not None:
+                self._settle_trace(None, exc)
+            raise exc from None
         if n < len(line):
             self.out = memoryview(line)[n:]
             self.loop.add_writer(self.fd_in, self._on_writable)
@@ -159,6 +167,8 @@ class Channel:
 
     def _settle(self, frame: Optional[bytes], error: Optional[BaseException]) -> None:
         self.early = None
+        if self.traced is not None:  # wire trace
+            self._settle_trace(frame, error)
         if self.writing:  # only on an error: the process is ended next
             self.writing = False
             self.out = None
@@ -173,6 +183,16 @@ class Channel:
                 w.set_result(frame)  # type: ignore[arg-type]
             return
         self.frame, self.error, self.settled = frame, error, True
+
+    def _settle_trace(self, frame: Optional[bytes], error: Optional[BaseException]) -> None:
+        """Log the outcome of the exchange whose request the wire trace logged."""
+        traced, self.traced = self.traced, None
+        if traced is None:  # pragma: no cover - the callers check first
+            return
+        if error is not None:
+            trace_failure(self.name, traced, error)
+        elif frame is not None:
+            trace_reply(self.name, traced, frame)
 
     def _stop_reading(self) -> None:
         if self.reading:

@@ -23,7 +23,7 @@ from .errors import ManifestUnreadable, PluginClientError
 from ._plugins_dir import PLUGINS_DIR_ENV
 
 __all__ = (
-    "Out", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_PLUGINS_DIR", "positive_seconds",
+    "Out", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_PLUGINS_DIR", "EXIT_SOURCES", "positive_seconds",
     "config_object", "refused", "report", "PluginsDirProblem", "plugins_dir_problem",
 )
 
@@ -36,6 +36,8 @@ EXIT_USAGE = 2
 #: The plugins directory is missing, not a directory, or cannot be read: a mistyped
 #: path must fail a health check, not pass it as "no plugins".
 EXIT_PLUGINS_DIR = 3
+#: ``doctor --sources FILE``: the file cannot be read or is not valid.
+EXIT_SOURCES = 4
 
 
 class Out:

@@ -1,15 +1,18 @@
 """``plugin-client doctor``: verify every manifest and executable, probe the plugins side
 by side, and report (a table, or one JSON document of :data:`SCHEMA_VERSION`).
 
-Three steps, each in one function, so that probing can later be handed to a
-plugin host without touching the rest: :func:`select` (the plugins named on
-the command line), :func:`probe_plugin` (everything doctor learns about one
-manifest, with its own client) and :func:`probe_all` (those probes side by
-side, one thread each, every process stopped and reaped before it returns).
+Built on the host: :class:`DoctorHost` is a :class:`~plugin_client.PluginHost` over the
+plugins directory whose clients each probe their plugin when started (spawn,
+``init``, ``is_available``, timed); :func:`probe_all` starts the plugins named on
+the command line (or all) with the host's side-by-side ``start()``, shuts the host
+down (every process stopped and reaped), and turns each client, and each entry of
+the host's ``broken``, into one plugin's findings. :func:`run_doctor` adds the
+document around them, and an unusable directory (``_cli_common.plugins_dir_problem``,
+in the words ``call`` uses).
 
-What it deliberately does not do: choose the plugins directory (``cli``), or
-keep any client running after the report: each probe starts its plugin once,
-asks ``is_available`` once, and shuts it down.
+What it deliberately does not do: choose the plugins directory (``cli``), keep any
+client running after the report, or check a ``sources.toml``
+(``doctor --sources``: :mod:`plugin_client._cli_doctor_sources`).
 """
 
 from __future__ import annotations
@@ -17,12 +20,11 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import __version__
-from ._cli_common import EXIT_PLUGINS_DIR, Out, plugins_dir_problem, report
+from ._cli_common import EXIT_PLUGINS_DIR, Out, PluginsDirProblem, plugins_dir_problem, report
 from ._impl import IMPLEMENTATION, NO_EXTENSIONS, spawn_method
 from .client import PluginClient
 from .errors import (
@@ -30,21 +32,21 @@ from .errors import (
     ExecutableChanged,
     ExecutableMissing,
     ExecutableNotExecutable,
-    ManifestError,
     ManifestUnreadable,
     PluginClientError,
     PluginError,
     UnsafePermissions,
 )
-from .manifest import DEFAULT_PREFIX, DiscoveryOutcome, discover_plugins
+from .host import PluginHost
+from .manifest import DEFAULT_PREFIX, LoadedPlugin
 from .policy import LifetimePolicy
-from .protocol import Capability
+from .protocol import Capability, InitResult, IsAvailableResult
 
 __all__ = (
     "SCHEMA_VERSION",
     "UnknownPlugins",
-    "select",
-    "probe_plugin",
+    "DoctorHost",
+    "known_names",
     "probe_all",
     "run_doctor",
     "print_doctor",
@@ -60,7 +62,7 @@ SCHEMA_VERSION = 2
 _TAIL_SHOWN = 5
 
 # The executable's problems, by error type (an executable that cannot be read is a
-# ManifestUnreadable whose path is not the manifest's: see _problem_of).
+# ManifestUnreadable whose path is not the manifest's: see _executable_kind).
 _EXECUTABLE_KINDS: Tuple[Tuple[type, str], ...] = (
     (ExecutableMissing, "missing"),
     (ExecutableNotExecutable, "not-executable"),
@@ -91,25 +93,6 @@ class UnknownPlugins(ValueError):
             f"No plugin {names} in {str(plugins_dir)!r} (found: {', '.join(known) or 'none'}); "
             "check the name or --plugins-dir."
         )
-
-
-def _name_of(outcome: DiscoveryOutcome) -> str:
-    if outcome.plugin is not None:
-        return outcome.plugin.manifest.name
-    return outcome.manifest_path.name[len(DEFAULT_PREFIX) : -len(".toml")]
-
-
-def select(outcomes: Sequence[DiscoveryOutcome], names: Sequence[str], plugins_dir: Path) -> List[DiscoveryOutcome]:
-    """The outcomes of ``names`` (all of them when ``names`` is empty), in directory
-    order. Raises :class:`UnknownPlugins` for a name no manifest has."""
-    if not names:
-        return list(outcomes)
-    by_name = {_name_of(o): o for o in outcomes}
-    unknown = [n for n in dict.fromkeys(names) if n not in by_name]
-    if unknown:
-        raise UnknownPlugins(unknown, sorted(by_name), plugins_dir)
-    wanted = set(names)
-    return [o for o in outcomes if _name_of(o) in wanted]
 
 
 def capability_names(bits: Optional[int]) -> List[str]:
@@ -168,14 +151,51 @@ def _hint(problem: Optional[str], kind: Optional[str], name: str, manifest_path:
     return None
 
 
-def probe_plugin(outcome: DiscoveryOutcome, timeout: float) -> Dict[str, Any]:
-    """Everything doctor knows about one manifest: its checks, then a live probe (spawn,
-    ``init``, ``is_available``, shutdown) with a client of its own. Its process is
-    stopped and reaped before this returns."""
-    name = _name_of(outcome)
-    found: Dict[str, Any] = {
+class _ProbeClient(PluginClient):
+    """A client whose ``start()`` is the doctor's whole probe of one plugin: ``init``,
+    then ``is_available``, each timed. The host's ``start()`` runs these side by side,
+    so the doctor needs no threads of its own, and each plugin's findings are its own
+    (a hung ``is_available`` of one plugin delays no other's)."""
+
+    def __init__(self, plugin: LoadedPlugin, **kwargs: Any) -> None:
+        super().__init__(plugin, **kwargs)
+        self.loaded = plugin
+        self.spawn_to_ready_ms: Optional[float] = None
+        self.is_available_ms: Optional[float] = None
+        self.availability: Optional[IsAvailableResult] = None
+        self.availability_error: Optional[PluginClientError] = None
+
+    def start(self) -> InitResult:
+        t0 = time.perf_counter()
+        init = super().start()
+        self.spawn_to_ready_ms = _ms(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        try:
+            self.availability = self.is_available()
+        except PluginClientError as exc:  # kept: the start itself succeeded
+            self.availability_error = exc
+        self.is_available_ms = _ms(time.perf_counter() - t1)
+        return init
+
+
+class DoctorHost(PluginHost):
+    """The :class:`~plugin_client.PluginHost` the doctor probes through: one plugins
+    directory, every client a probe (spawn, ``init``, ``is_available``) with
+    ``timeout`` as its start and request timeouts, and short stops."""
+
+    _client_type = _ProbeClient  # type: ignore[assignment]  # a PluginClient, with a probing start()
+
+    def __init__(self, plugins_dir: Path, timeout: float) -> None:
+        policy = LifetimePolicy(
+            start_timeout=timeout, request_timeout=timeout, exit_wait=min(1.0, timeout), shutdown_grace=min(2.0, timeout)
+        )
+        super().__init__(plugins_dir, policy=policy)
+
+
+def _blank(name: str, manifest_path: Path) -> Dict[str, Any]:
+    return {
         "name": name,
-        "manifest_path": str(outcome.manifest_path),
+        "manifest_path": str(manifest_path),
         "version": None,
         "executable": None,
         "manifest_ok": True,
@@ -197,43 +217,47 @@ def probe_plugin(outcome: DiscoveryOutcome, timeout: float) -> Dict[str, Any]:
         "verdict": "broken",
         "health": None,
     }
-    if outcome.error is not None:
-        err: ManifestError = outcome.error
-        kind = _executable_kind(err, outcome.manifest_path)
-        found["error_type"] = type(err).__name__
-        found["error"] = err.message
-        if kind is None:
-            found["manifest_ok"] = False
-            found["problem"] = "manifest"
-        else:
-            found["problem"] = "executable"
-            found["executable_problem"] = kind
-            found["executable_ok"] = False
-            found["executable"] = err.path
-            if isinstance(err, ChecksumMismatch):
-                found["checksum"] = "mismatch"
-        found["hint"] = _hint(found["problem"], kind, name, outcome.manifest_path)
-        return found
-    plugin = outcome.plugin
-    assert plugin is not None
+
+
+def _broken_finding(name: str, manifest_path: Path, err: PluginClientError) -> Dict[str, Any]:
+    """A manifest or executable that did not load (the host's ``broken``: a
+    :class:`~plugin_client.ManifestError` for a host of a plugins directory)."""
+    found = _blank(name, manifest_path)
+    kind = _executable_kind(err, manifest_path)
+    found["error_type"] = type(err).__name__
+    found["error"] = err.message
+    if kind is None:
+        found["manifest_ok"] = False
+        found["problem"] = "manifest"
+    else:
+        found["problem"] = "executable"
+        found["executable_problem"] = kind
+        found["executable_ok"] = False
+        found["executable"] = getattr(err, "path", None)
+        if isinstance(err, ChecksumMismatch):
+            found["checksum"] = "mismatch"
+    found["hint"] = _hint(found["problem"], kind, name, manifest_path)
+    return found
+
+
+def _probe_finding(name: str, client: _ProbeClient, outcome: Union[InitResult, Exception]) -> Dict[str, Any]:
+    """What one probe found; ``client`` has been shut down."""
+    plugin = client.loaded
+    found = _blank(name, plugin.manifest_path)
     found["version"] = plugin.manifest.version
     found["executable"] = str(plugin.executable.path)
     found["executable_ok"] = True
     found["checksum"] = "ok"
-    policy = LifetimePolicy(
-        start_timeout=timeout, request_timeout=timeout, exit_wait=min(1.0, timeout), shutdown_grace=min(2.0, timeout)
-    )
-    client = PluginClient(plugin, policy=policy)
-    try:
-        t0 = time.perf_counter()
-        init = client.start()
-        found["spawn_to_ready_ms"] = _ms(time.perf_counter() - t0)
-        found["plugin_version"] = init.plugin_version
-        found["capabilities_bits"] = init.capabilities_bits
-        found["capabilities"] = capability_names(init.capabilities_bits)
-        t1 = time.perf_counter()
-        avail = client.is_available()
-        found["is_available_ms"] = _ms(time.perf_counter() - t1)
+    found["spawn_to_ready_ms"] = client.spawn_to_ready_ms
+    found["is_available_ms"] = client.is_available_ms
+    if isinstance(outcome, InitResult):
+        found["plugin_version"] = outcome.plugin_version
+        found["capabilities_bits"] = outcome.capabilities_bits
+        found["capabilities"] = capability_names(outcome.capabilities_bits)
+    avail, exc = client.availability, client.availability_error
+    if isinstance(outcome, Exception):
+        exc = outcome if isinstance(outcome, PluginClientError) else PluginClientError(f"{type(outcome).__name__}: {outcome}")
+    if avail is not None:
         found["availability"] = avail.status.value
         found["availability_detail"] = avail.detail
         if avail.status.value == "available":
@@ -241,24 +265,22 @@ def probe_plugin(outcome: DiscoveryOutcome, timeout: float) -> Dict[str, Any]:
         else:
             found["verdict"] = "unavailable"
             found["problem"] = "is_available"
-    except PluginClientError as exc:
+    elif exc is not None:
         found["error_type"] = type(exc).__name__
         found["error"] = exc.message
-        kind = _executable_kind(exc, outcome.manifest_path)
+        kind = _executable_kind(exc, plugin.manifest_path)
         if kind is not None:  # checked again before the spawn: never run
             found["problem"] = "executable"
             found["executable_problem"] = kind
             found["executable_ok"] = False
             found["checksum"] = "unknown"
-        elif found["spawn_to_ready_ms"] is None:
+        elif client.spawn_to_ready_ms is None:
             found["problem"] = "start"
         else:
             found["problem"] = "is_available"
             if isinstance(exc, PluginError):
                 found["verdict"] = "unavailable"  # it runs, but its is_available failed
-    finally:
-        client.shutdown()
-    found["hint"] = _hint(found["problem"], found["executable_problem"], name, outcome.manifest_path)
+    found["hint"] = _hint(found["problem"], found["executable_problem"], name, plugin.manifest_path)
     health = client.health()
     found["health"] = health.model_dump(mode="json")
     if found["verdict"] != "ok":
@@ -266,16 +288,60 @@ def probe_plugin(outcome: DiscoveryOutcome, timeout: float) -> Dict[str, Any]:
     return found
 
 
-def probe_all(outcomes: Sequence[DiscoveryOutcome], timeout: float) -> List[Dict[str, Any]]:
-    """:func:`probe_plugin` of every outcome side by side, one thread each, so N hung
-    plugins take one ``timeout`` (and one stop), not N. In the outcomes' order. Every
-    thread has ended, and so every probe's process is reaped, when this returns."""
-    if len(outcomes) <= 1:
-        return [probe_plugin(o, timeout) for o in outcomes]
-    # One thread per plugin, not a smaller pool: a pool of k would make N hung
-    # plugins take N/k timeouts. A plugins directory holds a handful, not thousands.
-    with ThreadPoolExecutor(max_workers=len(outcomes), thread_name_prefix="plugin-client-doctor") as pool:
-        return list(pool.map(lambda o: probe_plugin(o, timeout), outcomes))
+def _probe_client(host: DoctorHost, name: str) -> _ProbeClient:
+    client = host[name]
+    assert isinstance(client, _ProbeClient)
+    return client
+
+
+def _broken_name(key: str, plugins_dir: Path) -> Tuple[str, Path]:
+    """The plugin name and manifest path of a key of ``host.broken``: a name, or (a
+    manifest whose file name gives none) the manifest's path."""
+    if "/" in key:
+        path = Path(key)
+        return path.name[len(DEFAULT_PREFIX) : -len(".toml")], path
+    return key, plugins_dir / f"{DEFAULT_PREFIX}{key}.toml"
+
+
+def known_names(host: DoctorHost) -> Dict[str, Path]:
+    """name -> manifest path of every manifest the host found, loaded or broken."""
+    (plugins_dir,) = host.plugins_dirs
+    known = {name: _probe_client(host, name).loaded.manifest_path for name in host.names()}
+    for key in host.broken:
+        name, path = _broken_name(key, plugins_dir)
+        known.setdefault(name, path)
+    return known
+
+
+def probe_all(host: DoctorHost, names: Sequence[str] = ()) -> List[Dict[str, Any]]:
+    """Probe the plugins of ``host`` (only ``names`` when given) side by side with
+    ``host.start()``, shut the host down, and return each plugin's findings in
+    manifest file-name order: the loaded ones probed, the broken ones (the host's
+    ``broken``) as they failed to load. The host is shut down, so every probe's
+    process is stopped and reaped, when this returns, also when it raises. Raises
+    :class:`UnknownPlugins` for a name no manifest has."""
+    (plugins_dir,) = host.plugins_dirs
+    try:
+        known = known_names(host)
+        wanted = list(dict.fromkeys(names)) if names else list(known)
+        unknown = [n for n in wanted if n not in known]
+        if unknown:
+            raise UnknownPlugins(unknown, sorted(known), plugins_dir)
+        loaded = [n for n in wanted if n in host]
+        clients = {n: _probe_client(host, n) for n in loaded}  # kept: a host shut down has no members
+        broken = {_broken_name(key, plugins_dir)[0]: (key, err) for key, err in host.broken.items()}
+        outcomes = host.start(loaded)
+    finally:
+        host.shutdown()
+    found: List[Tuple[str, Dict[str, Any]]] = []
+    for name in wanted:
+        if name in clients:
+            found.append((clients[name].loaded.manifest_path.name, _probe_finding(name, clients[name], outcomes[name])))
+        else:
+            key, err = broken[name]
+            path = _broken_name(key, plugins_dir)[1]
+            found.append((path.name, _broken_finding(name, path, err)))
+    return [f for _, f in sorted(found, key=lambda pair: pair[0])]
 
 
 def spawn_report() -> Dict[str, str]:
@@ -325,21 +391,21 @@ def run_doctor(
         "error": None,
     }
     problem = plugins_dir_problem(plugins_dir, source)
-    outcomes: List[DiscoveryOutcome] = []
+    host: Optional[DoctorHost] = None
     if problem is None:
-        try:
-            outcomes = discover_plugins(plugins_dir)
-        except ManifestUnreadable as exc:  # it changed between the check and the listing
+        host = DoctorHost(plugins_dir, timeout)
+        if host.dir_errors:  # it changed between the check and the scan: say how, in call's words
+            host.shutdown()
             problem = plugins_dir_problem(plugins_dir, source)
-            if problem is None:
-                raise exc
-        if not outcomes:  # a directory removed after the check lists as empty: look again
-            problem = plugins_dir_problem(plugins_dir, source)
+            if problem is None:  # pragma: no cover - it came back in between
+                (err,) = host.dir_errors.values()
+                problem = PluginsDirProblem("unreadable", err)
     if problem is not None:
         doc.update(plugins_dir_problem=problem.kind, error_type=type(problem.error).__name__, error=problem.error.message)
         doc["elapsed_ms"] = _ms(time.perf_counter() - started)
         return doc
-    plugins = probe_all(select(outcomes, names, plugins_dir), timeout)
+    assert host is not None
+    plugins = probe_all(host, names)
     doc["plugins"] = plugins
     doc["healthy"] = all(p["verdict"] == "ok" for p in plugins)
     doc["counts"] = {v: sum(1 for p in plugins if p["verdict"] == v) for v in ("ok", "unavailable", "broken")}

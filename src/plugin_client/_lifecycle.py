@@ -107,8 +107,10 @@ class Lifecycle:
 
     def check_probing(self) -> None:
         """Raise :class:`PluginDisabled` while a probe spawn is under way: for a caller
-        that found the request lock taken, rather than waiting behind the probe."""
+        that found the request lock taken, rather than waiting behind the probe.
+        Counted here: the clients call it before their own count could see it."""
         if self.probing and self.state is PluginState.DISABLED:
+            self.count_error("disabled")
             raise self._disabled_error()
 
     def _claim_probe(self) -> bool:

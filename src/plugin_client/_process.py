@@ -25,6 +25,7 @@ from typing import Any, Callable, Generator, Mapping, Optional, Sequence, Tuple,
 from ._core_errors import DeadlineExceeded, FrameTooLargeError, PipeClosed, StreamEOF
 from ._impl import Child, FrameReader, spawn
 from ._stderr import PUMP, StderrTail
+from ._wire_trace import TRACE, traced_exchange, tracing
 from .health import ExitInfo, ExitStage
 
 __all__ = (
@@ -186,13 +187,14 @@ def _signal_all(child: Child, sig: int) -> None:
 class PluginProcess:
     """A spawned plugin: exchange frames, check it while idle, and end it."""
 
-    __slots__ = ("child", "reader", "tail", "pid", "io", "_stdout_fd", "_pidfd")
+    __slots__ = ("child", "reader", "tail", "pid", "name", "io", "_stdout_fd", "_pidfd")
 
-    def __init__(self, child: Child, reader: FrameReader, tail: StderrTail) -> None:
+    def __init__(self, child: Child, reader: FrameReader, tail: StderrTail, name: str = "") -> None:
         self.child = child
         self.reader = reader
         self.tail = tail
         self.pid = child.pid
+        self.name = name  # the plugin's, for the wire trace
         # An event loop's hooks on this process's fds (aio's channel), if any:
         # ``release()``d before the fds are closed, whoever ends the process.
         self.io: Any = None
@@ -222,10 +224,12 @@ class PluginProcess:
             # Nobody holds the child yet: end it here rather than orphan it.
             child.finish()
             raise
-        return cls(child, child.reader(max_frame_bytes), tail)
+        return cls(child, child.reader(max_frame_bytes), tail, plugin_name)
 
     def exchange(self, line: bytes, deadline: float) -> bytes:
         """Write one request line and read one reply frame, both before ``deadline``."""
+        if TRACE.maybe and tracing():
+            return traced_exchange(self, line, deadline)
         # One core call: write, then read first and poll only if the reply is not there yet.
         return self.reader.exchange(self.child.stdin_fd, line, deadline)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from ._host_base import HostBase
 from ._host_core import Member, ReloadReport
@@ -160,12 +160,18 @@ class AsyncPluginHost(HostBase[AsyncPluginClient]):
 
     # --- every plugin at once ---------------------------------------------------------
 
-    async def start(self) -> Dict[str, Union[InitResult, Exception]]:
-        """Spawn and init every loaded plugin now, side by side (one task each).
+    async def start(self, names: Optional[Iterable[str]] = None) -> Dict[str, Union[InitResult, Exception]]:
+        """Spawn and init every loaded plugin now (or only ``names``), side by side (one
+        task each).
 
         Returns name -> its :class:`~plugin_client.InitResult`, or the error that
-        stopped it: one plugin's failure stops no other, and nothing is raised for it."""
-        members: List[Tuple[str, _Member]] = [(name, self._table.enter(name)) for name in self._table.names()]
+        stopped it: one plugin's failure stops no other, and nothing is raised for it.
+        A name in ``names`` that the host has no client for raises
+        :class:`~plugin_client.UnknownPlugin` before anything starts."""
+        wanted = self._table.names() if names is None else sorted(set(names))
+        for name in wanted:  # every name checked before any is entered
+            self._table.client(name)
+        members: List[Tuple[str, _Member]] = [(name, self._table.enter(name)) for name in wanted]
 
         async def start_one(member: _Member) -> Union[InitResult, Exception]:
             try:

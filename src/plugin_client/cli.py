@@ -8,6 +8,11 @@
     and each plugin's :class:`~plugin_client.health.PluginHealth`) and the core
     in use. :mod:`plugin_client._cli_doctor` does the work.
 
+``plugin-client doctor --sources FILE [--path PATH ...] [--plugins-dir DIR] [--json] [--timeout S]``
+    Pre-flights a ``sources.toml`` (:mod:`plugin_client._cli_doctor_sources`): the
+    file's validation, every source's plugin and availability (side by side), every
+    rule's target, and each PATH's decision. NAMEs cannot be given with it.
+
 ``plugin-client call NAME METHOD [ARG ...] [--plugins-dir DIR] [--json] [--reveal]``
     Runs one request against one plugin. METHOD is ``init``, ``is_available``,
     ``get REF``, ``list``, ``validate REF``, ``put REF [VALUE]`` (the value is
@@ -30,7 +35,8 @@ executable are good, it started, answered ``init`` and reported itself ``availab
 an empty directory is healthy); ``1`` a plugin is broken or not available, a request
 failed, a manifest was refused; ``2`` usage errors (unknown options, methods or plugin
 names, a wrong number of arguments); ``3`` the plugins directory is missing, not a
-directory, or cannot be read (``doctor`` and ``call``).
+directory, or cannot be read (``doctor`` and ``call``); ``4`` (``doctor --sources``) the
+sources file cannot be read or is not valid.
 
 Only this module and the ``_cli_*`` modules print; the library only logs. ``-v`` shows the library's log
 on stderr.
@@ -48,7 +54,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, TextIO, Tuple
 
 from . import __version__
-from . import _cli_conformance, _cli_doctor, _cli_manifest
+from . import _cli_conformance, _cli_doctor, _cli_doctor_sources, _cli_manifest
 from ._cli_common import (
     EXIT_FAILED, EXIT_OK, EXIT_PLUGINS_DIR, EXIT_USAGE, Out, config_object, plugins_dir_problem,
     positive_seconds,
@@ -95,6 +101,21 @@ def _plugins_dir(arg: Optional[str]) -> Tuple[Path, str]:
 
 def _cmd_doctor(args: argparse.Namespace, out: Out) -> int:
     plugins_dir, source = _plugins_dir(args.plugins_dir)
+    if args.sources is not None:
+        if args.names:
+            # A pre-flight judges every rule, and a rule's source must have been probed.
+            out.err(
+                f"plugin-client doctor: NAMEs and --sources do not mix: --sources checks every source of "
+                f"the file; run `plugin-client doctor {' '.join(args.names)}` on its own"
+            )
+            return EXIT_USAGE
+        doc = _cli_doctor_sources.run_sources(
+            Path(args.sources), plugins_dir, timeout=args.timeout, source=source, paths=args.paths
+        )
+        return _cli_doctor_sources.run(out, doc, as_json=args.json)
+    if args.paths:
+        out.err("plugin-client doctor: --path needs --sources FILE (the file that routes it)")
+        return EXIT_USAGE
     try:
         doc = run_doctor(plugins_dir, timeout=args.timeout, source=source, names=args.names)
     except UnknownPlugins as exc:
@@ -227,7 +248,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="plugin-client",
         description="Check and call secret-source plugins.",
         epilog="Exit codes: 0 ok, 1 a plugin is broken or a request failed, 2 usage error, "
-        "3 the plugins directory is missing, not a directory, or unreadable.",
+        "3 the plugins directory is missing, not a directory, or unreadable, "
+        "4 (doctor --sources) the sources file cannot be read or is not valid.",
     )
     parser.add_argument("--version", action="version", version=f"plugin-client {__version__} ({IMPLEMENTATION} core)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -238,9 +260,20 @@ def _parser() -> argparse.ArgumentParser:
         help="verify and probe every plugin",
         description="Verify every manifest in the plugins directory and probe each plugin "
         "(spawn, init, is_available), all side by side. Exit 0 when all are healthy, 1 otherwise, "
-        "3 when the plugins directory is missing, not a directory, or unreadable.",
+        "3 when the plugins directory is missing, not a directory, or unreadable. With --sources FILE, "
+        "pre-flight a sources.toml instead: exit 4 when the file cannot be read or is not valid, 1 when "
+        "a source is not available or a rule or --path has no available source.",
     )
     doctor.add_argument("names", metavar="NAME", nargs="*", help="probe only these plugins (default: all)")
+    doctor.add_argument(
+        "--sources", metavar="FILE",
+        help="pre-flight this sources.toml instead: the file, every source's plugin and availability, every rule "
+        "(exit 4 when the file cannot be read or is not valid)",
+    )
+    doctor.add_argument(
+        "--path", dest="paths", action="append", default=[], metavar="PATH",
+        help="with --sources: also show which source and reference serve this secret path (repeatable)",
+    )
     call = sub.add_parser(
         "call",
         parents=[common],

@@ -33,6 +33,7 @@ from ._live import unwatch, watch
 from ._process import EXCHANGE_ERRORS, PluginProcess
 from ._scrub import scrub
 from ._sweeper import SWEEPER, watch_idle
+from ._wire_trace import TRACE, traced_request, tracing
 from .events import PluginEvent
 from .manifest import LoadedPlugin, PluginManifest, VerifiedExecutable
 from .policy import LifetimePolicy
@@ -244,7 +245,10 @@ class PluginClient(ClientBase):
             proc = pending.proc
             try:
                 # None: output or an exit while idle; nothing was written.
-                outcome: Any = proc.reader.request(proc.child, pending.line, pending.deadline)
+                if TRACE.maybe and tracing():  # wire trace (its cost: bench/test_bench_wire_trace.py)
+                    outcome: Any = traced_request(proc, pending.line, pending.deadline)
+                else:
+                    outcome = proc.reader.request(proc.child, pending.line, pending.deadline)
             except EXCHANGE_ERRORS as exc:
                 outcome = exc
             except BaseException:  # the host's interruption, mid-request: not the plugin's doing

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, List, Optional, Set, Union
+from typing import Any, Dict, Iterable, List, Optional, Set, Union
 
 from ._host_base import HostBase
 from ._host_core import Member, ReloadReport
@@ -192,14 +192,20 @@ class PluginHost(HostBase[PluginClient]):
 
     # --- every plugin at once ---------------------------------------------------------
 
-    def start(self) -> Dict[str, Union[InitResult, Exception]]:
-        """Spawn and init every loaded plugin now, side by side (one thread each).
+    def start(self, names: Optional[Iterable[str]] = None) -> Dict[str, Union[InitResult, Exception]]:
+        """Spawn and init every loaded plugin now (or only ``names``), side by side (one
+        thread each).
 
         Returns name -> its :class:`~plugin_client.InitResult`, or the error that
         stopped it (a :class:`~plugin_client.PluginClientError`): one plugin's failure
-        stops no other, and nothing is raised for it."""
+        stops no other, and nothing is raised for it. A name in ``names`` that the host
+        has no client for raises :class:`~plugin_client.UnknownPlugin` before anything
+        starts."""
         with self._lock:
-            members = [(name, self._table.enter(name)) for name in self._table.names()]
+            wanted = self._table.names() if names is None else sorted(set(names))
+            for name in wanted:  # every name checked before any is entered
+                self._table.client(name)
+            members = [(name, self._table.enter(name)) for name in wanted]
         results: Dict[str, Union[InitResult, Exception]] = {}
 
         def start_one(name: str, member: _Member) -> None:

@@ -1,4 +1,6 @@
-"""A typed secret-source interface over a :class:`~plugin_client.client.PluginClient`.
+"""A typed secret-source interface over a :class:`~plugin_client.client.PluginClient`
+(:class:`PluginSecretSource`) or an :class:`~plugin_client.aio.AsyncPluginClient`
+(:class:`AsyncPluginSecretSource`, the same with coroutine methods).
 
 A host rarely wants raw wire results. :class:`PluginSecretSource` maps the
 protocol onto a small interface, :class:`SecretSource`:
@@ -44,7 +46,22 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Protocol, Tuple, TypeVar, Union, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    Generic,
+    List,
+    NoReturn,
+    Optional,
+    Protocol,
+    Tuple,
+    TypeVar,
+    Union,
+    runtime_checkable,
+)
 
 from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr
 
@@ -60,11 +77,15 @@ from .errors import (
     SourceUnsupportedCapability,
     UnsupportedCapability,
 )
-from .protocol import AvailabilityStatus, Capability
+from .protocol import AvailabilityStatus, Capability, GetResult, ListResult
+
+if TYPE_CHECKING:  # (not imported at run time: a sync host needs no asyncio)
+    from .aio import AsyncPluginClient
 
 __all__ = (
     "SecretSource",
     "PluginSecretSource",
+    "AsyncPluginSecretSource",
     "SourceStatus",
     "Secret",
     "SecretRef",
@@ -72,6 +93,7 @@ __all__ = (
 )
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 
 # --- values -----------------------------------------------------------------------
@@ -245,33 +267,102 @@ class LeaseCache:
             del self._entries[ref]
 
 
-# --- the adapter ------------------------------------------------------------------
+# --- the adapters -----------------------------------------------------------------
 
 
 def _is_not_found(reason: Optional[str]) -> bool:
     return reason is not None and reason.strip().lower() == "not found"
 
 
-class PluginSecretSource:
-    """A :class:`SecretSource` backed by one plugin through a :class:`PluginClient`.
+def _absent(exc: PluginError) -> bool:
+    """Whether ``exc`` is the plugin's "not found": ``get`` answers ``None`` then."""
+    return exc.kind == "bad-reference" and _is_not_found(exc.reason)
 
-    ``cache``: ``False`` (default) for none, ``True`` for a new
-    :class:`LeaseCache`, or a :class:`LeaseCache` to use (e.g. with a
-    ``max_ttl``). ``name`` defaults to the client's source name. The client
-    is not owned: :meth:`close` (or the context manager) shuts it down only if
-    ``owns_client`` is true.
-    """
+
+def _status_of_failure(exc: PluginClientError) -> SourceStatus:
+    """``is_available``'s answer when asking failed: the failure is the answer."""
+    if isinstance(exc, PluginError) and exc.kind == "needs-credential":
+        return SourceStatus(status=AvailabilityStatus.NEEDS_CREDENTIAL, detail=exc.message)
+    return SourceStatus(status=AvailabilityStatus.UNAVAILABLE, detail=exc.message)
+
+
+def _is_async_client(client: Any) -> bool:
+    """Whether ``client`` is an asyncio client (its ``get`` is a coroutine function)."""
+    if isinstance(client, PluginClient):
+        return False
+    import inspect  # (only for a client that is not a PluginClient)
+
+    return inspect.iscoroutinefunction(getattr(type(client), "get", None))
+
+
+def source_error(exc: PluginClientError, *, source: str) -> SourceError:
+    """The :class:`~plugin_client.errors.SourceError` that an adapter for the source
+    named ``source`` raises for ``exc`` (one mapping, also for an adapter that calls
+    its client itself, such as the asyncio router of :mod:`plugin_client.source_router`).
+    The caller chains ``exc`` as the cause. Not part of ``__all__``."""
+    plugin = exc.plugin
+    who = f"Source {source!r}"
+    if isinstance(exc, UnsupportedCapability):
+        # The host's gate and the plugin's own answer (PluginUnsupportedCapability).
+        return SourceUnsupportedCapability(
+            f"{who} does not support {exc.capability!r}: {exc.message}",
+            capability=exc.capability,
+            plugin=plugin,
+        )
+    if isinstance(exc, PluginError):
+        kind: Any = exc.kind
+        if kind == "unavailable":
+            return SourceUnavailable(f"{who} is unavailable: {exc.message}", plugin=plugin)
+        if kind == "bad-reference":
+            return BadReference(
+                f"{who} rejected a reference: {exc.message}",
+                reference=exc.reference,
+                reason=exc.reason,
+                plugin=plugin,
+            )
+        if kind == "needs-credential":
+            return NeedsCredential(f"{who} needs a credential: {exc.message}", detail=exc.detail, plugin=plugin)
+        return SourceError(f"{who} failed: {exc.message}", plugin=plugin)
+    failed = SourceUnavailable(f"{who} is unavailable ({type(exc).__name__}): {exc.message}", plugin=plugin)
+    failed.stderr_tail, failed.exit = exc.stderr_tail, exc.exit  # a process failure's diagnostics
+    return failed
+
+
+def secret_from_reply(value: SecretStr, lease_seconds: Optional[int]) -> Secret:
+    """A ``get`` reply's value and lease as the :class:`Secret` the adapters return
+    (the lease clamped to ``timedelta.max``). Not part of ``__all__``."""
+    return Secret(value=value, lease=_lease_of(lease_seconds))
+
+
+def is_not_found(reason: Optional[str]) -> bool:
+    """Whether a ``bad-reference`` reason means "not found" (``get`` then returns
+    ``None``). Not part of ``__all__``."""
+    return _is_not_found(reason)
+
+
+class _Adapter(Generic[C]):
+    """What both adapters share: the client check, the name, the cache, the typed
+    values, the error mapping. The two differ only in calling (or awaiting) the
+    client, in the few lines between these steps."""
+
+    _wants_async = False
 
     def __init__(
         self,
-        client: PluginClient,
+        client: C,
         *,
         cache: Union[bool, LeaseCache, None] = False,
         name: Optional[str] = None,
         owns_client: bool = False,
     ) -> None:
+        if _is_async_client(client) is not self._wants_async:
+            mine, other = type(self).__name__, ("PluginSecretSource" if self._wants_async else "AsyncPluginSecretSource")
+            wanted = "an AsyncPluginClient" if self._wants_async else "a PluginClient"
+            got = type(client).__name__
+            article = "an" if got[:1] in "AEIOU" else "a"
+            raise TypeError(f"{mine} takes {wanted}, not {article} {got}; use {other} for that client.")
         self._client = client
-        self._name = name if name is not None else client.health().source_name
+        self._name = name if name is not None else client.health().source_name  # type: ignore[attr-defined]
         if cache is True:
             self._cache: Optional[LeaseCache] = LeaseCache()
         elif isinstance(cache, LeaseCache):
@@ -283,7 +374,73 @@ class PluginSecretSource:
         self._owns_client = owns_client
 
     def __repr__(self) -> str:
-        return f"<PluginSecretSource {self._name!r} plugin={self._client.name!r} cache={self._cache!r}>"
+        plugin = self._client.name  # type: ignore[attr-defined]
+        return f"<{type(self).__name__} {self._name!r} plugin={plugin!r} cache={self._cache!r}>"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def client(self) -> C:
+        return self._client
+
+    @property
+    def cache(self) -> Optional[LeaseCache]:
+        return self._cache
+
+    def _known_capabilities(self) -> Optional[Capability]:
+        """The capabilities from the plugin's last ``init``, if there was one."""
+        bits = self._client.health().capabilities_bits  # type: ignore[attr-defined]
+        return Capability(bits) if bits is not None else None
+
+    def _cached(self, ref: str) -> Tuple[Optional[Secret], Optional[Tuple[int, int]]]:
+        """A cache hit for ``ref``, or None and the token a fetch stores its value with."""
+        cache = self._cache
+        if cache is None:
+            return None, None
+        hit = cache.get(ref)
+        return hit, (cache.generation(ref) if hit is None else None)
+
+    def _secret(self, ref: str, res: GetResult, since: Optional[Tuple[int, int]]) -> Secret:
+        """The fetched value as a :class:`Secret`, cached if it has a lease."""
+        secret = secret_from_reply(res.value, res.lease_seconds)
+        if self._cache is not None:
+            self._cache.store(ref, secret, since=since)
+        return secret
+
+    def _raise_unless_absent(self, exc: PluginClientError) -> None:
+        """A ``get`` failed with ``exc``: raise the mapped error, unless the plugin
+        said "not found" (``get`` then answers None)."""
+        if not (isinstance(exc, PluginError) and _absent(exc)):
+            self._raise(exc)
+
+    def _invalidate(self, ref: str) -> None:
+        # Also after a failure: the plugin may have written before it failed.
+        if self._cache is not None:
+            self._cache.invalidate(ref)
+
+    @staticmethod
+    def _refs(res: ListResult) -> List[SecretRef]:
+        return [SecretRef(reference=e.reference, display=e.display) for e in res.entries]
+
+    def _raise(self, exc: PluginClientError) -> NoReturn:
+        raise self._map(exc) from exc
+
+    def _map(self, exc: PluginClientError) -> SourceError:
+        return source_error(exc, source=self._name)
+
+
+class PluginSecretSource(_Adapter[PluginClient]):
+    """A :class:`SecretSource` backed by one plugin through a :class:`PluginClient`.
+
+    ``cache``: ``False`` (default) for none, ``True`` for a new
+    :class:`LeaseCache`, or a :class:`LeaseCache` to use (e.g. with a
+    ``max_ttl``). ``name`` defaults to the client's source name. The client
+    is not owned: :meth:`close` (or the context manager) shuts it down only if
+    ``owns_client`` is true. An :class:`~plugin_client.AsyncPluginClient` is a
+    ``TypeError``: that is :class:`AsyncPluginSecretSource`'s.
+    """
 
     def __enter__(self) -> PluginSecretSource:
         return self
@@ -296,24 +453,10 @@ class PluginSecretSource:
             self._client.shutdown()
 
     @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def client(self) -> PluginClient:
-        return self._client
-
-    @property
-    def cache(self) -> Optional[LeaseCache]:
-        return self._cache
-
-    @property
     def capabilities(self) -> Capability:
         """The capabilities from the plugin's last ``init``; starts the plugin if unknown."""
-        bits = self._client.health().capabilities_bits
-        if bits is not None:
-            return Capability(bits)
-        return self._call(lambda: self._client.start()).capabilities
+        known = self._known_capabilities()
+        return known if known is not None else self._call(self._client.start).capabilities
 
     def is_available(self) -> SourceStatus:
         """The plugin's own answer; a failure to ask is the answer ``unavailable`` (or
@@ -321,40 +464,24 @@ class PluginSecretSource:
         a plugin or client failure."""
         try:
             res = self._client.is_available()
-        except PluginError as exc:
-            status = (
-                AvailabilityStatus.NEEDS_CREDENTIAL if exc.kind == "needs-credential" else AvailabilityStatus.UNAVAILABLE
-            )
-            return SourceStatus(status=status, detail=exc.message)
         except PluginClientError as exc:
-            return SourceStatus(status=AvailabilityStatus.UNAVAILABLE, detail=exc.message)
+            return _status_of_failure(exc)
         return SourceStatus(status=res.status, detail=res.detail)
 
     def get(self, ref: str) -> Optional[Secret]:
         """The secret at ``ref``, or ``None`` if the plugin says it is not found."""
-        cache = self._cache
-        since = None
-        if cache is not None:
-            hit = cache.get(ref)
-            if hit is not None:
-                return hit
-            since = cache.generation(ref)
+        hit, since = self._cached(ref)
+        if hit is not None:
+            return hit
         try:
             res = self._client.get(ref)
-        except PluginError as exc:
-            if exc.kind == "bad-reference" and _is_not_found(exc.reason):
-                return None
-            self._raise(exc)
         except PluginClientError as exc:
-            self._raise(exc)
-        secret = Secret(value=res.value, lease=_lease_of(res.lease_seconds))
-        if cache is not None:
-            cache.store(ref, secret, since=since)
-        return secret
+            self._raise_unless_absent(exc)
+            return None
+        return self._secret(ref, res, since)
 
     def list(self) -> List[SecretRef]:
-        res = self._call(self._client.list)
-        return [SecretRef(reference=e.reference, display=e.display) for e in res.entries]
+        return self._refs(self._call(self._client.list))
 
     def validate(self, ref: str) -> bool:
         return self._call(lambda: self._client.validate(ref)).ok
@@ -364,22 +491,17 @@ class PluginSecretSource:
         try:
             return self._call(lambda: self._client.put(ref, value)).replaced
         finally:
-            # Also on failure: the plugin may have written before it failed.
-            if self._cache is not None:
-                self._cache.invalidate(ref)
+            self._invalidate(ref)
 
     def delete(self, ref: str) -> bool:
         """Delete ``ref``; returns whether it existed."""
         try:
             return self._call(lambda: self._client.delete(ref)).existed
         finally:
-            if self._cache is not None:
-                self._cache.invalidate(ref)
+            self._invalidate(ref)
 
     def key_material(self, purpose: str) -> SecretBytes:
         return self._call(lambda: self._client.key_material(purpose)).material
-
-    # --- internals ------------------------------------------------------------------
 
     def _call(self, fn: Callable[[], T]) -> T:
         try:
@@ -387,55 +509,76 @@ class PluginSecretSource:
         except PluginClientError as exc:
             self._raise(exc)
 
-    def _raise(self, exc: PluginClientError) -> NoReturn:
-        raise self._map(exc) from exc
 
-    def _map(self, exc: PluginClientError) -> SourceError:
-        src, plugin = self._name, exc.plugin
-        who = f"Source {src!r}"
-        if isinstance(exc, UnsupportedCapability):
-            # The host's gate and the plugin's own answer (PluginUnsupportedCapability).
-            return SourceUnsupportedCapability(
-                f"{who} does not support {exc.capability!r}: {exc.message}",
-                capability=exc.capability,
-                plugin=plugin,
-            )
-        if isinstance(exc, PluginError):
-            kind: Any = exc.kind
-            if kind == "unavailable":
-                return SourceUnavailable(f"{who} is unavailable: {exc.message}", plugin=plugin)
-            if kind == "bad-reference":
-                return BadReference(
-                    f"{who} rejected a reference: {exc.message}",
-                    reference=exc.reference,
-                    reason=exc.reason,
-                    plugin=plugin,
-                )
-            if kind == "needs-credential":
-                return NeedsCredential(f"{who} needs a credential: {exc.message}", detail=exc.detail, plugin=plugin)
-            return SourceError(f"{who} failed: {exc.message}", plugin=plugin)
-        failed = SourceUnavailable(f"{who} is unavailable ({type(exc).__name__}): {exc.message}", plugin=plugin)
-        failed.stderr_tail, failed.exit = exc.stderr_tail, exc.exit  # a process failure's diagnostics
-        return failed
+class AsyncPluginSecretSource(_Adapter["AsyncPluginClient"]):
+    """:class:`PluginSecretSource` for an :class:`~plugin_client.AsyncPluginClient`: the
+    same values, errors, cache and arguments, with coroutine methods
+    (``capabilities()`` too: it may have to start the plugin) and ``async with``.
+    A :class:`PluginClient` is a ``TypeError``: that is :class:`PluginSecretSource`'s.
+    The :class:`LeaseCache` is shared safely with sources on other threads or loops."""
 
+    _wants_async = True
 
-def source_error(exc: PluginClientError, *, source: str) -> SourceError:
-    """The :class:`~plugin_client.errors.SourceError` that a
-    :class:`PluginSecretSource` named ``source`` raises for ``exc``: one mapping
-    for an adapter that calls its client itself (the asyncio router of
-    :mod:`plugin_client.sources`). The caller chains ``exc`` as the cause.
-    Not part of ``__all__``."""
-    # A client-less adapter: _map reads only the name.
-    return PluginSecretSource(None, name=source)._map(exc)  # type: ignore[arg-type]
+    async def __aenter__(self) -> AsyncPluginSecretSource:
+        return self
 
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
-def secret_from_reply(value: SecretStr, lease_seconds: Optional[int]) -> Secret:
-    """A ``get`` reply's value and lease as the :class:`Secret` the adapter returns
-    (the lease clamped to ``timedelta.max``). Not part of ``__all__``."""
-    return Secret(value=value, lease=_lease_of(lease_seconds))
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._client.shutdown()
 
+    async def capabilities(self) -> Capability:
+        """The capabilities from the plugin's last ``init``; starts the plugin if unknown."""
+        known = self._known_capabilities()
+        return known if known is not None else (await self._call(self._client.start())).capabilities
 
-def is_not_found(reason: Optional[str]) -> bool:
-    """Whether a ``bad-reference`` reason means "not found" (``get`` then returns
-    ``None``). Not part of ``__all__``."""
-    return _is_not_found(reason)
+    async def is_available(self) -> SourceStatus:
+        """As :meth:`PluginSecretSource.is_available`: never raises for a plugin or client failure."""
+        try:
+            res = await self._client.is_available()
+        except PluginClientError as exc:
+            return _status_of_failure(exc)
+        return SourceStatus(status=res.status, detail=res.detail)
+
+    async def get(self, ref: str) -> Optional[Secret]:
+        """The secret at ``ref``, or ``None`` if the plugin says it is not found."""
+        hit, since = self._cached(ref)
+        if hit is not None:
+            return hit
+        try:
+            res = await self._client.get(ref)
+        except PluginClientError as exc:
+            self._raise_unless_absent(exc)
+            return None
+        return self._secret(ref, res, since)
+
+    async def list(self) -> List[SecretRef]:
+        return self._refs(await self._call(self._client.list()))
+
+    async def validate(self, ref: str) -> bool:
+        return (await self._call(self._client.validate(ref))).ok
+
+    async def put(self, ref: str, value: Union[str, SecretStr]) -> bool:
+        """Store ``value`` at ``ref``; returns whether a value was replaced."""
+        try:
+            return (await self._call(self._client.put(ref, value))).replaced
+        finally:
+            self._invalidate(ref)
+
+    async def delete(self, ref: str) -> bool:
+        """Delete ``ref``; returns whether it existed."""
+        try:
+            return (await self._call(self._client.delete(ref))).existed
+        finally:
+            self._invalidate(ref)
+
+    async def key_material(self, purpose: str) -> SecretBytes:
+        return (await self._call(self._client.key_material(purpose))).material
+
+    async def _call(self, pending: Awaitable[T]) -> T:
+        try:
+            return await pending
+        except PluginClientError as exc:
+            self._raise(exc)
