@@ -27,17 +27,14 @@ from pydantic import SecretBytes, SecretStr
 
 from ._host_scan import HostEntry
 from ._host_sources import no_sources
-from .errors import BadReference, PluginClientError, PluginError
-from .protocol import AvailabilityStatus, Capability, GetResult, InitResult
+from .protocol import Capability
 from .source import (
+    AsyncPluginSecretSource,
     LeaseCache,
     PluginSecretSource,
     Secret,
     SecretRef,
     SourceStatus,
-    is_not_found,
-    secret_from_reply,
-    source_error,
 )
 from .source_router import AsyncSourceRouter, SourceRouter
 from .sources import Resolution
@@ -49,8 +46,9 @@ __all__ = ("HostSecretSource", "AsyncHostSecretSource")
 
 
 class _Bound:
-    """One source of a sync host as the client that :class:`PluginSecretSource` drives:
-    every request goes through the host's request methods."""
+    """One source of a host as the client that :class:`PluginSecretSource` drives:
+    every request goes through the host's request methods. Over an asyncio host
+    each method returns the host's coroutine (see :class:`_AsyncBound`)."""
 
     def __init__(self, host: Any, name: str) -> None:
         self._host = host
@@ -59,16 +57,14 @@ class _Bound:
     def health(self) -> Any:
         return self._host[self.name].health()
 
-    def start(self) -> InitResult:
-        result: InitResult = self._host[self.name].start()
-        return result
+    def start(self) -> Any:
+        return self._host[self.name].start()
 
     def is_available(self) -> Any:
         return self._host.is_available(self.name)
 
-    def get(self, ref: str) -> GetResult:
-        result: GetResult = self._host.get(self.name, ref)
-        return result
+    def get(self, ref: str) -> Any:
+        return self._host.get(self.name, ref)
 
     def list(self) -> Any:
         return self._host.list(self.name)
@@ -84,6 +80,14 @@ class _Bound:
 
     def key_material(self, purpose: str) -> Any:
         return self._host.key_material(self.name, purpose)
+
+
+class _AsyncBound(_Bound):
+    """:class:`_Bound` over an asyncio host, for :class:`AsyncPluginSecretSource`,
+    which tells an asyncio client by its ``get`` being a coroutine function."""
+
+    async def get(self, ref: str) -> Any:
+        return await self._host.get(self.name, ref)
 
 
 class _RouterCache:
@@ -195,71 +199,6 @@ class HostSecretSource:
 # --- the asyncio host as a SecretSource -----------------------------------------------------
 
 
-class _AsyncBound:
-    """One source of an asyncio host as an awaitable source: the error mapping and
-    the cache of :class:`~plugin_client.PluginSecretSource`, every request through
-    the host's request methods."""
-
-    def __init__(self, host: Any, name: str, cache: Optional[LeaseCache]) -> None:
-        self._host = host
-        self.name = name
-        self.cache = cache
-
-    async def is_available(self) -> SourceStatus:
-        try:
-            res = await self._host.is_available(self.name)
-        except PluginError as exc:
-            status = (
-                AvailabilityStatus.NEEDS_CREDENTIAL if exc.kind == "needs-credential" else AvailabilityStatus.UNAVAILABLE
-            )
-            return SourceStatus(status=status, detail=exc.message)
-        except PluginClientError as exc:
-            return SourceStatus(status=AvailabilityStatus.UNAVAILABLE, detail=exc.message)
-        return SourceStatus(status=res.status, detail=res.detail)
-
-    async def get(self, ref: str) -> Optional[Secret]:
-        since = None
-        if self.cache is not None:
-            hit = self.cache.get(ref)
-            if hit is not None:
-                return hit
-            since = self.cache.generation(ref)
-        try:
-            res = await self._host.get(self.name, ref)
-        except PluginClientError as exc:
-            mapped = source_error(exc, source=self.name)
-            if isinstance(mapped, BadReference) and is_not_found(mapped.reason):
-                return None
-            raise mapped from exc
-        secret = secret_from_reply(res.value, res.lease_seconds)
-        if self.cache is not None:
-            self.cache.store(ref, secret, since=since)
-        return secret
-
-    async def _call(self, method: str, *args: Any) -> Any:
-        try:
-            return await getattr(self._host, method)(self.name, *args)
-        except PluginClientError as exc:
-            raise source_error(exc, source=self.name) from exc
-
-    async def validate(self, ref: str) -> bool:
-        return bool((await self._call("validate", ref)).ok)
-
-    async def put(self, ref: str, value: Union[str, SecretStr]) -> bool:
-        try:
-            return bool((await self._call("put", ref, value)).replaced)
-        finally:
-            if self.cache is not None:
-                self.cache.invalidate(ref)
-
-    async def delete(self, ref: str) -> bool:
-        try:
-            return bool((await self._call("delete", ref)).existed)
-        finally:
-            if self.cache is not None:
-                self.cache.invalidate(ref)
-
-
 class AsyncHostSecretSource:
     """:class:`HostSecretSource` for an :class:`~plugin_client.AsyncPluginHost`: the
     same decisions and fallback (:class:`~plugin_client.AsyncSourceRouter`'s);
@@ -268,8 +207,8 @@ class AsyncHostSecretSource:
 
     def __init__(self, host: Any, *, cache: bool = False, max_ttl: Optional[float] = None,
                  name: Optional[str] = None) -> None:
-        def make(src: str, lease_cache: Optional[LeaseCache]) -> _AsyncBound:
-            return _AsyncBound(host, src, lease_cache)
+        def make(src: str, lease_cache: Optional[LeaseCache]) -> AsyncPluginSecretSource:
+            return AsyncPluginSecretSource(_AsyncBound(host, src), cache=lease_cache, name=src)  # type: ignore[arg-type]
 
         # The loop is the only thread that calls it: no lock.
         self._routers = _RouterCache(host, make, AsyncSourceRouter, cache, max_ttl, name)

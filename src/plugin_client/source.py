@@ -270,13 +270,9 @@ class LeaseCache:
 # --- the adapters -----------------------------------------------------------------
 
 
-def _is_not_found(reason: Optional[str]) -> bool:
-    return reason is not None and reason.strip().lower() == "not found"
-
-
 def _absent(exc: PluginError) -> bool:
     """Whether ``exc`` is the plugin's "not found": ``get`` answers ``None`` then."""
-    return exc.kind == "bad-reference" and _is_not_found(exc.reason)
+    return exc.kind == "bad-reference" and is_not_found(exc.reason)
 
 
 def _status_of_failure(exc: PluginClientError) -> SourceStatus:
@@ -297,9 +293,9 @@ def _is_async_client(client: Any) -> bool:
 
 def source_error(exc: PluginClientError, *, source: str) -> SourceError:
     """The :class:`~plugin_client.errors.SourceError` that an adapter for the source
-    named ``source`` raises for ``exc`` (one mapping, also for an adapter that calls
-    its client itself, such as the asyncio router of :mod:`plugin_client.source_router`).
-    The caller chains ``exc`` as the cause. Not part of ``__all__``."""
+    named ``source`` raises for ``exc`` (one mapping, also for a caller that asks a
+    plugin without an adapter). The caller chains ``exc`` as the cause. Not part
+    of ``__all__``."""
     plugin = exc.plugin
     who = f"Source {source!r}"
     if isinstance(exc, UnsupportedCapability):
@@ -337,13 +333,16 @@ def secret_from_reply(value: SecretStr, lease_seconds: Optional[int]) -> Secret:
 def is_not_found(reason: Optional[str]) -> bool:
     """Whether a ``bad-reference`` reason means "not found" (``get`` then returns
     ``None``). Not part of ``__all__``."""
-    return _is_not_found(reason)
+    return reason is not None and reason.strip().lower() == "not found"
 
 
 class _Adapter(Generic[C]):
     """What both adapters share: the client check, the name, the cache, the typed
     values, the error mapping. The two differ only in calling (or awaiting) the
-    client, in the few lines between these steps."""
+    client, in the few lines between these steps. The client may also be any
+    object with a client's request methods (a host's per-source binding calls
+    the host, so that its in-flight counting holds); an asyncio one is told by
+    its ``get`` being a coroutine function."""
 
     _wants_async = False
 

@@ -34,18 +34,20 @@ import threading
 from pathlib import Path
 from typing import (
     Any,
-    Awaitable,
     Callable,
+    ClassVar,
     Dict,
-    Iterable,
+    Generic,
     List,
     Mapping,
     Optional,
     Protocol,
     Sequence,
     Tuple,
+    Type,
     TypeVar,
     Union,
+    cast,
     runtime_checkable,
 )
 
@@ -55,7 +57,6 @@ from .aio import AsyncPluginClient
 from .client import PluginClient
 from .events import PluginEvent
 from .errors import (
-    BadReference,
     ManifestError,
     PluginClientError,
     SourceError,
@@ -69,15 +70,13 @@ from .manifest import LoadedPlugin, discover_plugins
 from .policy import LifetimePolicy
 from .protocol import AvailabilityStatus, Capability
 from .source import (
+    AsyncPluginSecretSource,
     LeaseCache,
     PluginSecretSource,
     Secret,
     SecretRef,
     SecretSource,
     SourceStatus,
-    is_not_found,
-    secret_from_reply,
-    source_error,
 )
 from .sources import Resolution, RouteKind, SourceDef, SourcesConfig, load_sources
 
@@ -92,7 +91,9 @@ __all__ = (
 
 log = logging.getLogger("plugin_client.sources")
 
-T = TypeVar("T")
+CT = TypeVar("CT")  # the kind of client a router adapts
+ST = TypeVar("ST")  # what it holds per source: an adapter, or a source it was given
+R = TypeVar("R", bound="_RouterBase[Any, Any]")
 _PathArg = Union[str, "Path"]
 
 
@@ -157,25 +158,81 @@ def _policy_for(
 # --- the blocking router ------------------------------------------------------------
 
 
-class _RouterBase:
-    """What both routers share: the config, the missing sources, the decision."""
+class _RouterBase(Generic[CT, ST]):
+    """What both routers share: the config, the sources (each client wrapped in its
+    adapter), the missing sources, the decision, :meth:`open`. A router names the
+    client type it adapts (``_client_type``) and how (``_adapt``)."""
+
+    _client_type: ClassVar[type]
 
     def __init__(
         self,
         config: SourcesConfig,
-        names: Iterable[str],
-        missing: Optional[Mapping[str, BaseException]],
-        name: Optional[str],
+        clients: Mapping[str, Union[CT, ST]],
+        *,
+        missing: Optional[Mapping[str, BaseException]] = None,
+        cache: bool = False,
+        max_ttl: Optional[float] = None,
+        owns_clients: bool = False,
+        name: Optional[str] = None,
     ) -> None:
         self._config = config
         defined = set(config.names())
-        unknown = sorted(set(names) - defined)
+        unknown = sorted(set(clients) - defined)
         if unknown:
             raise ValueError(
                 f"Sources {unknown!r} are not defined in {config.origin!r}; the sources are {config.names()!r}"
             )
         self._missing: Dict[str, BaseException] = dict(missing or {})
         self._name = name if name is not None else f"sources:{Path(config.origin).name}"
+        self._clients: List[CT] = []
+        self._sources: Dict[str, ST] = {}
+        for src_name, client in clients.items():
+            if isinstance(client, self._client_type):
+                self._clients.append(cast(CT, client))
+                cache_for = LeaseCache(max_ttl=max_ttl) if cache else None
+                self._sources[src_name] = self._adapt(cast(CT, client), cache_for, src_name)
+            else:
+                self._sources[src_name] = cast(ST, client)
+        self._owns = owns_clients
+
+    def _adapt(self, client: CT, cache: Optional[LeaseCache], name: str) -> ST:
+        raise NotImplementedError
+
+    @classmethod
+    def open(
+        cls: Type[R],
+        config: Union[SourcesConfig, _PathArg],
+        plugins_dir: Union[_PathArg, Sequence[_PathArg]],
+        *,
+        policy: Optional[LifetimePolicy] = None,
+        policies: Optional[Mapping[str, LifetimePolicy]] = None,
+        cache: bool = False,
+        max_ttl: Optional[float] = None,
+        on_event: Optional[Callable[[PluginEvent], None]] = None,
+    ) -> R:
+        """A router that owns one new client per source (a :class:`PluginClient` for
+        :class:`SourceRouter`, an :class:`AsyncPluginClient` for
+        :class:`AsyncSourceRouter`): the plugin named by the source's ``type``, found
+        in ``plugins_dir`` (a directory or a list), inited with the source's name and
+        settings. ``policies`` maps a source's name (or, for every source of a type,
+        the plugin's name) to its own :class:`LifetimePolicy`; ``policy`` is the
+        rest's. ``on_event`` is given to every client (README "Events and logging").
+        Nothing is spawned yet."""
+        cfg = config if isinstance(config, SourcesConfig) else load_sources(config)
+        found, missing = find_source_plugins(cfg, plugins_dir)
+        clients = {
+            src.name: cls._client_type(
+                found[src.name],
+                policy=_policy_for(src, policy, policies),
+                source_name=src.name,
+                config=src.init_config(),
+                on_event=on_event,
+            )
+            for src in cfg.sources
+            if src.name in found
+        }
+        return cls(cfg, clients, missing=missing, cache=cache, max_ttl=max_ttl, owns_clients=True)
 
     @property
     def name(self) -> str:
@@ -188,6 +245,12 @@ class _RouterBase:
     def resolve(self, path: str) -> Resolution:
         """The decision for ``path``, without calling a plugin (:meth:`SourcesConfig.resolve`)."""
         return self._config.resolve(path)
+
+    def _source(self, name: str) -> ST:
+        src = self._sources.get(name)
+        if src is None:
+            raise self._no_source(name)
+        return src
 
     def _no_source(self, name: str) -> SourceUnavailable:
         src = self._config.source(name)  # UnknownSource for a name the file lacks
@@ -224,7 +287,7 @@ class _RouterBase:
         )
 
 
-class SourceRouter(_RouterBase):
+class SourceRouter(_RouterBase[PluginClient, SecretSource]):
     """Routes secret paths to sources, each a :class:`PluginClient` (or any
     :class:`~plugin_client.source.SecretSource`), by a :class:`SourcesConfig`.
 
@@ -242,61 +305,10 @@ class SourceRouter(_RouterBase):
     given). Clients are shut down by :meth:`close` only if ``owns_clients``.
     """
 
-    def __init__(
-        self,
-        config: SourcesConfig,
-        clients: Mapping[str, Union[PluginClient, SecretSource]],
-        *,
-        missing: Optional[Mapping[str, BaseException]] = None,
-        cache: bool = False,
-        max_ttl: Optional[float] = None,
-        owns_clients: bool = False,
-        name: Optional[str] = None,
-    ) -> None:
-        super().__init__(config, clients, missing, name)
-        self._clients: List[PluginClient] = []
-        self._sources: Dict[str, SecretSource] = {}
-        for src_name, client in clients.items():
-            if isinstance(client, PluginClient):
-                self._clients.append(client)
-                cache_for = LeaseCache(max_ttl=max_ttl) if cache else None
-                self._sources[src_name] = PluginSecretSource(client, cache=cache_for, name=src_name)
-            else:
-                self._sources[src_name] = client
-        self._owns = owns_clients
+    _client_type = PluginClient
 
-    @classmethod
-    def open(
-        cls,
-        config: Union[SourcesConfig, _PathArg],
-        plugins_dir: Union[_PathArg, Sequence[_PathArg]],
-        *,
-        policy: Optional[LifetimePolicy] = None,
-        policies: Optional[Mapping[str, LifetimePolicy]] = None,
-        cache: bool = False,
-        max_ttl: Optional[float] = None,
-        on_event: Optional[Callable[[PluginEvent], None]] = None,
-    ) -> SourceRouter:
-        """A router that owns one new client per source: the plugin named by the
-        source's ``type``, found in ``plugins_dir`` (a directory or a list),
-        inited with the source's name and settings. ``policies`` maps a source's
-        name (or, for every source of a type, the plugin's name) to its own
-        :class:`LifetimePolicy`; ``policy`` is the rest's. ``on_event`` is given to
-        every client (README "Events and logging"). Nothing is spawned yet."""
-        cfg = config if isinstance(config, SourcesConfig) else load_sources(config)
-        found, missing = find_source_plugins(cfg, plugins_dir)
-        clients = {
-            src.name: PluginClient(
-                found[src.name],
-                policy=_policy_for(src, policy, policies),
-                source_name=src.name,
-                config=src.init_config(),
-                on_event=on_event,
-            )
-            for src in cfg.sources
-            if src.name in found
-        }
-        return cls(cfg, clients, missing=missing, cache=cache, max_ttl=max_ttl, owns_clients=True)
+    def _adapt(self, client: PluginClient, cache: Optional[LeaseCache], name: str) -> SecretSource:
+        return PluginSecretSource(client, cache=cache, name=name)
 
     def __repr__(self) -> str:
         return f"<SourceRouter {self._name!r} sources={len(self._sources)} missing={sorted(self._missing)!r}>"
@@ -320,10 +332,7 @@ class SourceRouter(_RouterBase):
     def source(self, name: str) -> SecretSource:
         """The source named ``name``: :class:`~plugin_client.errors.UnknownSource` if the
         file defines none, :class:`~plugin_client.errors.SourceUnavailable` if it has no client."""
-        src = self._sources.get(name)
-        if src is None:
-            raise self._no_source(name)
-        return src
+        return self._source(name)
 
     def get_secret(self, path: str) -> Optional[Secret]:
         """Resolve ``path`` and get it from its source (the fallback, if the default is
@@ -424,125 +433,16 @@ class AsyncGetSource(Protocol):
     async def is_available(self) -> SourceStatus: ...
 
 
-class _AsyncClientSource:
-    """An :class:`AsyncPluginClient` as a source: the errors and the cache of
-    :class:`~plugin_client.source.PluginSecretSource`, awaited."""
-
-    def __init__(self, client: AsyncPluginClient, name: str, cache: Optional[LeaseCache]) -> None:
-        self.client = client
-        self.name = name
-        self.cache = cache
-
-    async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
-        try:
-            return await make()
-        except PluginClientError as exc:
-            raise source_error(exc, source=self.name) from exc
-
-    async def is_available(self) -> SourceStatus:
-        try:
-            res = await self.client.is_available()
-        except PluginClientError as exc:
-            kind = getattr(exc, "kind", None)
-            status = (
-                AvailabilityStatus.NEEDS_CREDENTIAL if kind == "needs-credential" else AvailabilityStatus.UNAVAILABLE
-            )
-            return SourceStatus(status=status, detail=exc.message)
-        return SourceStatus(status=res.status, detail=res.detail)
-
-    async def get(self, ref: str) -> Optional[Secret]:
-        since = None
-        if self.cache is not None:
-            hit = self.cache.get(ref)
-            if hit is not None:
-                return hit
-            since = self.cache.generation(ref)
-        try:
-            res = await self.client.get(ref)
-        except PluginClientError as exc:
-            mapped = source_error(exc, source=self.name)
-            if isinstance(mapped, BadReference) and is_not_found(mapped.reason):
-                return None
-            raise mapped from exc
-        secret = secret_from_reply(res.value, res.lease_seconds)
-        if self.cache is not None:
-            self.cache.store(ref, secret, since=since)
-        return secret
-
-    async def validate(self, ref: str) -> bool:
-        return (await self._call(lambda: self.client.validate(ref))).ok
-
-    async def put(self, ref: str, value: Union[str, SecretStr]) -> bool:
-        try:
-            return (await self._call(lambda: self.client.put(ref, value))).replaced
-        finally:
-            if self.cache is not None:
-                self.cache.invalidate(ref)
-
-    async def delete(self, ref: str) -> bool:
-        try:
-            return (await self._call(lambda: self.client.delete(ref))).existed
-        finally:
-            if self.cache is not None:
-                self.cache.invalidate(ref)
-
-
-class AsyncSourceRouter(_RouterBase):
+class AsyncSourceRouter(_RouterBase[AsyncPluginClient, AsyncGetSource]):
     """:class:`SourceRouter` for asyncio: the same decisions and fallback, over
     :class:`AsyncPluginClient`\\ s (or any :class:`AsyncGetSource`). Its
     ``get_secret``, ``get``, ``validate``, ``put``, ``delete``, ``status``,
     ``is_available`` and ``aclose`` are coroutines; ``resolve`` is not."""
 
-    def __init__(
-        self,
-        config: SourcesConfig,
-        clients: Mapping[str, Union[AsyncPluginClient, AsyncGetSource]],
-        *,
-        missing: Optional[Mapping[str, BaseException]] = None,
-        cache: bool = False,
-        max_ttl: Optional[float] = None,
-        owns_clients: bool = False,
-        name: Optional[str] = None,
-    ) -> None:
-        super().__init__(config, clients, missing, name)
-        self._clients: List[AsyncPluginClient] = []
-        self._sources: Dict[str, Any] = {}
-        for src_name, client in clients.items():
-            if isinstance(client, AsyncPluginClient):
-                self._clients.append(client)
-                cache_for = LeaseCache(max_ttl=max_ttl) if cache else None
-                self._sources[src_name] = _AsyncClientSource(client, src_name, cache_for)
-            else:
-                self._sources[src_name] = client
-        self._owns = owns_clients
+    _client_type = AsyncPluginClient
 
-    @classmethod
-    def open(
-        cls,
-        config: Union[SourcesConfig, _PathArg],
-        plugins_dir: Union[_PathArg, Sequence[_PathArg]],
-        *,
-        policy: Optional[LifetimePolicy] = None,
-        policies: Optional[Mapping[str, LifetimePolicy]] = None,
-        cache: bool = False,
-        max_ttl: Optional[float] = None,
-        on_event: Optional[Callable[[PluginEvent], None]] = None,
-    ) -> AsyncSourceRouter:
-        """As :meth:`SourceRouter.open`, with :class:`AsyncPluginClient`\\ s."""
-        cfg = config if isinstance(config, SourcesConfig) else load_sources(config)
-        found, missing = find_source_plugins(cfg, plugins_dir)
-        clients = {
-            src.name: AsyncPluginClient(
-                found[src.name],
-                policy=_policy_for(src, policy, policies),
-                source_name=src.name,
-                config=src.init_config(),
-                on_event=on_event,
-            )
-            for src in cfg.sources
-            if src.name in found
-        }
-        return cls(cfg, clients, missing=missing, cache=cache, max_ttl=max_ttl, owns_clients=True)
+    def _adapt(self, client: AsyncPluginClient, cache: Optional[LeaseCache], name: str) -> AsyncGetSource:
+        return AsyncPluginSecretSource(client, cache=cache, name=name)
 
     def __repr__(self) -> str:
         return f"<AsyncSourceRouter {self._name!r} sources={len(self._sources)} missing={sorted(self._missing)!r}>"
@@ -560,10 +460,7 @@ class AsyncSourceRouter(_RouterBase):
 
     def source(self, name: str) -> Any:
         """The source named ``name`` (as :meth:`SourceRouter.source`)."""
-        src = self._sources.get(name)
-        if src is None:
-            raise self._no_source(name)
-        return src
+        return self._source(name)
 
     async def get_secret(self, path: str) -> Optional[Secret]:
         """As :meth:`SourceRouter.get_secret`."""
