@@ -1,12 +1,12 @@
 """How a flow's process ends: the failures, the interruptions, the stops and the idle reap.
 
 :class:`FlowEnds` is a mixin :class:`~plugin_client._flow.Flow` inherits, so
-these are the flow's own methods (``flow.stop_steps(proc)``, as before) at no
-extra call or lookup. Each one ends a process, or hands it to whoever will, and
-books how it ended:
+these are the flow's own methods (``flow.stop_steps(proc)``), with no extra
+call or lookup. Each one ends a process, or hands it to whoever will, and books
+how it ended:
 
 - a failure (an exchange's error, a reply that breaks the protocol, an ``init``
-  that fails, output or an exit found by the idle check): the process is killed
+  that fails, stray output found by the idle check): the process is killed
   or reaped, the crash counted, and the message to raise composed once
   (:meth:`FlowEnds._fail_steps`), with the crash's diagnostics;
 - an interruption by the host (:meth:`FlowEnds.interrupted`): nothing counted,
