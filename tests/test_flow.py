@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import math
+import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any, Deque, List, Optional, Tuple, Union
@@ -166,6 +167,17 @@ def warm(flow: Flow, script: Script, caps: int = 0x1FF) -> FakeProcess:
     script.performed.clear()
     assert flow.slot.proc is not None
     return flow.slot.proc  # type: ignore[return-value]
+
+
+def test_a_flow_keeps_to_its_slots(plugin: Any, script: Script) -> None:
+    """Flow's methods come from two classes (``FlowEnds``, the mixin of its process's
+    ends): the mixin adds no ``__dict__``, so the state stays in ``Flow.__slots__``,
+    ``__weakref__`` among them."""
+    flow = new_flow(plugin, script)
+    assert not hasattr(flow, "__dict__")
+    with pytest.raises(AttributeError):
+        flow.not_a_slot = 1  # type: ignore[attr-defined]
+    assert weakref.ref(flow)() is flow
 
 
 # --- begin -------------------------------------------------------------------------

@@ -42,16 +42,16 @@ def ready_blocking(flow: Flow) -> PluginProcess:
 
 def run_blocking(flow: Flow, steps: Steps) -> Any:
     """Drive ``steps`` (one of ``flow``'s) with blocking calls: :func:`run_sync`,
-    whose interruptions are :meth:`Flow.interrupted`'s to tidy up."""
+    whose interruptions are :meth:`~plugin_client._flow_ends.FlowEnds.interrupted`'s to tidy up."""
     return run_sync(steps, flow.interrupted)
 
 
 def stop_blocking(flow: Flow, proc: PluginProcess) -> None:
-    """:meth:`Flow.stop_steps` with blocking calls (``PluginProcess.stop``, whose
-    common case drives no generator). Books the end with the ``meta`` lock
-    only, so a process taken out of the slot may be stopped without the
-    request lock. An interrupted stop goes on in the background
-    (:meth:`Flow.interrupted`)."""
+    """:meth:`~plugin_client._flow_ends.FlowEnds.stop_steps` with blocking calls
+    (``PluginProcess.stop``, whose common case drives no generator). Books the
+    end with the ``meta`` lock only, so a process taken out of the slot may be
+    stopped without the request lock. An interrupted stop goes on in the
+    background (:meth:`~plugin_client._flow_ends.FlowEnds.interrupted`)."""
     policy = flow.policy
     try:
         info = proc.stop(policy.exit_wait, policy.shutdown_grace)
@@ -62,7 +62,7 @@ def stop_blocking(flow: Flow, proc: PluginProcess) -> None:
 
 
 def shutdown_blocking(flow: Flow) -> None:
-    """:meth:`Flow.shutdown_steps` with blocking calls: the sync client's shutdown."""
+    """:meth:`~plugin_client._flow_ends.FlowEnds.shutdown_steps` with blocking calls: the sync client's shutdown."""
     proc = flow.take_process()
     if proc is not None:
         stop_blocking(flow, proc)

@@ -38,8 +38,8 @@ collected without ``shutdown()`` or left at exit):
 
 Deliberately not here: the asyncio client (its processes belong to its event
 loop, so it reaps with a loop timer and stops in loop tasks, in
-:mod:`plugin_client.aio`), what a stop does (:meth:`plugin_client._flow.Flow.stop_steps`),
-and when a process is expired (:meth:`plugin_client._flow.Flow.take_idle`).
+:mod:`plugin_client.aio`), what a stop does (:meth:`plugin_client._flow_ends.FlowEnds.stop_steps`),
+and when a process is expired (:meth:`plugin_client._flow_ends.FlowEnds.take_idle`).
 """
 
 from __future__ import annotations
