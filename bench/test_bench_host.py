@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Callable, Iterator, List, Tuple, TypeVar
 
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
@@ -30,6 +30,8 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from _bench import BenchBin, install, tag
 from plugin_client import AsyncPluginHost, InitResult, LifetimePolicy, PluginHost
 from plugin_client.manifest import RACY_WINDOW_NS
+
+H = TypeVar("H")
 
 N = 20
 POLICY = LifetimePolicy(idle_timeout=3600.0)
@@ -59,74 +61,51 @@ def _all_started(results: Any) -> bool:
     return len(results) == N and all(isinstance(r, InitResult) for r in results.values())
 
 
-def test_host_start_side_by_side(benchmark: BenchmarkFixture, host_dirs: Tuple[Path, Path]) -> None:
-    tag(benchmark, "host_start", "side-by-side", PLACEMENT, plugins=N)
-    made: List[PluginHost] = []
+def _time_starts(benchmark: BenchmarkFixture, new_host: Callable[[], H], start: Callable[[H], Any],
+                 stop: Callable[[H], Any]) -> None:
+    """Time ``start`` of a fresh host each round (made in the untimed setup, stopped
+    in the teardown), and stop every host made once more if a round fails."""
+    made: List[H] = []
 
-    def setup() -> Tuple[Tuple[PluginHost], dict]:  # type: ignore[type-arg]
-        host = PluginHost(host_dirs[0], policy=POLICY)
+    def setup() -> Tuple[Tuple[H], dict]:  # type: ignore[type-arg]
+        host = new_host()
         made.append(host)
         return (host,), {}
 
-    def run(host: PluginHost) -> Any:
-        return host.start()
-
-    def teardown(host: PluginHost) -> None:
-        host.shutdown()
-
     try:
-        results = benchmark.pedantic(run, setup=setup, teardown=teardown, rounds=15, warmup_rounds=1)
+        results = benchmark.pedantic(start, setup=setup, teardown=stop, rounds=15, warmup_rounds=1)
         assert _all_started(results)
     finally:
         for host in made:
-            host.shutdown()
+            stop(host)
+
+
+def test_host_start_side_by_side(benchmark: BenchmarkFixture, host_dirs: Tuple[Path, Path]) -> None:
+    tag(benchmark, "host_start", "side-by-side", PLACEMENT, plugins=N)
+    _time_starts(benchmark, lambda: PluginHost(host_dirs[0], policy=POLICY), PluginHost.start, PluginHost.shutdown)
 
 
 def test_host_start_one_by_one(benchmark: BenchmarkFixture, host_dirs: Tuple[Path, Path]) -> None:
     tag(benchmark, "host_start", "one-by-one", PLACEMENT, plugins=N)
-    made: List[PluginHost] = []
-
-    def setup() -> Tuple[Tuple[PluginHost], dict]:  # type: ignore[type-arg]
-        host = PluginHost(host_dirs[0], policy=POLICY)
-        made.append(host)
-        return (host,), {}
-
-    def run(host: PluginHost) -> Any:
-        return {name: host[name].start() for name in host.names()}
-
-    def teardown(host: PluginHost) -> None:
-        host.shutdown()
-
-    try:
-        results = benchmark.pedantic(run, setup=setup, teardown=teardown, rounds=15, warmup_rounds=1)
-        assert _all_started(results)
-    finally:
-        for host in made:
-            host.shutdown()
+    _time_starts(
+        benchmark,
+        lambda: PluginHost(host_dirs[0], policy=POLICY),
+        lambda host: {name: host[name].start() for name in host.names()},
+        PluginHost.shutdown,
+    )
 
 
 def test_host_start_async(benchmark: BenchmarkFixture, host_dirs: Tuple[Path, Path]) -> None:
     tag(benchmark, "host_start", "async-side-by-side", PLACEMENT, plugins=N)
     loop = asyncio.new_event_loop()
-    made: List[AsyncPluginHost] = []
-
-    def setup() -> Tuple[Tuple[AsyncPluginHost], dict]:  # type: ignore[type-arg]
-        host = AsyncPluginHost(host_dirs[0], policy=POLICY)
-        made.append(host)
-        return (host,), {}
-
-    def run(host: AsyncPluginHost) -> Any:
-        return loop.run_until_complete(host.start())
-
-    def teardown(host: AsyncPluginHost) -> None:
-        loop.run_until_complete(host.shutdown())
-
     try:
-        results = benchmark.pedantic(run, setup=setup, teardown=teardown, rounds=15, warmup_rounds=1)
-        assert _all_started(results)
+        _time_starts(
+            benchmark,
+            lambda: AsyncPluginHost(host_dirs[0], policy=POLICY),
+            lambda host: loop.run_until_complete(host.start()),
+            lambda host: loop.run_until_complete(host.shutdown()),
+        )
     finally:
-        for host in made:
-            loop.run_until_complete(host.shutdown())
         loop.close()
 
 

@@ -183,7 +183,7 @@ class DoctorHost(PluginHost):
     directory, every client a probe (spawn, ``init``, ``is_available``) with
     ``timeout`` as its start and request timeouts, and short stops."""
 
-    _client_type = _ProbeClient  # type: ignore[assignment]  # a PluginClient, with a probing start()
+    client_class = _ProbeClient  # type: ignore[assignment]  # a PluginClient, with a probing start()
 
     def __init__(self, plugins_dir: Path, timeout: float) -> None:
         policy = LifetimePolicy(

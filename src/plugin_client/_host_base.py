@@ -40,7 +40,9 @@ __all__ = ("HostBase",)
 class HostBase(Generic[C]):
     """The constructor and the non-waiting members of both hosts (see the module docstring)."""
 
-    _client_type: Type[Any]  # PluginClient or AsyncPluginClient: the same constructor
+    # The class of the clients the host makes: PluginClient or AsyncPluginClient,
+    # or a subclass with the same constructor (the doctor's probing client).
+    client_class: Type[Any]
 
     def __init__(
         self,
@@ -66,7 +68,7 @@ class HostBase(Generic[C]):
         # to the host, so a host dropped without shutdown() is freed at once and
         # its clients' finalizers stop their processes.
         self._table: HostTable[C] = HostTable(
-            self._dirs, functools.partial(_new_client, self._client_type, on_event), kind=type(self).__name__
+            self._dirs, functools.partial(_new_client, self.client_class, on_event), kind=type(self).__name__
         )
         self._table.apply(self._scan())
         if self._sources_arg is None:

@@ -60,7 +60,7 @@ class AsyncPluginHost(HostBase[AsyncPluginClient]):
 
     Takes exactly the arguments of :class:`~plugin_client.PluginHost`."""
 
-    _client_type = AsyncPluginClient
+    client_class = AsyncPluginClient
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._stoppers: Set["asyncio.Task[None]"] = set()

@@ -79,7 +79,7 @@ class PluginHost(HostBase[PluginClient]):
     does; ``reload()`` reads the file again.
     """
 
-    _client_type = PluginClient
+    client_class = PluginClient
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._lock = threading.Lock()  # the table's; never held across a wait

@@ -272,7 +272,7 @@ class LeaseCache:
 
 def _absent(exc: PluginError) -> bool:
     """Whether ``exc`` is the plugin's "not found": ``get`` answers ``None`` then."""
-    return exc.kind == "bad-reference" and is_not_found(exc.reason)
+    return exc.kind == "bad-reference" and _is_not_found(exc.reason)
 
 
 def _status_of_failure(exc: PluginClientError) -> SourceStatus:
@@ -291,11 +291,10 @@ def _is_async_client(client: Any) -> bool:
     return inspect.iscoroutinefunction(getattr(type(client), "get", None))
 
 
-def source_error(exc: PluginClientError, *, source: str) -> SourceError:
+def _source_error(exc: PluginClientError, *, source: str) -> SourceError:
     """The :class:`~plugin_client.errors.SourceError` that an adapter for the source
-    named ``source`` raises for ``exc`` (one mapping, also for a caller that asks a
-    plugin without an adapter). The caller chains ``exc`` as the cause. Not part
-    of ``__all__``."""
+    named ``source`` raises for ``exc``: one mapping for both adapters. The caller
+    chains ``exc`` as the cause."""
     plugin = exc.plugin
     who = f"Source {source!r}"
     if isinstance(exc, UnsupportedCapability):
@@ -324,15 +323,15 @@ def source_error(exc: PluginClientError, *, source: str) -> SourceError:
     return failed
 
 
-def secret_from_reply(value: SecretStr, lease_seconds: Optional[int]) -> Secret:
+def _secret_from_reply(value: SecretStr, lease_seconds: Optional[int]) -> Secret:
     """A ``get`` reply's value and lease as the :class:`Secret` the adapters return
-    (the lease clamped to ``timedelta.max``). Not part of ``__all__``."""
+    (the lease clamped to ``timedelta.max``)."""
     return Secret(value=value, lease=_lease_of(lease_seconds))
 
 
-def is_not_found(reason: Optional[str]) -> bool:
+def _is_not_found(reason: Optional[str]) -> bool:
     """Whether a ``bad-reference`` reason means "not found" (``get`` then returns
-    ``None``). Not part of ``__all__``."""
+    ``None``)."""
     return reason is not None and reason.strip().lower() == "not found"
 
 
@@ -403,7 +402,7 @@ class _Adapter(Generic[C]):
 
     def _secret(self, ref: str, res: GetResult, since: Optional[Tuple[int, int]]) -> Secret:
         """The fetched value as a :class:`Secret`, cached if it has a lease."""
-        secret = secret_from_reply(res.value, res.lease_seconds)
+        secret = _secret_from_reply(res.value, res.lease_seconds)
         if self._cache is not None:
             self._cache.store(ref, secret, since=since)
         return secret
@@ -427,7 +426,7 @@ class _Adapter(Generic[C]):
         raise self._map(exc) from exc
 
     def _map(self, exc: PluginClientError) -> SourceError:
-        return source_error(exc, source=self._name)
+        return _source_error(exc, source=self._name)
 
 
 class PluginSecretSource(_Adapter[PluginClient]):
